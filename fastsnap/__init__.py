@@ -1,0 +1,1 @@
+"""fastsnap: fast snapshots of Ceph RBD instance disks into (multistore) Glance."""

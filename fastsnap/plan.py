@@ -1,0 +1,266 @@
+"""Decide where a snapshot goes and how it gets there.
+
+:func:`make_plan` is pure: it takes what Glance and Ceph reported (:class:`PlanRequest`) and returns a
+:class:`Plan`, or raises.  The target store is, in order of precedence, the store requested explicitly,
+the operator's ``[snapshot] default_store``, the base image's rbd store on the disk's cluster, and
+Glance's default store.  The snapshot is a copy-on-write clone when the target is an rbd store on the
+disk's cluster and is streamed otherwise.  An unknown fsid or store type never silently becomes a stream:
+it raises :class:`PlanError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fastsnap.errors import ConfigError, InvalidLocation, PlanError, UnknownStore
+from fastsnap.location import RbdLocation
+
+NO_BASE_IMAGE = "no base image (volume-backed or image deleted)"
+_ROLE_NEEDED = (
+    "Glance reveals store details (type, pool, fsid) only to the admin or service role; "
+    "give fastsnap's Glance user that role"
+)
+
+
+class SnapshotPath(str, enum.Enum):
+    """How the snapshot's bytes reach Glance."""
+
+    CLONE = "clone"
+    STREAM = "stream"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """One entry of Glance's store catalogue (``GET /v2/info/stores/detail``)."""
+
+    id: str
+    type: str | None  # "rbd", "file", ...; None when Glance did not reveal it (non-admin view)
+    is_default: bool
+    description: str = ""
+    pool: str | None = None  # rbd only
+    fsid: str | None = None  # rbd only; None = unknown (Glance could not reach the cluster), NEVER "other cluster"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """The Glance image the instance was booted from, as far as Glance shows it."""
+
+    id: str
+    stores: tuple[str, ...]  # from the image's `stores` field (comma-joined in Glance; already split)
+    locations: tuple[tuple[str, str | None], ...]  # (url, metadata.store or None); may be empty when hidden
+    direct_url: str | None = None  # image's direct_url when Glance exposes it
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Everything :func:`make_plan` needs.  An empty store id counts as not given."""
+
+    disk_fsid: str  # fsid of the Ceph cluster that holds the instance disk
+    stores: tuple[StoreInfo, ...]  # Glance's store catalogue
+    base_image: BaseImage | None = None  # None: volume-backed / no image_ref
+    requested_store: str | None = None  # explicit per-request store
+    configured_store: str | None = None  # operator's [snapshot] default_store
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decision: which path, into which store, and why."""
+
+    path: SnapshotPath
+    store: str  # target store id
+    pool: str | None  # rbd pool of the target store when path is CLONE, else the store's pool or None
+    fsid: str | None  # cluster of the target store (catalogue, or base image location evidence)
+    reason: str  # human-readable
+
+
+# Store id -> fsids seen in the base image's rbd location URLs attributed to that store.
+_Evidence = dict[str, set[str]]
+
+
+def make_plan(req: PlanRequest) -> Plan:
+    """Choose the target store and the path (clone or stream) for a snapshot; see the module doc."""
+    if not req.stores:
+        raise ConfigError("Glance reports no stores; check enabled_backends in glance-api's configuration")
+    catalogue = {store.id: store for store in req.stores}
+    candidates, evidence = _base_image_stores(req.base_image, catalogue)
+
+    notes = [] if req.base_image is not None else [NO_BASE_IMAGE]
+    store, choice, from_base = _choose_store(req, catalogue, candidates, evidence)
+    notes.append(choice)
+    path, pool, fsid, why = _path_for(store, req.disk_fsid, evidence)
+    reason = "; ".join(notes) + (": clone" if from_base else f"; {why}")
+    return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason)
+
+
+def _choose_store(
+    req: PlanRequest, catalogue: dict[str, StoreInfo], candidates: list[StoreInfo], evidence: _Evidence
+) -> tuple[StoreInfo, str, bool]:
+    """Return the target store, why it was chosen, and whether it is the base image's (clonable) store."""
+    known = ", ".join(repr(store_id) for store_id in catalogue)
+    if req.requested_store:
+        if req.requested_store not in catalogue:
+            raise UnknownStore(f"Glance has no store {req.requested_store!r}; known stores: {known}")
+        return catalogue[req.requested_store], f"store {req.requested_store!r} requested explicitly", False
+    if req.configured_store:
+        if req.configured_store not in catalogue:
+            raise ConfigError(
+                f"[snapshot] default_store = {req.configured_store!r} is not a Glance store; known stores: {known}"
+            )
+        return catalogue[req.configured_store], f"store {req.configured_store!r} from [snapshot] default_store", False
+    notes = []
+    if req.base_image is not None:
+        local, note = _base_image_target(req.base_image, req.disk_fsid, candidates, evidence)
+        if local is not None:
+            return local, note, True
+        notes.append(note)
+    default = _default_store(req.stores)
+    notes.append(f"using Glance's default store {default.id!r}")
+    return default, "; ".join(notes), False
+
+
+def _base_image_target(
+    image: BaseImage, disk_fsid: str, candidates: list[StoreInfo], evidence: _Evidence
+) -> tuple[StoreInfo | None, str]:
+    """The base image's rbd store on ``disk_fsid`` and why; or None and why none is usable."""
+    remote: list[tuple[StoreInfo, str]] = []
+    undecided: list[StoreInfo] = []
+    for store in candidates:
+        if store.type != "rbd":
+            if store.type is None:
+                undecided.append(store)
+            continue
+        fsid = _fsid_of(store, evidence)
+        if fsid is None:
+            undecided.append(store)
+        elif fsid == disk_fsid:
+            where = f"rbd pool {store.pool} on this cluster{_evidence_note(store)}"
+            return store, f"base image {image.id} is in store {store.id!r} ({where})"
+        else:
+            remote.append((store, fsid))
+    for store in undecided:
+        consequence = f"cannot tell whether base image {image.id} in it can be cloned"
+        if store.type is None:
+            raise PlanError(f"type of store {store.id!r} unknown; {consequence}; {_ROLE_NEEDED}")
+        raise _unknown_fsid(store, evidence, consequence)
+    if len(remote) == 1:
+        store, fsid = remote[0]
+        return None, f"base image {image.id} is in store {store.id!r} on another cluster (fsid {fsid})"
+    if remote:
+        ids = ", ".join(repr(store.id) for store, _ in remote)
+        fsids = ", ".join(fsid for _, fsid in remote)
+        return None, f"base image {image.id} is in stores {ids} on other clusters (fsid {fsids})"
+    if candidates:
+        return None, f"base image {image.id} is in no rbd store (stores: {_ids(candidates)})"
+    return None, f"base image {image.id} shows no store Glance knows (locations hidden or stores removed)"
+
+
+def _default_store(stores: Iterable[StoreInfo]) -> StoreInfo:
+    """Glance's default store; exactly one store must be marked default."""
+    defaults = [store for store in stores if store.is_default]
+    if not defaults:
+        raise ConfigError("Glance reports no default store; set default_backend in glance-api's configuration")
+    if len(defaults) > 1:
+        raise ConfigError(f"Glance reports several default stores: {_ids(defaults)}")
+    return defaults[0]
+
+
+def _path_for(
+    store: StoreInfo, disk_fsid: str, evidence: _Evidence
+) -> tuple[SnapshotPath, str | None, str | None, str]:
+    """Return (path, pool, fsid, why) for snapshotting a disk on ``disk_fsid`` into ``store``."""
+    if store.type is None:
+        raise PlanError(f"type of store {store.id!r} unknown; cannot choose clone or stream; {_ROLE_NEEDED}")
+    if store.type != "rbd":
+        why = f"store {store.id!r} is a {store.type!r} store, not rbd: stream"
+        return SnapshotPath.STREAM, store.pool, store.fsid, why
+    fsid = _fsid_of(store, evidence)
+    if fsid is None:
+        raise _unknown_fsid(store, evidence, "cannot choose clone or stream")
+    if fsid != disk_fsid:
+        why = (
+            f"store {store.id!r} is rbd pool {store.pool} on another cluster "
+            f"(fsid {fsid}, disk on {disk_fsid}): stream"
+        )
+        return SnapshotPath.STREAM, store.pool, fsid, why
+    if store.pool is None:
+        raise PlanError(f"Glance did not report the pool of rbd store {store.id!r}; cannot clone into it")
+    why = f"store {store.id!r} is rbd pool {store.pool} on this cluster{_evidence_note(store)}: clone"
+    return SnapshotPath.CLONE, store.pool, fsid, why
+
+
+def _base_image_stores(
+    image: BaseImage | None, catalogue: dict[str, StoreInfo]
+) -> tuple[list[StoreInfo], _Evidence]:
+    """The catalogue stores holding ``image`` (locations first, then ``stores``) and the fsid evidence.
+
+    A location's store is its ``metadata.store``, else the store its rbd URL points into (see
+    :func:`_attribute`).  Non-rbd and unparsable URLs are skipped.  ``direct_url`` counts as one more
+    location without metadata.
+    """
+    if image is None:
+        return [], {}
+    own = [catalogue[sid] for sid in (*(s for _, s in image.locations if s), *image.stores) if sid in catalogue]
+    urls = list(image.locations)
+    if image.direct_url and image.direct_url not in (url for url, _ in urls):
+        urls.append((image.direct_url, None))
+    order: list[str] = []
+    evidence: _Evidence = {}
+    for url, store_id in urls:
+        try:
+            loc = RbdLocation.parse(url)
+        except InvalidLocation:
+            continue
+        store = catalogue.get(store_id) if store_id else _attribute(loc, catalogue.values(), own)
+        if store is None:
+            continue
+        order.append(store.id)
+        if loc.fsid is not None:
+            evidence.setdefault(store.id, set()).add(loc.fsid)
+    order.extend(store.id for store in own)
+    return [catalogue[store_id] for store_id in dict.fromkeys(order)], evidence
+
+
+def _attribute(loc: RbdLocation, catalogue: Iterable[StoreInfo], own: list[StoreInfo]) -> StoreInfo | None:
+    """The store an rbd location without ``metadata.store`` lives in, or None when it cannot be told.
+
+    First the rbd store whose (fsid, pool) matches the URL (preferring one of the image's own stores);
+    failing that, the image's only own rbd store of unknown fsid whose pool matches the URL's.
+    """
+    if loc.fsid is None:
+        return None
+    exact = [s for s in catalogue if s.type == "rbd" and s.fsid and s.pool and loc.in_pool(s.fsid, s.pool)]
+    if exact:
+        return next((store for store in exact if store in own), exact[0])
+    unknown = [s for s in dict.fromkeys(own) if s.type == "rbd" and s.fsid is None and s.pool == loc.pool]
+    return unknown[0] if len(unknown) == 1 else None
+
+
+def _fsid_of(store: StoreInfo, evidence: _Evidence) -> str | None:
+    """The store's fsid from the catalogue, else from the base image's URLs when they agree, else None."""
+    if store.fsid is not None:
+        return store.fsid
+    seen = evidence.get(store.id, set())
+    return next(iter(seen)) if len(seen) == 1 else None
+
+
+def _evidence_note(store: StoreInfo) -> str:
+    if store.fsid is not None:
+        return ""
+    return " (fsid taken from the base image's location URL; Glance could not report it)"
+
+
+def _unknown_fsid(store: StoreInfo, evidence: _Evidence, consequence: str) -> PlanError:
+    seen = evidence.get(store.id, set())
+    if len(seen) > 1:
+        detail = f"the base image's locations disagree: {', '.join(sorted(seen))}"
+    else:
+        detail = "Glance could not reach its Ceph cluster and no image location shows it"
+    return PlanError(
+        f"fsid of store {store.id!r} unknown ({detail}); {consequence}; retry when Glance can reach the cluster"
+    )
+
+
+def _ids(stores: Iterable[StoreInfo]) -> str:
+    return ", ".join(repr(store.id) for store in stores)
