@@ -24,7 +24,7 @@ _ROLE_NEEDED = (
 )
 
 
-class SnapshotPath(str, enum.Enum):
+class SnapshotPath(str, enum.Enum):  # noqa: UP042 - the API is specified as (str, Enum)
     """How the snapshot's bytes reach Glance."""
 
     CLONE = "clone"
@@ -40,7 +40,8 @@ class StoreInfo:
     is_default: bool
     description: str = ""
     pool: str | None = None  # rbd only
-    fsid: str | None = None  # rbd only; None = unknown (Glance could not reach the cluster), NEVER "other cluster"
+    # rbd only; None = unknown (Glance could not reach the cluster), NEVER "other cluster"
+    fsid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,17 +99,18 @@ def _choose_store(
     req: PlanRequest, catalogue: dict[str, StoreInfo], candidates: list[StoreInfo], evidence: _Evidence
 ) -> tuple[StoreInfo, str, bool]:
     """Return the target store, why it was chosen, and whether it is the base image's (clonable) store."""
-    known = ", ".join(repr(store_id) for store_id in catalogue)
-    if req.requested_store:
-        if req.requested_store not in catalogue:
-            raise UnknownStore(f"Glance has no store {req.requested_store!r}; known stores: {known}")
-        return catalogue[req.requested_store], f"store {req.requested_store!r} requested explicitly", False
-    if req.configured_store:
-        if req.configured_store not in catalogue:
+    known = _ids(catalogue.values())
+    requested, configured = req.requested_store, req.configured_store
+    if requested:
+        if requested not in catalogue:
+            raise UnknownStore(f"Glance has no store {requested!r}; known stores: {known}")
+        return catalogue[requested], f"store {requested!r} requested explicitly", False
+    if configured:
+        if configured not in catalogue:
             raise ConfigError(
-                f"[snapshot] default_store = {req.configured_store!r} is not a Glance store; known stores: {known}"
+                f"[snapshot] default_store = {configured!r} is not a Glance store; known stores: {known}"
             )
-        return catalogue[req.configured_store], f"store {req.configured_store!r} from [snapshot] default_store", False
+        return catalogue[configured], f"store {configured!r} from [snapshot] default_store", False
     notes = []
     if req.base_image is not None:
         local, note = _base_image_target(req.base_image, req.disk_fsid, candidates, evidence)
@@ -135,8 +137,8 @@ def _base_image_target(
         if fsid is None:
             undecided.append(store)
         elif fsid == disk_fsid:
-            where = f"rbd pool {store.pool} on this cluster{_evidence_note(store)}"
-            return store, f"base image {image.id} is in store {store.id!r} ({where})"
+            where = f"(rbd pool {store.pool}) on this cluster{_evidence_note(store)}"
+            return store, f"base image {image.id} is in store {store.id!r} {where}"
         else:
             remote.append((store, fsid))
     for store in undecided:
@@ -160,7 +162,7 @@ def _default_store(stores: Iterable[StoreInfo]) -> StoreInfo:
     """Glance's default store; exactly one store must be marked default."""
     defaults = [store for store in stores if store.is_default]
     if not defaults:
-        raise ConfigError("Glance reports no default store; set default_backend in glance-api's configuration")
+        raise ConfigError("Glance reports no default store; set default_backend in glance-api's config")
     if len(defaults) > 1:
         raise ConfigError(f"Glance reports several default stores: {_ids(defaults)}")
     return defaults[0]
@@ -201,7 +203,8 @@ def _base_image_stores(
     """
     if image is None:
         return [], {}
-    own = [catalogue[sid] for sid in (*(s for _, s in image.locations if s), *image.stores) if sid in catalogue]
+    named = (*(store_id for _, store_id in image.locations if store_id), *image.stores)
+    own = [catalogue[store_id] for store_id in named if store_id in catalogue]
     urls = list(image.locations)
     if image.direct_url and image.direct_url not in (url for url, _ in urls):
         urls.append((image.direct_url, None))
@@ -258,7 +261,8 @@ def _unknown_fsid(store: StoreInfo, evidence: _Evidence, consequence: str) -> Pl
     else:
         detail = "Glance could not reach its Ceph cluster and no image location shows it"
     return PlanError(
-        f"fsid of store {store.id!r} unknown ({detail}); {consequence}; retry when Glance can reach the cluster"
+        f"fsid of store {store.id!r} unknown ({detail}); {consequence}; "
+        "retry when Glance can reach the cluster"
     )
 
 

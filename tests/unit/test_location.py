@@ -25,7 +25,9 @@ FSID = "7b4f0b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
         ),
         pytest.param("rbd://abc", RbdLocation(fsid=None, pool=None, image="abc", snapshot=None), id="legacy"),
         pytest.param(
-            "rbd://a%2Fb%20c", RbdLocation(fsid=None, pool=None, image="a/b c", snapshot=None), id="legacy-quoted"
+            "rbd://a%2Fb%20c",
+            RbdLocation(fsid=None, pool=None, image="a/b c", snapshot=None),
+            id="legacy-quoted",
         ),
     ],
 )
@@ -44,7 +46,9 @@ def test_parse_valid(url: str, expected: RbdLocation) -> None:
         pytest.param("RBD://abc", ["does not start with 'rbd://'"], id="uppercase-scheme"),
         pytest.param("", ["does not start with 'rbd://'"], id="empty-string"),
         pytest.param("rbd:/abc", ["does not start with 'rbd://'"], id="one-slash"),
-        pytest.param("rbd://fsid/pool", ["has 2 path components", "rbd://<fsid>/<pool>/<image>/<snapshot>"], id="two"),
+        pytest.param(
+            "rbd://fsid/pool", ["has 2 path components", "rbd://<fsid>/<pool>/<image>/<snapshot>"], id="two"
+        ),
         pytest.param("rbd://fsid/pool/image", ["has 3 path components", "legacy rbd://<image>"], id="three"),
         pytest.param("rbd://fsid/pool/image/snap/extra", ["has 5 path components"], id="five"),
         pytest.param(f"rbd://{FSID}/images/abc/snap/", ["has 5 path components"], id="trailing-slash"),
@@ -70,7 +74,9 @@ def test_parse_invalid(url: str, phrases: list[str]) -> None:
 @pytest.mark.parametrize(
     ("loc", "url"),
     [
-        pytest.param(RbdLocation.for_image(FSID, "images", "abc"), f"rbd://{FSID}/images/abc/snap", id="default-snap"),
+        pytest.param(
+            RbdLocation.for_image(FSID, "images", "abc"), f"rbd://{FSID}/images/abc/snap", id="default-snap"
+        ),
         pytest.param(
             RbdLocation.for_image("f", "p", "i", snapshot="s1"), "rbd://f/p/i/s1", id="explicit-snap"
         ),

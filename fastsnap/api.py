@@ -1,0 +1,283 @@
+"""fastsnap's Python API: the one place the CLI and the service call.
+
+    from fastsnap import Fastsnap, SnapshotRequest
+    with Fastsnap(config_file="/etc/fastsnap/fastsnap.conf") as fs:
+        result = fs.snapshot(SnapshotRequest(disk="vms/<uuid>_disk", name="my snap", base_image="<id>"))
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from fastsnap import config
+from fastsnap import journal as jr
+from fastsnap import workflow as wf
+from fastsnap.ceph import Cluster, ImageSpec
+from fastsnap.errors import BadRequest, FastsnapError
+from fastsnap.glance import Glance, inheritable
+from fastsnap.locks import Locks
+from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
+
+LOG = logging.getLogger(__name__)
+
+RESERVED_PROPERTIES = frozenset({
+    "id", "name", "status", "visibility", "protected", "checksum", "owner", "size", "virtual_size",
+    "created_at", "updated_at", "file", "schema", "self", "tags", "direct_url", "locations", "stores",
+    "disk_format", "container_format", "os_hash_algo", "os_hash_value", "min_disk", "min_ram",
+})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    disk: str                                   # POOL/IMAGE of the instance disk on the local cluster
+    name: str                                   # Glance image name
+    base_image: str | None = None               # the instance's image_ref
+    store: str | None = None                    # explicit target store
+    image_id: str | None = None                 # a queued image to fill (as nova-api creates)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    instance_uuid: str | None = None
+    image_type: str = "snapshot"                # snapshot | backup
+    keep_image_on_error: bool = False
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    image_id: str
+    path: str
+    store: str
+    pool: str | None
+    location: str | None
+    reason: str
+    seconds: float
+    size: int
+    bytes_streamed: int
+    bytes_read: int
+    disk: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StoreView:
+    id: str
+    type: str | None
+    default: bool
+    description: str
+    pool: str | None
+    fsid: str | None
+    clone: bool            # this host can make copy-on-write clones into it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_request(req: SnapshotRequest) -> ImageSpec:
+    """Checks that need no service. Raises BadRequest naming the problem."""
+    disk = ImageSpec.parse(req.disk)
+    if not req.name or not req.name.strip():
+        raise BadRequest("image name must not be empty")
+    if len(req.name) > 255 or _CONTROL.search(req.name):
+        raise BadRequest("image name must be at most 255 printable characters")
+    if req.image_id is not None:
+        try:
+            uuid.UUID(req.image_id)
+        except ValueError:
+            raise BadRequest(f"image id {req.image_id!r} is not a UUID") from None
+    if req.base_image is not None and not req.base_image.strip():
+        raise BadRequest("base image id must not be empty")
+    if req.store is not None and not req.store.strip():
+        raise BadRequest("store must not be empty")
+    if req.image_type not in ("snapshot", "backup"):
+        raise BadRequest(f"image type must be snapshot or backup, not {req.image_type!r}")
+    for k, v in req.properties.items():
+        if not k or len(k) > 255 or _CONTROL.search(k) or "=" in k:
+            raise BadRequest(f"invalid property name {k!r}")
+        if k in RESERVED_PROPERTIES:
+            raise BadRequest(f"property {k!r} is reserved by Glance")
+        if not isinstance(v, str) or len(v) > 255:
+            raise BadRequest(f"property {k!r} must be a string of at most 255 characters")
+    return disk
+
+
+class Fastsnap:
+    """A fastsnap client for one compute host: one Ceph connection, one Glance client, one journal."""
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None, *, config_file: str | None = None,
+                 session: ks_session.Session | None = None) -> None:
+        self.conf = conf or config.load(config_file)
+        self._session = session
+        self._cluster: Cluster | None = None
+        self._glance: Glance | None = None
+        self.journal = jr.Journal.from_conf(self.conf)
+        self.locks = Locks(self.conf.journal.state_dir)
+
+    # -- lazily built adapters ----------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> Cluster:
+        if self._cluster is None:
+            self._cluster = Cluster.from_conf(self.conf)
+        return self._cluster
+
+    @property
+    def glance(self) -> Glance:
+        if self._glance is None:
+            self._glance = Glance.from_conf(self.conf, self._session)
+        return self._glance
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> Fastsnap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ctx(self) -> wf.Context:
+        return wf.Context(self.cluster, self.glance, self.journal)
+
+    # -- stores -----------------------------------------------------------------------------------------
+
+    def stores(self) -> list[StoreView]:
+        fsid = self.cluster.fsid
+        return [StoreView(s.id, s.type, s.is_default, s.description, s.pool, s.fsid,
+                          clone=s.type == "rbd" and s.fsid == fsid and bool(s.pool))
+                for s in self.glance.stores()]
+
+    # -- planning (validates everything before anything is created) --------------------------------------
+
+    def plan(self, req: SnapshotRequest) -> tuple[Plan, dict[str, Any] | None, int]:
+        """Validate the request against Ceph and Glance and plan it. Creates nothing."""
+        disk = validate_request(req)
+        size = self.cluster.size(disk)  # BadRequest when the disk does not exist
+        stores: tuple[StoreInfo, ...] = self.glance.stores()
+        base: BaseImage | None = None
+        base_raw: dict[str, Any] | None = None
+        if req.base_image:
+            try:
+                base, base_raw = self.glance.base_image(req.base_image)
+            except BadRequest as exc:
+                raise BadRequest(f"base image {req.base_image}: {exc}") from exc
+        plan = make_plan(PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base,
+                                     requested_store=req.store,
+                                     configured_store=self.conf.snapshot.default_store))
+        if req.image_id:
+            existing = self.glance.find(req.image_id)
+            if existing is None:
+                raise BadRequest(f"image {req.image_id} does not exist")
+            if existing.get("status") != "queued":
+                raise BadRequest(f"image {req.image_id} is {existing.get('status')}, not queued")
+        return plan, base_raw, size
+
+    # -- snapshot ---------------------------------------------------------------------------------------
+
+    def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
+                 wait: float | None = None) -> SnapshotResult:
+        t0 = time.monotonic()
+        plan, base_raw, size = self.plan(req)
+        op_id = req.image_id or str(uuid.uuid4())
+        props = self._properties(req, base_raw)
+        op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
+                          fsid=plan.fsid, image_created=req.image_id is None,
+                          delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
+        op.extra["reason"] = plan.reason
+        with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.operation(op_id), \
+                self.locks.disk(req.disk):
+            self.journal.save(op)
+            LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
+            outcome = self._run(op, req, plan, props, progress)
+        stats = outcome.stats
+        return SnapshotResult(
+            image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
+            reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
+            bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
+            disk=req.disk)
+
+    def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
+             progress: Callable[[int, int], None] | None) -> wf.Outcome:
+        ctx = self._ctx()
+        disk = ImageSpec.parse(req.disk)
+
+        def create_image() -> None:
+            if req.image_id is None:
+                ctx.glance.create(op.op_id, req.name, props)
+            else:
+                ctx.glance.call(f"updating image {op.op_id}", lambda: ctx.glance.client.images.update(
+                    op.op_id, name=req.name, disk_format="raw", container_format="bare", **props))
+
+        try:
+            if plan.path is SnapshotPath.CLONE:
+                outcome = wf.run_clone(ctx, op, disk, create_image)
+            else:
+                snap = self.conf.snapshot
+                outcome = wf.run_stream(ctx, op, disk, create_image, snap.chunk_size_mb << 20, snap.read_ahead,
+                                        progress)
+        except BaseException as exc:
+            LOG.warning("snapshot %s failed at step %s: %s; rolling back", op.op_id,
+                        op.steps[-1] if op.steps else "-", wf.describe(exc))
+            try:
+                undone = wf.rollback(ctx, op)
+                LOG.info("rolled back %s: %s", op.op_id, "; ".join(undone) or "nothing to undo")
+                self.journal.finish(op, jr.FAILED, wf.describe(exc))
+            except Exception as undo_exc:  # leave the operation 'running' for recover
+                LOG.error("rollback of %s incomplete (%s); run 'fastsnap recover'", op.op_id,
+                          wf.describe(undo_exc))
+            raise
+        self.journal.finish(op, jr.DONE)
+        return outcome
+
+    @staticmethod
+    def _properties(req: SnapshotRequest, base_raw: dict[str, Any] | None) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        if base_raw:
+            props.update(inheritable(base_raw))
+            props["base_image_ref"] = base_raw["id"]
+            for k in ("min_disk", "min_ram"):
+                if base_raw.get(k):
+                    props[k] = int(base_raw[k])
+        props.update(req.properties)
+        props["image_type"] = req.image_type
+        if req.instance_uuid:
+            props["instance_uuid"] = req.instance_uuid
+        return props
+
+    # -- recover ----------------------------------------------------------------------------------------
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Finish or undo every operation left running by a dead process. Safe beside live snapshots."""
+        actions: list[dict[str, Any]] = []
+        ctx = self._ctx()
+        for op in self.journal.list(jr.RUNNING):
+            with self.locks.try_operation(op.op_id) as free:
+                if not free:
+                    continue  # its process is alive and working on it
+                fresh = self.journal.get(op.op_id)
+                if fresh is None or fresh.state != jr.RUNNING:
+                    continue
+                op = fresh
+                try:
+                    if wf.roll_forward_possible(ctx, op):
+                        did = wf.roll_forward(ctx, op)
+                        self.journal.finish(op, jr.DONE)
+                        actions.append({"op_id": op.op_id, "action": "rolled_forward", "did": did})
+                    else:
+                        did = wf.rollback(ctx, op)
+                        self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
+                        actions.append({"op_id": op.op_id, "action": "rolled_back", "did": did})
+                except FastsnapError as exc:
+                    actions.append({"op_id": op.op_id, "action": "failed", "error": str(exc)})
+        return actions

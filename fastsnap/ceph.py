@@ -1,0 +1,216 @@
+"""Thin typed adapter over Debian's librados/librbd bindings.
+
+Every mutating call is idempotent ("already exists" and "already gone" are success), so the workflow can
+retry any step after a crash. Every call runs under the client timeouts set at connect time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import rados
+import rbd
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from fastsnap.errors import BadRequest, CephError
+
+LOG = logging.getLogger(__name__)
+
+ceph_group = cfg.OptGroup("ceph", title="Ceph cluster holding the instance disks")
+ceph_opts = [
+    cfg.StrOpt("conf", default="/etc/ceph/ceph.conf",
+               help="Path to the ceph.conf of the cluster that holds the instance disks (Nova's "
+                    "[libvirt] images_rbd_ceph_conf)."),
+    cfg.StrOpt("user", default="fastsnap",
+               help="Ceph client id (without 'client.'). Needs mon 'profile rbd', and osd and mgr "
+                    "'profile rbd pool=<pool>' on the instance pool and every Glance rbd pool it clones into."),
+    cfg.StrOpt("keyring", help="Keyring file of the client; default: what ceph.conf says."),
+    cfg.IntOpt("connect_timeout", default=15, min=1,
+               help="Seconds to wait for the monitors when connecting (client_mount_timeout)."),
+    cfg.IntOpt("op_timeout", default=60, min=1,
+               help="Seconds after which a single monitor or OSD operation fails instead of hanging "
+                    "(rados_mon_op_timeout, rados_osd_op_timeout)."),
+]
+
+TRASH_NAMESPACE = getattr(rbd, "RBD_SNAP_NAMESPACE_TYPE_TRASH", 2)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(ceph_group)
+    conf.register_opts(ceph_opts, group=ceph_group)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """``pool/image`` on the local cluster (optionally ``pool/namespace/image`` is not supported)."""
+
+    pool: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> ImageSpec:
+        parts = spec.split("/")
+        if len(parts) != 2 or not all(parts) or any(c.isspace() or c == "@" for c in spec):
+            raise BadRequest(f"invalid disk {spec!r}: expected POOL/IMAGE (e.g. vms/<instance-uuid>_disk)")
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Parent:
+    pool: str
+    image: str
+    snapshot: str
+
+
+def _wrap(what: str, exc: Exception) -> CephError:
+    return CephError(f"Ceph: {what} failed: {type(exc).__name__}: {exc}")
+
+
+class Cluster:
+    """A connection to one Ceph cluster."""
+
+    def __init__(self, conffile: str, user: str, keyring: str | None = None, connect_timeout: int = 15,
+                 op_timeout: int = 60) -> None:
+        conf: dict[str, str] = {
+            "client_mount_timeout": str(connect_timeout),
+            "rados_mon_op_timeout": str(op_timeout),
+            "rados_osd_op_timeout": str(op_timeout),
+        }
+        if keyring:
+            conf["keyring"] = keyring
+        try:
+            self._rados = rados.Rados(conffile=conffile, rados_id=user, conf=conf)
+            self._rados.connect(timeout=connect_timeout)
+        except Exception as exc:  # rados raises many types, all meaning "cannot reach the cluster"
+            raise CephError(f"cannot connect to Ceph ({conffile}, client.{user}): {exc}") from exc
+        self._ioctx: dict[str, Any] = {}
+        self.fsid: str = self._rados.get_fsid()
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Cluster:
+        c = conf.ceph
+        return cls(c.conf, c.user, c.keyring, c.connect_timeout, c.op_timeout)
+
+    def close(self) -> None:
+        for io in self._ioctx.values():
+            io.close()
+        self._ioctx.clear()
+        self._rados.shutdown()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- pools and images --------------------------------------------------------------------------------
+
+    def ioctx(self, pool: str) -> Any:
+        if pool not in self._ioctx:
+            try:
+                self._ioctx[pool] = self._rados.open_ioctx(pool)
+            except rados.ObjectNotFound as exc:
+                raise BadRequest(f"Ceph pool {pool!r} does not exist") from exc
+            except Exception as exc:
+                raise _wrap(f"opening pool {pool}", exc) from exc
+        return self._ioctx[pool]
+
+    @contextlib.contextmanager
+    def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
+        try:
+            img = rbd.Image(self.ioctx(spec.pool), spec.name, snapshot=snapshot, read_only=read_only)
+        except rbd.ImageNotFound as exc:
+            raise BadRequest(f"RBD image {spec} does not exist") from exc
+        except Exception as exc:
+            raise _wrap(f"opening {spec}", exc) from exc
+        try:
+            yield img
+        finally:
+            img.close()
+
+    def exists(self, spec: ImageSpec) -> bool:
+        try:
+            with self.image(spec, read_only=True):
+                return True
+        except BadRequest:
+            return False
+
+    def size(self, spec: ImageSpec) -> int:
+        with self.image(spec, read_only=True) as img:
+            return int(img.size())
+
+    def parent(self, spec: ImageSpec) -> Parent | None:
+        with self.image(spec, read_only=True) as img:
+            try:
+                info = img.get_parent_image_spec()
+            except rbd.ImageNotFound:
+                return None
+            return Parent(info["pool_name"], info["image_name"], info["snap_name"])
+
+    def snapshots(self, spec: ImageSpec) -> list[str]:
+        with self.image(spec, read_only=True) as img:
+            return [s["name"] for s in img.list_snaps()]
+
+    # -- idempotent mutations ---------------------------------------------------------------------------
+
+    def create_snapshot(self, spec: ImageSpec, snap: str) -> None:
+        with self.image(spec) as img:
+            try:
+                img.create_snap(snap)
+            except rbd.ImageExists:
+                LOG.debug("snapshot %s@%s already exists", spec, snap)
+            except Exception as exc:
+                raise _wrap(f"creating snapshot {spec}@{snap}", exc) from exc
+
+    def remove_snapshot(self, spec: ImageSpec, snap: str) -> None:
+        """Remove a snapshot; with clone v2 one that still has clones moves to the trash (purged later)."""
+        try:
+            with self.image(spec) as img:
+                img.remove_snap2(snap, rbd.RBD_SNAP_REMOVE_UNPROTECT)
+        except BadRequest:
+            return  # the image is gone, so is its snapshot
+        except rbd.ImageNotFound:
+            return
+        except Exception as exc:
+            raise _wrap(f"removing snapshot {spec}@{snap}", exc) from exc
+
+    def clone(self, parent: ImageSpec, snap: str, child: ImageSpec) -> None:
+        try:
+            rbd.RBD().clone(self.ioctx(parent.pool), parent.name, snap, self.ioctx(child.pool), child.name,
+                            features=None)
+        except rbd.ImageExists:
+            found = self.parent(child)
+            if found != Parent(parent.pool, parent.name, snap):
+                raise CephError(f"RBD image {child} exists and is not a clone of {parent}@{snap}") from None
+        except rbd.ImageNotFound as exc:
+            raise CephError(f"cannot clone {parent}@{snap}: snapshot not found") from exc
+        except Exception as exc:
+            raise _wrap(f"cloning {parent}@{snap} to {child}", exc) from exc
+
+    def remove_image(self, spec: ImageSpec) -> None:
+        """Remove an image and its snapshots. Already gone counts as success."""
+        if not self.exists(spec):
+            return
+        for snap in self.snapshots(spec):
+            self.remove_snapshot(spec, snap)
+        try:
+            rbd.RBD().remove(self.ioctx(spec.pool), spec.name)
+        except rbd.ImageNotFound:
+            return
+        except Exception as exc:
+            raise _wrap(f"removing {spec}", exc) from exc
+
+    def trash_snapshots(self, spec: ImageSpec) -> int:
+        """Number of the image's snapshots waiting in the snapshot trash (clone v2 parents)."""
+        with self.image(spec, read_only=True) as img:
+            return sum(1 for s in img.list_snaps() if s.get("namespace") == TRASH_NAMESPACE)
+
+    def list_images(self, pool: str) -> list[str]:
+        return sorted(rbd.RBD().list(self.ioctx(pool)))

@@ -1,0 +1,155 @@
+"""``fastsnap`` command line: a thin shell over :class:`fastsnap.api.Fastsnap`.
+
+Exit codes: 0 success, 2 bad input (nothing created), 1 any other failure. Errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastsnap.api import Fastsnap, SnapshotRequest
+from fastsnap.errors import BadRequest, FastsnapError
+
+
+def _prop(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"property {text!r} is not KEY=VALUE")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastsnap", description="Fast snapshots of RBD instance disks into Glance.")
+    p.add_argument("--config-file", default=os.environ.get("FASTSNAP_CONFIG_FILE"),
+                   help="fastsnap.conf (default: $FASTSNAP_CONFIG_FILE, else /etc/fastsnap/fastsnap.conf)")
+    p.add_argument("--debug", action="store_true", help="log debug messages to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("snapshot", help="snapshot an instance disk into Glance")
+    s.add_argument("--disk", required=True, help="POOL/IMAGE of the instance disk")
+    s.add_argument("--name", required=True, help="name of the Glance image")
+    s.add_argument("--base-image", help="the instance's base image id (image_ref)")
+    s.add_argument("--store", help="target Glance store id (default: see README, 'Store choice')")
+    s.add_argument("--image-id", help="fill this queued Glance image instead of creating one")
+    s.add_argument("--instance-uuid", help="recorded as the image's instance_uuid property")
+    s.add_argument("--property", action="append", type=_prop, default=[], metavar="K=V",
+                   help="extra image property (repeatable)")
+    s.add_argument("--keep-image-on-error", action="store_true",
+                   help="with --image-id: leave that image (queued) on failure instead of deleting it")
+    s.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    st = sub.add_parser("stores", help="list Glance stores and whether this host can clone into them")
+    st.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("recover", help="finish or undo operations left by a killed fastsnap")
+    r.add_argument("--json", action="store_true")
+    return p
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and done < total:
+            return
+        last[0] = now
+        pct = 100.0 * done / total if total else 100.0
+        bar = "#" * int(pct / 2.5)
+        sys.stderr.write(f"\r[{bar:<40}] {pct:5.1f}% {done >> 20}/{total >> 20} MiB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "") if r.get(c) is not None else "-").ljust(widths[c]) for c in cols))
+
+
+def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
+    req = SnapshotRequest(disk=a.disk, name=a.name, base_image=a.base_image, store=a.store,
+                          image_id=a.image_id, properties=dict(a.property), instance_uuid=a.instance_uuid,
+                          keep_image_on_error=a.keep_image_on_error)
+    res = fs.snapshot(req, progress=None if a.json else _progress())
+    if a.json:
+        print(json.dumps(res.to_dict(), sort_keys=True))
+    else:
+        print(f"image {res.image_id} in store {res.store} by {res.path} in {res.seconds:.2f}s")
+        print(f"  reason:   {res.reason}")
+        if res.location:
+            print(f"  location: {res.location}")
+        if res.path == "stream":
+            print(f"  streamed: {res.bytes_streamed} bytes ({res.bytes_read} read from Ceph, rest holes)")
+    return 0
+
+
+def _stores(fs: Fastsnap, a: argparse.Namespace) -> int:
+    rows = [s.to_dict() for s in fs.stores()]
+    if a.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        _print_table(rows, ("id", "type", "default", "pool", "fsid", "clone", "description"))
+    return 0
+
+
+def _recover(fs: Fastsnap, a: argparse.Namespace) -> int:
+    actions = fs.recover()
+    if a.json:
+        print(json.dumps(actions, sort_keys=True))
+    else:
+        if not actions:
+            print("nothing to recover")
+        for act in actions:
+            print(f"{act['op_id']}: {act['action']}: {'; '.join(act.get('did', [])) or act.get('error', '')}")
+    return 1 if any(x["action"] == "failed" for x in actions) else 0
+
+
+COMMANDS: dict[str, Callable[[Fastsnap, argparse.Namespace], int]] = {
+    "snapshot": _snapshot, "stores": _stores, "recover": _recover,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from oslo_log import log as logging
+
+    from fastsnap import config
+
+    try:
+        conf = config.load(a.config_file)
+        conf.set_override("debug", a.debug)
+        if conf.log_dir:
+            os.makedirs(conf.log_dir, exist_ok=True)
+        logging.setup(conf, "fastsnap")
+        if not a.debug:
+            import logging as pylog
+
+            pylog.getLogger().setLevel(pylog.WARNING)
+        with Fastsnap(conf) as fs:
+            return COMMANDS[a.command](fs, a)
+    except BadRequest as exc:
+        print(f"fastsnap: error: {exc}", file=sys.stderr)
+        return 2
+    except FastsnapError as exc:
+        print(f"fastsnap: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fastsnap: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

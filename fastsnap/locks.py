@@ -1,0 +1,77 @@
+"""Host-local inter-process locks (oslo.concurrency / fasteners files under ``[journal] state_dir/locks``).
+
+- one lock per disk: two snapshots of the same disk serialise, different disks run in parallel;
+- one lock per operation, held while its process works on it: ``recover`` only touches operations whose lock
+  it can take, so it is safe to run beside live snapshots;
+- ``max_concurrent`` slot locks cap the snapshots running on the host at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+import fasteners
+from oslo_concurrency import lockutils
+
+from fastsnap.errors import FastsnapError
+
+
+class Busy(FastsnapError):
+    """The host already runs its maximum number of snapshots."""
+
+    kind = "busy"
+
+
+class Locks:
+    def __init__(self, state_dir: str) -> None:
+        self.dir = os.path.join(state_dir, "locks")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def disk(self, disk: str) -> contextlib.AbstractContextManager[object]:
+        name = "disk-" + disk.replace("/", "--")
+        return lockutils.lock(name, lock_file_prefix="fastsnap-", external=True, lock_path=self.dir)
+
+    def _file(self, name: str) -> fasteners.InterProcessLock:
+        return fasteners.InterProcessLock(os.path.join(self.dir, name))
+
+    @contextlib.contextmanager
+    def operation(self, op_id: str) -> Iterator[None]:
+        lock = self._file(f"op-{op_id}")
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def try_operation(self, op_id: str) -> Iterator[bool]:
+        """Yields True when nobody holds the operation (its process is gone), holding it meanwhile."""
+        lock = self._file(f"op-{op_id}")
+        got = lock.acquire(blocking=False)
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                lock.release()
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, f"op-{op_id}"))
+
+    @contextlib.contextmanager
+    def slot(self, slots: int, wait: float | None) -> Iterator[int]:
+        """Take one of ``slots`` host-wide slots; wait up to ``wait`` seconds (None: forever, 0: not at all)."""
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            for i in range(slots):
+                lock = self._file(f"slot-{i}")
+                if lock.acquire(blocking=False):
+                    try:
+                        yield i
+                    finally:
+                        lock.release()
+                    return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Busy(f"this host already runs {slots} snapshots ([snapshot] max_concurrent)")
+            time.sleep(0.1)

@@ -1,0 +1,205 @@
+"""The snapshot workflow: small idempotent steps, each journaled before it acts, with roll back and forward.
+
+Names are derived from the operation id (= the Glance image id):
+  temporary snapshot on the disk   <disk>@fastsnap-<id>
+  clone (clone path)               <store pool>/<id>, with snapshot ``snap``
+so a retry or ``recover`` finds whatever a killed process left, and every undo is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from oslo_log import log as logging
+
+from fastsnap import journal as jr
+from fastsnap.ceph import Cluster, ImageSpec
+from fastsnap.errors import BadRequest, FastsnapError, GlanceError
+from fastsnap.glance import Glance
+from fastsnap.location import RbdLocation
+from fastsnap.stream import SnapshotReader, StreamStats
+
+LOG = logging.getLogger(__name__)
+
+SNAP_PREFIX = "fastsnap-"
+CLONE_SNAP = "snap"
+
+# Steps, in order.
+IMAGE = "image"
+DISK_SNAP = "disk_snap"
+CLONE = "clone"
+DISK_SNAP_RELEASE = "disk_snap_release"
+CLONE_SNAP_STEP = "clone_snap"
+LOCATION = "location"
+UPLOAD = "upload"
+ACTIVE = "active"
+
+CLONE_STEPS = (IMAGE, DISK_SNAP, CLONE, DISK_SNAP_RELEASE, CLONE_SNAP_STEP, LOCATION, ACTIVE)
+STREAM_STEPS = (IMAGE, DISK_SNAP, UPLOAD, ACTIVE, DISK_SNAP_RELEASE)
+
+
+def temp_snap_name(op_id: str) -> str:
+    return f"{SNAP_PREFIX}{op_id}"
+
+
+def crash_point(step: str) -> None:
+    """Test hook: ``FASTSNAP_TEST_CRASH_AT=<step>`` kills this process with SIGKILL right after the step is
+    journaled and before it acts; ``<step>:after`` kills it right after the step acted."""
+    want = os.environ.get("FASTSNAP_TEST_CRASH_AT")
+    if want and want == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Context:
+    cluster: Cluster
+    glance: Glance
+    journal: jr.Journal
+
+
+@dataclass
+class Outcome:
+    location: str | None
+    stats: StreamStats | None
+    image: dict[str, object]
+
+
+def _step(ctx: Context, op: jr.Operation, step: str, act: Callable[[], None]) -> None:
+    ctx.journal.begin(op, step)
+    crash_point(step)
+    act()
+    crash_point(f"{step}:after")
+
+
+def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None]) -> Outcome:
+    assert op.pool is not None and op.fsid is not None
+    snap = temp_snap_name(op.op_id)
+    clone = ImageSpec(op.pool, op.op_id)
+    url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
+    _step(ctx, op, IMAGE, create_image)
+    _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
+    _step(ctx, op, CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
+    # Clone v2: the parent snapshot goes to the trash and is purged once the clone is flattened or removed.
+    _step(ctx, op, DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    _step(ctx, op, CLONE_SNAP_STEP, lambda: ctx.cluster.create_snapshot(clone, CLONE_SNAP))
+    return _register(ctx, op, url)
+
+
+def _register(ctx: Context, op: jr.Operation, url: str) -> Outcome:
+    def add() -> None:
+        img = ctx.glance.get(op.op_id)
+        if img.get("status") == "queued":
+            api = ctx.glance.add_location(op.op_id, url)
+            op.extra["location_api"] = api
+
+    _step(ctx, op, LOCATION, add)
+    image: dict[str, object] = {}
+
+    def wait() -> None:
+        image.update(ctx.glance.wait_status(op.op_id, "active"))
+
+    _step(ctx, op, ACTIVE, wait)
+    return Outcome(url, None, image)
+
+
+def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
+               chunk: int, window: int, progress: Callable[[int, int], None] | None) -> Outcome:
+    snap = temp_snap_name(op.op_id)
+    stats: list[StreamStats] = []
+    _step(ctx, op, IMAGE, create_image)
+    _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
+
+    def upload() -> None:
+        with ctx.cluster.image(disk, snapshot=snap, read_only=True) as img:
+            reader = SnapshotReader(img, chunk=chunk, window=window, progress=progress)
+            try:
+                ctx.glance.upload(op.op_id, reader, reader.size, op.store)
+            finally:
+                reader.close()
+            stats.append(reader.stats)
+            if reader.stats.bytes_done != reader.size:
+                raise GlanceError(f"Glance stopped reading after {reader.stats.bytes_done} of "
+                                  f"{reader.size} bytes")
+
+    _step(ctx, op, UPLOAD, upload)
+    image: dict[str, object] = {}
+
+    def wait() -> None:
+        image.update(ctx.glance.wait_status(op.op_id, "active"))
+
+    _step(ctx, op, ACTIVE, wait)
+    _step(ctx, op, DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    return Outcome(None, stats[0] if stats else None, image)
+
+
+# -- undo ---------------------------------------------------------------------------------------------
+
+
+def rollback(ctx: Context, op: jr.Operation) -> list[str]:
+    """Remove whatever this operation may have created. Idempotent; returns what it did."""
+    done: list[str] = []
+    disk = ImageSpec.parse(op.disk)
+    if op.began(IMAGE) and (op.image_created or op.delete_image_on_error):
+        # Deleting an image whose rbd location is registered also removes that RBD image (Glance owns it).
+        if ctx.glance.find(op.op_id) is not None:
+            ctx.glance.delete(op.op_id)
+            done.append(f"deleted Glance image {op.op_id}")
+    if op.path == "clone" and op.began(CLONE) and op.pool:
+        clone = ImageSpec(op.pool, op.op_id)
+        if ctx.cluster.exists(clone):
+            ctx.cluster.remove_image(clone)
+            done.append(f"removed clone {clone}")
+    if op.began(DISK_SNAP):
+        snap = temp_snap_name(op.op_id)
+        try:
+            present = snap in ctx.cluster.snapshots(disk)
+        except BadRequest:
+            present = False  # the disk itself is gone
+        if present:
+            ctx.cluster.remove_snapshot(disk, snap)
+            done.append(f"removed snapshot {disk}@{snap}")
+    return done
+
+
+def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
+    """True when the result is complete and only needs registering / marking (clone path)."""
+    if op.path == "clone" and op.began(CLONE_SNAP_STEP) and op.pool:
+        clone = ImageSpec(op.pool, op.op_id)
+        try:
+            return CLONE_SNAP in ctx.cluster.snapshots(clone)
+        except BadRequest:
+            return False
+    if op.path == "stream" and op.began(UPLOAD):
+        img = ctx.glance.find(op.op_id)
+        return img is not None and img.get("status") == "active"
+    return False
+
+
+def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
+    disk = ImageSpec.parse(op.disk)
+    snap = temp_snap_name(op.op_id)
+    done: list[str] = []
+    if op.path == "clone":
+        assert op.pool and op.fsid
+        if snap in ctx.cluster.snapshots(disk):
+            ctx.cluster.remove_snapshot(disk, snap)
+        _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
+        done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
+    else:
+        try:
+            if snap in ctx.cluster.snapshots(disk):
+                ctx.cluster.remove_snapshot(disk, snap)
+                done.append(f"removed snapshot {disk}@{snap}")
+        except BadRequest:
+            pass
+        done.append(f"image {op.op_id} already active")
+    return done
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, FastsnapError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,452 @@
+"""Unit tests for fastsnap.plan.make_plan: every store-choice rule, every path rule, every error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fastsnap.errors import BadRequest, ConfigError, FastsnapError, PlanError, UnknownStore
+from fastsnap.location import RbdLocation
+from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
+
+DISK = "disk-fsid"
+OTHER = "other-fsid"
+THIRD = "third-fsid"
+NO_BASE = "no base image (volume-backed or image deleted)"
+
+FAST = StoreInfo("fast", "rbd", False, "fast ceph", pool="images", fsid=DISK)
+FAST2 = StoreInfo("fast2", "rbd", False, pool="images", fsid=DISK)
+CHEAP = StoreInfo("cheap", "file", True, "file store")
+REMOTE = StoreInfo("remote", "rbd", False, pool="images", fsid=OTHER)
+REMOTE2 = StoreInfo("remote2", "rbd", False, pool="glance", fsid=THIRD)
+BLIND = StoreInfo("blind", "rbd", False, pool="blind-pool", fsid=None)
+BLIND2 = StoreInfo("blind2", "rbd", False, pool="blind-pool", fsid=None)
+OPAQUE = StoreInfo("opaque", None, False)
+NOPOOL = StoreInfo("nopool", "rbd", False, fsid=DISK)
+FAST_DEFAULT = StoreInfo("fast", "rbd", True, pool="images", fsid=DISK)
+REMOTE_DEFAULT = StoreInfo("remote", "rbd", True, pool="images", fsid=OTHER)
+BLIND_DEFAULT = StoreInfo("blind", "rbd", True, pool="blind-pool", fsid=None)
+OPAQUE_DEFAULT = StoreInfo("opaque", None, True)
+
+CATALOGUE = (FAST, CHEAP, REMOTE, REMOTE2, BLIND, OPAQUE)
+
+
+def url(fsid: str, pool: str, image: str = "base") -> str:
+    return RbdLocation.for_image(fsid, pool, image).url
+
+
+def image(
+    stores: tuple[str, ...] = (),
+    locations: tuple[tuple[str, str | None], ...] = (),
+    direct_url: str | None = None,
+) -> BaseImage:
+    return BaseImage(id="base", stores=stores, locations=locations, direct_url=direct_url)
+
+
+def request(**kwargs: Any) -> PlanRequest:
+    kwargs.setdefault("disk_fsid", DISK)
+    kwargs.setdefault("stores", CATALOGUE)
+    return PlanRequest(**kwargs)
+
+
+IN_FAST = image(stores=("fast",), locations=((url(DISK, "images"), "fast"),))
+IN_REMOTE = image(stores=("remote",), locations=((url(OTHER, "images"), "remote"),))
+
+
+@pytest.mark.parametrize(
+    ("req", "path", "store", "pool", "fsid", "phrases"),
+    [
+        # -- no base image: default store ------------------------------------------------------------
+        pytest.param(
+            request(),
+            SnapshotPath.STREAM, "cheap", None, None,
+            [NO_BASE, "default store 'cheap'", "'file' store, not rbd"],
+            id="no-base-default-file-stream",
+        ),
+        pytest.param(
+            request(stores=(FAST_DEFAULT, StoreInfo("cheap", "file", False))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            [NO_BASE, "default store 'fast'", "on this cluster: clone"],
+            id="no-base-default-rbd-clone",
+        ),
+        pytest.param(
+            request(stores=(REMOTE_DEFAULT, FAST)),
+            SnapshotPath.STREAM, "remote", "images", OTHER,
+            [NO_BASE, "default store 'remote'", "another cluster (fsid other-fsid, disk on disk-fsid)",
+             ": stream"],
+            id="no-base-default-rbd-other-cluster-stream",
+        ),
+        # -- explicit and configured store -----------------------------------------------------------
+        pytest.param(
+            request(requested_store="fast"),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            [NO_BASE, "store 'fast' requested explicitly", "store 'fast' is rbd pool images on this cluster"],
+            id="requested-rbd-same-cluster-clone",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_FAST),
+            SnapshotPath.STREAM, "remote", "images", OTHER,
+            ["store 'remote' requested explicitly", "on another cluster", ": stream"],
+            id="requested-beats-base-image",
+        ),
+        pytest.param(
+            request(requested_store="cheap", configured_store="fast"),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["store 'cheap' requested explicitly", "'file' store"],
+            id="requested-beats-configured",
+        ),
+        pytest.param(
+            request(requested_store="fast", configured_store="nope"),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["requested explicitly"],
+            id="requested-ignores-bad-configured",
+        ),
+        pytest.param(
+            request(requested_store="fast", stores=(FAST, REMOTE)),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["requested explicitly"],
+            id="requested-needs-no-default-store",
+        ),
+        pytest.param(
+            request(requested_store="", configured_store="fast"),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["store 'fast' from [snapshot] default_store"],
+            id="empty-requested-means-not-given",
+        ),
+        pytest.param(
+            request(configured_store="fast"),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["no base image", "store 'fast' from [snapshot] default_store", ": clone"],
+            id="configured-clone",
+        ),
+        pytest.param(
+            request(configured_store="cheap", base_image=IN_FAST),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["store 'cheap' from [snapshot] default_store", "'file' store"],
+            id="configured-beats-base-image",
+        ),
+        pytest.param(
+            request(configured_store="", base_image=IN_FAST),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="empty-configured-means-not-given",
+        ),
+        # -- base image store ------------------------------------------------------------------------
+        pytest.param(
+            request(base_image=IN_FAST),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast' (rbd pool images) on this cluster: clone"],
+            id="base-by-metadata-store",
+        ),
+        pytest.param(
+            request(base_image=image(locations=((url(DISK, "images"), None),))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="base-by-url-fsid-pool",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("fast",))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="base-by-stores-field-only",
+        ),
+        pytest.param(
+            request(base_image=image(direct_url=url(DISK, "images"))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="base-by-direct-url",
+        ),
+        pytest.param(
+            request(base_image=image(locations=(("rbd://legacy-image", "fast"),))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="base-legacy-url-with-metadata",
+        ),
+        pytest.param(
+            request(stores=(FAST, FAST2, CHEAP), base_image=image(locations=((url(DISK, "images"), None),))),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["in store 'fast'"],
+            id="base-url-matches-two-stores-first-wins",
+        ),
+        pytest.param(
+            request(
+                stores=(FAST, FAST2, CHEAP),
+                base_image=image(stores=("fast2",), locations=((url(DISK, "images"), None),)),
+            ),
+            SnapshotPath.CLONE, "fast2", "images", DISK,
+            ["in store 'fast2'"],
+            id="base-url-matches-two-stores-own-wins",
+        ),
+        pytest.param(
+            request(
+                base_image=image(
+                    stores=("remote", "fast"),
+                    locations=((url(OTHER, "images"), "remote"), (url(DISK, "images"), "fast")),
+                )
+            ),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'fast'"],
+            id="base-prefers-store-on-disk-cluster",
+        ),
+        pytest.param(
+            request(stores=(FAST_DEFAULT, REMOTE), base_image=IN_REMOTE),
+            SnapshotPath.CLONE, "fast", "images", DISK,
+            ["base image base is in store 'remote' on another cluster (fsid other-fsid)",
+             "using Glance's default store 'fast'", ": clone"],
+            id="base-other-cluster-default-rbd-clone",
+        ),
+        pytest.param(
+            request(base_image=IN_REMOTE),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base is in store 'remote' on another cluster (fsid other-fsid)",
+             "default store 'cheap'", "'file' store"],
+            id="base-other-cluster-default-stream",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("remote", "remote2"))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base is in stores 'remote', 'remote2' on other clusters",
+             "(fsid other-fsid, third-fsid)", "default store 'cheap'"],
+            id="base-two-other-clusters",
+        ),
+        pytest.param(
+            request(base_image=image(locations=((url(DISK, "images"), "remote"),))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["in store 'remote' on another cluster (fsid other-fsid)"],
+            id="base-catalogue-fsid-beats-url-fsid",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("cheap",), locations=(("file:///glance/base", "cheap"),))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base is in no rbd store (stores: 'cheap')", "default store 'cheap'"],
+            id="base-in-file-store",
+        ),
+        pytest.param(
+            request(base_image=image()),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base shows no store Glance knows", "default store 'cheap'"],
+            id="base-locations-hidden",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("gone",), locations=((url(DISK, "images"), "gone"),))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base shows no store Glance knows"],
+            id="base-store-not-in-catalogue",
+        ),
+        pytest.param(
+            request(base_image=image(locations=(("rbd://fsid/pool", None), (url(THIRD, "x"), None)))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base shows no store Glance knows"],
+            id="base-unparsable-and-unmatched-urls-skipped",
+        ),
+        pytest.param(
+            request(base_image=image(locations=(("rbd://legacy-image", None),))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base shows no store Glance knows"],
+            id="base-legacy-url-without-metadata-skipped",
+        ),
+        # -- unknown catalogue fsid, URL evidence ----------------------------------------------------
+        pytest.param(
+            request(base_image=image(stores=("blind",), locations=((url(DISK, "blind-pool"), "blind"),))),
+            SnapshotPath.CLONE, "blind", "blind-pool", DISK,
+            ["base image base is in store 'blind' (rbd pool blind-pool) on this cluster",
+             "fsid taken from the base image's location URL", ": clone"],
+            id="blind-evidence-from-metadata-location",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("blind",), locations=((url(DISK, "blind-pool"), None),))),
+            SnapshotPath.CLONE, "blind", "blind-pool", DISK,
+            ["in store 'blind'", "fsid taken from"],
+            id="blind-evidence-from-url-without-metadata",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("blind",), direct_url=url(DISK, "blind-pool"))),
+            SnapshotPath.CLONE, "blind", "blind-pool", DISK,
+            ["in store 'blind'", "fsid taken from"],
+            id="blind-evidence-from-direct-url",
+        ),
+        pytest.param(
+            request(
+                base_image=image(
+                    stores=("blind",),
+                    locations=((url(DISK, "blind-pool"), "blind"),),
+                    direct_url=url(DISK, "blind-pool"),
+                )
+            ),
+            SnapshotPath.CLONE, "blind", "blind-pool", DISK,
+            ["in store 'blind'"],
+            id="blind-direct-url-same-as-location",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("blind",), locations=((url(OTHER, "blind-pool"), "blind"),))),
+            SnapshotPath.STREAM, "cheap", None, None,
+            ["base image base is in store 'blind' on another cluster (fsid other-fsid)",
+             "default store 'cheap'"],
+            id="blind-evidence-other-cluster",
+        ),
+        pytest.param(
+            request(
+                requested_store="blind",
+                base_image=image(stores=("blind",), locations=((url(DISK, "blind-pool"), "blind"),)),
+            ),
+            SnapshotPath.CLONE, "blind", "blind-pool", DISK,
+            ["store 'blind' requested explicitly", "rbd pool blind-pool on this cluster (fsid taken from",
+             ": clone"],
+            id="requested-blind-with-evidence-clone",
+        ),
+        pytest.param(
+            request(
+                requested_store="blind",
+                base_image=image(stores=("blind",), locations=((url(OTHER, "blind-pool"), "blind"),)),
+            ),
+            SnapshotPath.STREAM, "blind", "blind-pool", OTHER,
+            ["store 'blind' requested explicitly", "another cluster (fsid other-fsid", ": stream"],
+            id="requested-blind-with-evidence-stream",
+        ),
+    ],
+)
+def test_make_plan(
+    req: PlanRequest, path: SnapshotPath, store: str, pool: str | None, fsid: str | None, phrases: list[str]
+) -> None:
+    plan = make_plan(req)
+    assert isinstance(plan, Plan)
+    assert (plan.path, plan.store, plan.pool, plan.fsid) == (path, store, pool, fsid)
+    for phrase in phrases:
+        assert phrase in plan.reason, f"{phrase!r} not in {plan.reason!r}"
+    if req.base_image is not None:
+        assert "no base image" not in plan.reason
+
+
+def test_reason_for_base_image_clone_is_exact() -> None:
+    plan = make_plan(request(base_image=IN_FAST))
+    assert plan.reason == "base image base is in store 'fast' (rbd pool images) on this cluster: clone"
+
+
+def test_snapshot_path_is_a_string() -> None:
+    assert isinstance(SnapshotPath.CLONE, str)
+    assert SnapshotPath.CLONE.value == "clone"
+    assert SnapshotPath("stream") is SnapshotPath.STREAM
+
+
+@pytest.mark.parametrize(
+    ("req", "error", "phrases"),
+    [
+        pytest.param(request(stores=()), ConfigError, ["Glance reports no stores"], id="empty-catalogue"),
+        pytest.param(
+            request(requested_store="nope"),
+            UnknownStore,
+            ["'nope'", "known stores: 'fast', 'cheap', 'remote', 'remote2', 'blind', 'opaque'"],
+            id="requested-unknown",
+        ),
+        pytest.param(
+            request(configured_store="nope"),
+            ConfigError,
+            ["[snapshot] default_store", "'nope'", "known stores: 'fast', 'cheap'"],
+            id="configured-unknown",
+        ),
+        pytest.param(request(stores=(FAST, REMOTE)), ConfigError, ["no default store"], id="no-default"),
+        pytest.param(
+            request(stores=(FAST_DEFAULT, StoreInfo("cheap", "file", True))),
+            ConfigError,
+            ["several default stores: 'fast', 'cheap'"],
+            id="two-defaults",
+        ),
+        pytest.param(
+            request(stores=(FAST, REMOTE), base_image=IN_REMOTE),
+            ConfigError,
+            ["no default store"],
+            id="base-other-cluster-no-default",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("blind",))),
+            PlanError,
+            ["fsid of store 'blind' unknown", "Glance could not reach its Ceph cluster", "base image base",
+             "retry"],
+            id="base-blind-no-evidence",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("remote", "blind"))),
+            PlanError,
+            ["fsid of store 'blind' unknown", "retry"],
+            id="base-other-cluster-and-blind",
+        ),
+        pytest.param(
+            request(
+                base_image=image(
+                    stores=("blind",),
+                    locations=(
+                        (url(DISK, "blind-pool", "a"), "blind"),
+                        (url(OTHER, "blind-pool", "b"), "blind"),
+                    ),
+                )
+            ),
+            PlanError,
+            ["fsid of store 'blind' unknown", "locations disagree: disk-fsid, other-fsid"],
+            id="base-blind-conflicting-evidence",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("blind",), direct_url=url(DISK, "other-pool"))),
+            PlanError,
+            ["fsid of store 'blind' unknown"],
+            id="base-blind-direct-url-other-pool-no-evidence",
+        ),
+        pytest.param(
+            request(
+                stores=(*CATALOGUE, BLIND2),
+                base_image=image(stores=("blind", "blind2"), locations=((url(DISK, "blind-pool"), None),)),
+            ),
+            PlanError,
+            ["fsid of store 'blind' unknown"],
+            id="base-two-blind-stores-url-ambiguous",
+        ),
+        pytest.param(
+            request(base_image=image(stores=("opaque",))),
+            PlanError,
+            ["type of store 'opaque' unknown", "base image base", "admin or service role"],
+            id="base-store-type-unknown",
+        ),
+        pytest.param(
+            request(requested_store="blind"),
+            PlanError,
+            ["fsid of store 'blind' unknown", "cannot choose clone or stream", "retry"],
+            id="requested-blind-no-evidence",
+        ),
+        pytest.param(
+            request(stores=(BLIND_DEFAULT, FAST)),
+            PlanError,
+            ["fsid of store 'blind' unknown", "retry"],
+            id="default-blind",
+        ),
+        pytest.param(
+            request(requested_store="opaque"),
+            PlanError,
+            ["type of store 'opaque' unknown", "cannot choose clone or stream", "admin or service role"],
+            id="requested-type-unknown",
+        ),
+        pytest.param(
+            request(stores=(OPAQUE_DEFAULT, FAST), base_image=image(stores=("cheap",))),
+            PlanError,
+            ["type of store 'opaque' unknown", "admin or service role"],
+            id="default-type-unknown",
+        ),
+        pytest.param(
+            request(stores=(NOPOOL, CHEAP), requested_store="nopool"),
+            PlanError,
+            ["pool of rbd store 'nopool'", "cannot clone"],
+            id="clone-target-pool-unknown",
+        ),
+    ],
+)
+def test_make_plan_errors(req: PlanRequest, error: type[FastsnapError], phrases: list[str]) -> None:
+    with pytest.raises(error) as excinfo:
+        make_plan(req)
+    assert type(excinfo.value) is error
+    for phrase in phrases:
+        assert phrase in str(excinfo.value), f"{phrase!r} not in {str(excinfo.value)!r}"
+
+
+def test_unknown_store_is_bad_request() -> None:
+    with pytest.raises(BadRequest) as excinfo:
+        make_plan(request(requested_store="nope"))
+    assert excinfo.value.exit_code == 2
