@@ -124,8 +124,9 @@ class Cluster:
 
     @contextlib.contextmanager
     def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
+        ioctx = self.ioctx(spec.pool)
         try:
-            img = rbd.Image(self.ioctx(spec.pool), spec.name, snapshot=snapshot, read_only=read_only)
+            img = rbd.Image(ioctx, spec.name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound as exc:
             raise BadRequest(f"RBD image {spec} does not exist") from exc
         except Exception as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import glanceclient
 from glanceclient import exc as gexc
@@ -17,7 +17,7 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, Forbidden, GlanceError
+from fastsnap.errors import BadRequest, FastsnapError, Forbidden, GlanceError
 from fastsnap.plan import BaseImage, StoreInfo
 
 LOG = logging.getLogger(__name__)
@@ -76,10 +76,6 @@ def inheritable(props: dict[str, Any]) -> dict[str, str]:
 T = TypeVar("T")
 
 
-class _Auth(Protocol):
-    pass
-
-
 def session_from_conf(conf: cfg.ConfigOpts) -> ks_session.Session:
     auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
     return ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
@@ -114,14 +110,8 @@ class Glance:
     def call(what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except (gexc.HTTPUnauthorized, ksexc.Unauthorized) as exc:
-            raise Forbidden(f"Glance: {what}: not authenticated ({exc})") from exc
-        except (gexc.HTTPForbidden, ksexc.Forbidden) as exc:
-            raise Forbidden(f"Glance: {what}: forbidden ({exc})") from exc
-        except (gexc.HTTPNotFound, ksexc.NotFound) as exc:
-            raise BadRequest(f"Glance: {what}: not found") from exc
-        except (gexc.HTTPException, ksexc.ClientException, OSError) as exc:
-            raise GlanceError(f"Glance: {what} failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise map_error(what, exc) from exc
 
     def supports(self, version: str) -> bool:
         return bool(glanceclient.common.utils.has_version(self.client.http_client, version))
@@ -191,7 +181,7 @@ class Glance:
         except gexc.HTTPBadRequest as exc:
             raise BadRequest(f"Glance rejected the image: {exc.details or exc}") from exc
         except Exception as exc:
-            return self.call(f"creating image {image_id}", lambda: _raise(exc))
+            raise map_error(f"creating image {image_id}", exc) from exc
 
     def upload(self, image_id: str, data: Any, size: int, store: str | None) -> None:
         def go() -> None:
@@ -202,7 +192,7 @@ class Glance:
         except gexc.HTTPBadRequest as exc:
             raise BadRequest(f"Glance refused the upload to store {store!r}: {exc.details or exc}") from exc
         except Exception as exc:
-            self.call(f"uploading image {image_id} to store {store}", lambda: _raise(exc))
+            raise map_error(f"uploading image {image_id} to store {store}", exc) from exc
 
     def add_location(self, image_id: str, url: str) -> str:
         """Register a location on a queued image; returns the API used."""
@@ -237,8 +227,19 @@ class Glance:
             return
 
 
-def _raise(exc: Exception) -> Any:
-    raise exc
+def map_error(what: str, exc: Exception) -> Exception:
+    """A fastsnap error for a glanceclient/keystoneauth1 exception; other exceptions come back unchanged."""
+    if isinstance(exc, FastsnapError):
+        return exc
+    if isinstance(exc, gexc.HTTPUnauthorized | ksexc.Unauthorized):
+        return Forbidden(f"Glance: {what}: not authenticated ({exc})")
+    if isinstance(exc, gexc.HTTPForbidden | ksexc.Forbidden):
+        return Forbidden(f"Glance: {what}: forbidden ({exc})")
+    if isinstance(exc, gexc.HTTPNotFound | ksexc.NotFound):
+        return BadRequest(f"Glance: {what}: not found")
+    if isinstance(exc, gexc.HTTPException | ksexc.ClientException | OSError):
+        return GlanceError(f"Glance: {what} failed: {type(exc).__name__}: {exc}")
+    return exc
 
 
 def _store(raw: dict[str, Any], detailed: bool) -> StoreInfo:

@@ -142,11 +142,11 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
     """Remove whatever this operation may have created. Idempotent; returns what it did."""
     done: list[str] = []
     disk = ImageSpec.parse(op.disk)
-    if op.began(IMAGE) and (op.image_created or op.delete_image_on_error):
-        # Deleting an image whose rbd location is registered also removes that RBD image (Glance owns it).
-        if ctx.glance.find(op.op_id) is not None:
-            ctx.glance.delete(op.op_id)
-            done.append(f"deleted Glance image {op.op_id}")
+    owned = op.image_created or op.delete_image_on_error
+    # Deleting an image whose rbd location is registered also removes that RBD image (Glance owns it).
+    if op.began(IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
+        ctx.glance.delete(op.op_id)
+        done.append(f"deleted Glance image {op.op_id}")
     if op.path == "clone" and op.began(CLONE) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         if ctx.cluster.exists(clone):
