@@ -269,15 +269,24 @@ class Fastsnap:
                 if fresh is None or fresh.state != jr.RUNNING:
                     continue
                 op = fresh
-                try:
-                    if wf.roll_forward_possible(ctx, op):
-                        did = wf.roll_forward(ctx, op)
-                        self.journal.finish(op, jr.DONE)
-                        actions.append({"op_id": op.op_id, "action": "rolled_forward", "did": did})
-                    else:
-                        did = wf.rollback(ctx, op)
-                        self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
-                        actions.append({"op_id": op.op_id, "action": "rolled_back", "did": did})
-                except FastsnapError as exc:
-                    actions.append({"op_id": op.op_id, "action": "failed", "error": str(exc)})
+                actions.append(self._recover_one(ctx, op))
         return actions
+
+    def _recover_one(self, ctx: wf.Context, op: jr.Operation) -> dict[str, Any]:
+        forward_error = None
+        try:
+            if wf.roll_forward_possible(ctx, op):
+                try:
+                    did = wf.roll_forward(ctx, op)
+                    self.journal.finish(op, jr.DONE)
+                    return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_forward", "did": did}
+                except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
+                    forward_error = str(exc)
+                    LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
+            did = wf.rollback(ctx, op)
+            if forward_error:
+                did.insert(0, f"roll forward failed: {forward_error}")
+            self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
+            return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_back", "did": did}
+        except FastsnapError as exc:
+            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": str(exc)}

@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastsnap: interrupted", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug or an error class fastsnap does not know yet: still say what happened
+        print(f"fastsnap: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def map_error(what: str, exc: Exception) -> Exception:
         return Forbidden(f"Glance: {what}: forbidden ({exc})")
     if isinstance(exc, gexc.HTTPNotFound | ksexc.NotFound):
         return BadRequest(f"Glance: {what}: not found")
-    if isinstance(exc, gexc.HTTPException | ksexc.ClientException | OSError):
+    if isinstance(exc, gexc.BaseException | gexc.HTTPException | ksexc.ClientException | OSError):
         return GlanceError(f"Glance: {what} failed: {type(exc).__name__}: {exc}")
     return exc
 

@@ -45,6 +45,23 @@ def temp_snap_name(op_id: str) -> str:
     return f"{SNAP_PREFIX}{op_id}"
 
 
+UPLOAD_ATTEMPTS = 3
+
+
+def _progress_hook(progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
+    """Adds the ``upload:mid`` crash point (half of the bytes handed to Glance) for fault-injection tests."""
+    if os.environ.get("FASTSNAP_TEST_CRASH_AT") != "upload:mid":
+        return progress
+
+    def hook(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        if done * 2 >= total:
+            crash_point("upload:mid")
+
+    return hook
+
+
 def crash_point(step: str) -> None:
     """Test hook: ``FASTSNAP_TEST_CRASH_AT=<step>`` kills this process with SIGKILL right after the step is
     journaled and before it acts; ``<step>:after`` kills it right after the step acted."""
@@ -113,16 +130,27 @@ def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Ca
     _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
 
     def upload() -> None:
-        with ctx.cluster.image(disk, snapshot=snap, read_only=True) as img:
-            reader = SnapshotReader(img, chunk=chunk, window=window, progress=progress)
-            try:
-                ctx.glance.upload(op.op_id, reader, reader.size, op.store)
-            finally:
-                reader.close()
-            stats.append(reader.stats)
-            if reader.stats.bytes_done != reader.size:
-                raise GlanceError(f"Glance stopped reading after {reader.stats.bytes_done} of "
-                                  f"{reader.size} bytes")
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            with ctx.cluster.image(disk, snapshot=snap, read_only=True) as img:
+                reader = SnapshotReader(img, chunk=chunk, window=window, progress=_progress_hook(progress))
+                try:
+                    ctx.glance.upload(op.op_id, reader, reader.size, op.store)
+                    if reader.stats.bytes_done != reader.size:
+                        raise GlanceError(f"Glance stopped reading after {reader.stats.bytes_done} of "
+                                          f"{reader.size} bytes")
+                    stats.append(reader.stats)
+                    return
+                except GlanceError as exc:
+                    # Glance puts an image whose upload failed back to 'queued': stream again from the same
+                    # snapshot. Any other state (a Glance that died mid-upload leaves 'saving') is final.
+                    img_now = ctx.glance.find(op.op_id)
+                    status = img_now.get("status") if img_now else None
+                    if attempt == UPLOAD_ATTEMPTS or status != "queued":
+                        raise
+                    LOG.warning("upload of %s failed (%s); image is queued again, retrying from the snapshot "
+                                "(attempt %d of %d)", op.op_id, exc, attempt + 1, UPLOAD_ATTEMPTS)
+                finally:
+                    reader.close()
 
     _step(ctx, op, UPLOAD, upload)
     image: dict[str, object] = {}

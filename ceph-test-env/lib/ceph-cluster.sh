@@ -18,7 +18,13 @@ die() { log "ERROR: $*"; exit 1; }
 
 ceph_cmd() { timeout 30 ceph -c "$DIR/ceph.conf" --connect-timeout 20 "$@"; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() {  # a zombie waiting to be reaped does not count
+  local p
+  [ -f "$1" ] || return 1
+  p=$(cat "$1")
+  kill -0 "$p" 2>/dev/null || return 1
+  ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$p/stat" 2>/dev/null
+}
 
 write_conf() {
   local fsid=$1

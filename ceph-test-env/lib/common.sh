@@ -25,7 +25,14 @@ T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }
 log() { printf '[%6ss] %s\n' "$(elapsed)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file whose process runs (a zombie waiting to be reaped does not count).
+pid_alive() {
+  local p
+  [ -f "$1" ] || return 1
+  p=$(cat "$1")
+  kill -0 "$p" 2>/dev/null || return 1
+  ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$p/stat" 2>/dev/null
+}
 
 # stop_pidfile FILE NAME: TERM, wait up to 10 s, then KILL.
 stop_pidfile() {

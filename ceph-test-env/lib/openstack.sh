@@ -36,6 +36,7 @@ CONF
   fi
   if ! pid_alive "$KS_DIR/gunicorn.pid"; then
     log "keystone: starting on $KEYSTONE_BIND"
+    rm -f "$KS_DIR/gunicorn.pid"  # stale: gunicorn refuses to start while its pid still exists (e.g. a zombie)
     OS_KEYSTONE_CONFIG_FILES="$KS_DIR/keystone.conf" PYTHONPATH="$ENV_DIR/lib" \
       "$VENV/bin/gunicorn" --no-control-socket -D -p "$KS_DIR/gunicorn.pid" -b "$KEYSTONE_BIND" \
       -w 2 --threads 4 --timeout 120 --error-logfile "$KS_DIR/log/gunicorn.log" keystone_wsgi:application \
@@ -107,6 +108,7 @@ CONF
   fi
   if ! pid_alive "$GL_DIR/gunicorn.pid"; then
     log "glance: starting on $GLANCE_BIND (stores fast, cheap (default), remote)"
+    rm -f "$GL_DIR/gunicorn.pid"
     OS_GLANCE_CONFIG_DIR="$GL_DIR/etc" "$VENV/bin/gunicorn" --no-control-socket -D -p "$GL_DIR/gunicorn.pid" \
       -b "$GLANCE_BIND" -w 2 --threads 8 --timeout 600 --error-logfile "$GL_DIR/log/gunicorn.log" \
       glance.wsgi.api:application || die "glance did not start (log: $GL_DIR/log/gunicorn.log)"

@@ -120,12 +120,30 @@ class Stack:
                               env=full, timeout=timeout, check=False)
 
 
+RUN = ROOT / "ceph-test-env/run"
+PIDFILES = {
+    "glance": RUN / "glance/gunicorn.pid",
+    "keystone": RUN / "keystone/gunicorn.pid",
+    "osd-a": RUN / "ceph-a/run/osd.0.pid",
+}
+
+
+def service_pid(name: str) -> int:
+    return int(PIDFILES[name].read_text().strip())
+
+
+def stack_up() -> None:
+    """(Re)start whatever part of the stack is not running."""
+    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, check=False,
+                        timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"ceph-test-env/up failed:\n{up.stderr[-4000:]}")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Use the running stack, starting it first when it is not (ceph-test-env/up is idempotent)."""
-    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, check=False)
-    if up.returncode != 0:
-        pytest.fail(f"ceph-test-env/up failed:\n{up.stderr[-4000:]}")
+    stack_up()
     env = _read_env(ROOT / "ceph-test-env/run/env.sh")
     a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
     b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")

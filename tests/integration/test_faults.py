@@ -1,0 +1,198 @@
+"""Fault injection on the real stack: kill -9 at every step, services failing mid-way, concurrency.
+
+After each fault: no temporary snapshot left on the disk, no clone without a Glance image, no queued/saving
+image left by the run, and every active image has the disk's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import pytest
+import rbd
+
+from fastsnap import journal as jr
+from tests.integration.conftest import ROOT, Stack, Writer, service_pid, stack_up
+
+CLONE_CELLS = [s + a for s in ("image", "disk_snap", "clone", "disk_snap_release", "clone_snap", "location",
+                               "active") for a in ("", ":after")]
+STREAM_CELLS = [s + a for s in ("image", "disk_snap", "upload", "active", "disk_snap_release")
+                for a in ("", ":after")] + ["upload:mid"]
+
+
+def _recover(stack: Stack) -> list[dict[str, Any]]:
+    out = stack.fastsnap("recover", "--json")
+    assert out.returncode == 0, out.stderr
+    actions: list[dict[str, Any]] = json.loads(out.stdout)
+    return actions
+
+
+def _journal(stack: Stack) -> jr.Journal:
+    return jr.Journal(str(ROOT / "ceph-test-env/run/fastsnap-state"))
+
+
+def _assert_clean(stack: Stack, disk: str, want_sha: str, image_ids: list[str]) -> int:
+    """Check the crash-safety rules for the given operations; returns how many ended active."""
+    user_snaps = [n for n, ns in stack.snaps("vms", disk) if ns == 0]
+    assert user_snaps == [], f"temporary snapshot left on {disk}: {user_snaps}"
+    g = stack.glance("admin")
+    active = 0
+    clones = set(stack.rbd_images("images"))
+    for image_id in image_ids:
+        img = next(iter(g.images.list(filters={"id": image_id})), None)
+        if img is None:
+            assert image_id not in clones, f"clone images/{image_id} left without a Glance image"
+            continue
+        assert img["status"] == "active", f"image {image_id} left {img['status']}"
+        assert stack.glance_sha256(image_id, "admin") == want_sha
+        active += 1
+        stack.snapshots.append(image_id)
+    # Trash snapshots on the disk only for clones that still exist.
+    children = 0
+    for image_id in image_ids:
+        if image_id in clones:
+            with stack.ioctx("images") as io, rbd.Image(io, image_id, read_only=True) as img:
+                if img.get_parent_image_spec()["image_name"] == disk:
+                    children += 1
+    trash = [n for n, ns in stack.snaps("vms", disk) if ns == rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH]
+    assert len(trash) == children
+    return active
+
+
+def _ops_for(stack: Stack, disk: str) -> list[jr.Operation]:
+    return [op for op in _journal(stack).list() if op.disk == f"vms/{disk}"]
+
+
+@pytest.mark.parametrize("path,cell", [("clone", c) for c in CLONE_CELLS] + [("stream", c) for c in STREAM_CELLS])
+def test_kill_at_every_step_then_recover(stack: Stack, make_disk: Writer, bases: dict[str, str],
+                                         path: str, cell: str) -> None:
+    disk = make_disk(size=16 << 20, chunks=(0, 9 << 20))
+    want = stack.disk_sha256("vms", disk)
+    args = ["snapshot", "--disk", f"vms/{disk}", "--name", f"kill-{cell}", "--json"]
+    args += ["--base-image", bases["fast"]] if path == "clone" else ["--store", "cheap"]
+    out = stack.fastsnap(*args, env={"FASTSNAP_TEST_CRASH_AT": cell})
+    assert out.returncode == -signal.SIGKILL, f"expected a kill at {cell}: {out.returncode} {out.stderr}"
+    ops = _ops_for(stack, disk)
+    assert len(ops) == 1 and ops[0].state == jr.RUNNING
+    op_id = ops[0].op_id
+    actions = [a for a in _recover(stack) if a["op_id"] == op_id]
+    assert len(actions) == 1 and actions[0]["action"] in ("rolled_forward", "rolled_back"), actions
+    assert _journal(stack).get(op_id).state in (jr.DONE, jr.ROLLED_BACK)  # type: ignore[union-attr]
+    active = _assert_clean(stack, disk, want, [op_id])
+    assert active == (1 if actions[0]["action"] == "rolled_forward" else 0)
+    # Forward exactly when the result was complete: the clone's 'snap' exists, or the stream finished.
+    complete = {"clone": CLONE_CELLS.index("clone_snap:after"), "stream": STREAM_CELLS.index("upload:after")}
+    cells = CLONE_CELLS if path == "clone" else STREAM_CELLS
+    if cell != "upload:mid":
+        assert (actions[0]["action"] == "rolled_forward") == (cells.index(cell) >= complete[path])
+    # Idempotent: a second recover finds nothing to do.
+    assert [a for a in _recover(stack) if a["op_id"] == op_id] == []
+
+
+def _start(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **stack.env})
+
+
+def _wait_saving(stack: Stack, name: str, proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    g = stack.glance()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for img in g.images.list(filters={"name": name}):
+            if img["status"] == "saving":
+                return str(img["id"])
+        assert proc.poll() is None, f"fastsnap ended before the upload started: {proc.communicate()}"
+        time.sleep(0.1)
+    raise AssertionError("upload never started")
+
+
+def _kill_tree(pid: int) -> None:
+    subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):  # until it is gone (or only a zombie)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+
+
+def _big_disk(make_disk: Writer) -> str:
+    return make_disk(size=768 << 20, chunks=tuple(range(0, 768 << 20, 8 << 20)), chunk_len=4 << 20)
+
+
+def test_glance_killed_and_restarted_during_stream(stack: Stack, make_disk: Writer) -> None:
+    disk = _big_disk(make_disk)
+    want = stack.disk_sha256("vms", disk)
+    name = f"glance-dies-{uuid.uuid4().hex[:6]}"
+    proc = _start(stack, "snapshot", "--disk", f"vms/{disk}", "--name", name, "--store", "cheap", "--json")
+    image_id = _wait_saving(stack, name, proc)
+    _kill_tree(service_pid("glance"))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Glance" in err
+    stack_up()  # Glance comes back
+    _recover(stack)
+    assert _assert_clean(stack, disk, want, [image_id]) == 0
+    assert [op.state for op in _ops_for(stack, disk)] in ([jr.FAILED], [jr.ROLLED_BACK])
+
+
+def test_osd_paused_during_stream(stack: Stack, make_disk: Writer) -> None:
+    disk = _big_disk(make_disk)
+    want = stack.disk_sha256("vms", disk)
+    name = f"osd-pause-{uuid.uuid4().hex[:6]}"
+    proc = _start(stack, "snapshot", "--disk", f"vms/{disk}", "--name", name, "--store", "cheap", "--json")
+    _wait_saving(stack, name, proc)
+    osd = service_pid("osd-a")
+    os.kill(osd, signal.SIGSTOP)
+    try:
+        time.sleep(5)
+    finally:
+        os.kill(osd, signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    res = json.loads(out)
+    assert _assert_clean(stack, disk, want, [res["image_id"]]) == 1
+
+
+def test_keystone_down_at_start(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
+    disk = make_disk(size=16 << 20)
+    before = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.snaps("vms", disk), stack.image_ids())
+    _kill_tree(service_pid("keystone"))
+    try:
+        out = stack.fastsnap("snapshot", "--disk", f"vms/{disk}", "--name", "no-keystone", "--base-image",
+                             bases["fast"], "--json", timeout=300)
+    finally:
+        stack_up()
+    assert out.returncode == 1
+    assert "Glance" in out.stderr and out.stdout == ""
+    after = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.snaps("vms", disk), stack.image_ids())
+    assert after == before
+    assert _ops_for(stack, disk) == []
+
+
+def test_eight_concurrent_snapshots_of_four_disks(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
+    disks = [make_disk(size=32 << 20, chunks=(0, 17 << 20)) for _ in range(4)]
+    want = {d: stack.disk_sha256("vms", d) for d in disks}
+    procs = []
+    for d in disks:
+        procs.append((d, _start(stack, "snapshot", "--disk", f"vms/{d}", "--name", "conc-clone",
+                                "--base-image", bases["fast"], "--json")))
+        procs.append((d, _start(stack, "snapshot", "--disk", f"vms/{d}", "--name", "conc-stream",
+                                "--store", "cheap", "--json")))
+    results: dict[str, list[str]] = {d: [] for d in disks}
+    for d, p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        res = json.loads(out)
+        results[d].append(res["image_id"])
+    for d in disks:
+        assert _assert_clean(stack, d, want[d], results[d]) == 2
