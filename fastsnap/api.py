@@ -19,6 +19,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import config
+from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
 from fastsnap.ceph import Cluster, ImageSpec
@@ -63,6 +64,7 @@ class SnapshotResult:
     bytes_streamed: int
     bytes_read: int
     disk: str
+    flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +150,7 @@ class Fastsnap:
         self.close()
 
     def _ctx(self) -> wf.Context:
-        return wf.Context(self.cluster, self.glance, self.journal)
+        return wf.Context(self.cluster, self.glance, self.journal, self.conf)
 
     # -- stores -----------------------------------------------------------------------------------------
 
@@ -195,6 +197,10 @@ class Fastsnap:
                           fsid=plan.fsid, image_created=req.image_id is None,
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
         op.extra["reason"] = plan.reason
+        if plan.path is SnapshotPath.CLONE:
+            depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
+            policy, why = fl.policy_for(self.conf, plan.store, depth)
+            op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.operation(op_id), \
                 self.locks.disk(req.disk):
             self.journal.save(op)
@@ -205,7 +211,7 @@ class Fastsnap:
             image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
             reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
             bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
-            disk=req.disk)
+            disk=req.disk, flatten=dict(op.extra.get("flatten", {})))
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None) -> wf.Outcome:
@@ -221,7 +227,8 @@ class Fastsnap:
 
         try:
             if plan.path is SnapshotPath.CLONE:
-                outcome = wf.run_clone(ctx, op, disk, create_image)
+                outcome = wf.run_clone(ctx, op, disk, create_image, op.extra["flatten"]["policy"],
+                                       self.conf.snapshot.mgr_timeout)
             else:
                 snap = self.conf.snapshot
                 outcome = wf.run_stream(ctx, op, disk, create_image, snap.chunk_size_mb << 20, snap.read_ahead,
@@ -290,3 +297,36 @@ class Fastsnap:
             return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_back", "did": did}
         except FastsnapError as exc:
             return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": str(exc)}
+
+    # -- background flatten -------------------------------------------------------------------------------
+
+    def flatten_status(self, run_local: bool = False) -> list[dict[str, Any]]:
+        """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.
+
+        Pending tasks are queued with the mgr again (it de-duplicates), so a task lost with a mgr is not
+        lost for good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in
+        this process."""
+        rows: list[dict[str, Any]] = []
+        timeout = self.conf.snapshot.mgr_timeout
+        for op in self.journal.list(jr.DONE):
+            info = op.extra.get("flatten") or {}
+            if info.get("state") not in ("queued", "local") or not op.pool:
+                continue
+            spec = ImageSpec(op.pool, op.op_id)
+            if not self.cluster.exists(spec):
+                info["state"] = "gone"
+            elif fl.is_flat(self.cluster, spec):
+                info["state"] = "done"
+            else:
+                try:
+                    info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
+                    info["state"] = "queued"
+                except FastsnapError as exc:
+                    info["state"], info["error"] = "local", str(exc)
+                if info["state"] == "local" and run_local:
+                    fl.flatten_now(self.cluster, spec)
+                    info["state"] = "done"
+            op.extra["flatten"] = info
+            self.journal.save(op)
+            rows.append({"image_id": op.op_id, "disk": op.disk, "pool": op.pool, **info})
+        return rows

@@ -93,6 +93,10 @@ class Cluster:
         self._ioctx: dict[str, Any] = {}
         self.fsid: str = self._rados.get_fsid()
 
+    @property
+    def rados(self) -> Any:
+        return self._rados
+
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Cluster:
         c = conf.ceph

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stores", help="list Glance stores and whether this host can clone into them")
     st.add_argument("--json", action="store_true")
 
+    f = sub.add_parser("flatten-status", help="show queued background flattens (and finish local ones)")
+    f.add_argument("--run", action="store_true", help="flatten here the clones the Ceph mgr could not take")
+    f.add_argument("--json", action="store_true")
+
     r = sub.add_parser("recover", help="finish or undo operations left by a killed fastsnap")
     r.add_argument("--json", action="store_true")
     return p
@@ -117,8 +121,17 @@ def _recover(fs: Fastsnap, a: argparse.Namespace) -> int:
     return 1 if any(x["action"] == "failed" for x in actions) else 0
 
 
+def _flatten_status(fs: Fastsnap, a: argparse.Namespace) -> int:
+    rows = fs.flatten_status(run_local=a.run)
+    if a.json:
+        print(json.dumps(rows, sort_keys=True))
+    else:
+        _print_table(rows, ("image_id", "disk", "policy", "state", "task", "why"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Fastsnap, argparse.Namespace], int]] = {
-    "snapshot": _snapshot, "stores": _stores, "recover": _recover,
+    "snapshot": _snapshot, "stores": _stores, "recover": _recover, "flatten-status": _flatten_status,
 }
 
 

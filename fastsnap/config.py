@@ -7,7 +7,7 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import ceph, glance, journal
+from fastsnap import ceph, flatten, glance, journal
 
 snapshot_opts = [
     cfg.StrOpt("default_store",
@@ -28,6 +28,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     glance.register_opts(conf)
     journal.register_opts(conf)
     conf.register_opts(snapshot_opts, group="snapshot")
+    flatten.register_opts(conf)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
@@ -35,7 +36,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
         ("ceph", list(ceph.ceph_opts)),
         ("glance", glance.list_opts()),
-        ("snapshot", list(snapshot_opts)),
+        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts)),
         ("journal", list(journal.journal_opts)),
     ]
 

@@ -12,9 +12,11 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from oslo_log import log as logging
 
+from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap.ceph import Cluster, ImageSpec
 from fastsnap.errors import BadRequest, FastsnapError, GlanceError
@@ -36,8 +38,10 @@ CLONE_SNAP_STEP = "clone_snap"
 LOCATION = "location"
 UPLOAD = "upload"
 ACTIVE = "active"
+FLATTEN = "flatten"              # sync policy: before registering
+FLATTEN_QUEUE = "flatten_queue"  # background policy: after the image is active
 
-CLONE_STEPS = (IMAGE, DISK_SNAP, CLONE, DISK_SNAP_RELEASE, CLONE_SNAP_STEP, LOCATION, ACTIVE)
+CLONE_STEPS = (IMAGE, DISK_SNAP, CLONE, FLATTEN, DISK_SNAP_RELEASE, CLONE_SNAP_STEP, LOCATION, ACTIVE, FLATTEN_QUEUE)
 STREAM_STEPS = (IMAGE, DISK_SNAP, UPLOAD, ACTIVE, DISK_SNAP_RELEASE)
 
 
@@ -75,6 +79,7 @@ class Context:
     cluster: Cluster
     glance: Glance
     journal: jr.Journal
+    conf: Any = None  # oslo.config ConfigOpts (for the ceph CLI used to queue mgr tasks)
 
 
 @dataclass
@@ -91,7 +96,8 @@ def _step(ctx: Context, op: jr.Operation, step: str, act: Callable[[], None]) ->
     crash_point(f"{step}:after")
 
 
-def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None]) -> Outcome:
+def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
+              flatten_policy: str = fl.NEVER, mgr_timeout: int = 10) -> Outcome:
     assert op.pool is not None and op.fsid is not None
     snap = temp_snap_name(op.op_id)
     clone = ImageSpec(op.pool, op.op_id)
@@ -99,10 +105,30 @@ def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Cal
     _step(ctx, op, IMAGE, create_image)
     _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
     _step(ctx, op, CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
+    if flatten_policy == fl.SYNC:
+        _step(ctx, op, FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
+        op.extra["flatten"] = {**op.extra.get("flatten", {}), "state": "done"}
     # Clone v2: the parent snapshot goes to the trash and is purged once the clone is flattened or removed.
     _step(ctx, op, DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
     _step(ctx, op, CLONE_SNAP_STEP, lambda: ctx.cluster.create_snapshot(clone, CLONE_SNAP))
-    return _register(ctx, op, url)
+    outcome = _register(ctx, op, url)
+    if flatten_policy == fl.BACKGROUND:
+        _step(ctx, op, FLATTEN_QUEUE, lambda: queue_flatten(ctx, op, mgr_timeout))
+    return outcome
+
+
+def queue_flatten(ctx: Context, op: jr.Operation, mgr_timeout: int) -> None:
+    """Hand the flatten to Ceph's mgr; when it cannot take it, leave it for an in-process flatten."""
+    assert op.pool is not None
+    info = dict(op.extra.get("flatten", {}))
+    try:
+        fl.queue_background(ctx.cluster, ctx.conf, ImageSpec(op.pool, op.op_id), mgr_timeout)
+        info["state"] = "queued"
+    except FastsnapError as exc:
+        LOG.warning("%s; flatten of %s/%s left for an in-process flatten", exc, op.pool, op.op_id)
+        info["state"] = "local"
+        info["error"] = str(exc)
+    op.extra["flatten"] = info
 
 
 def _register(ctx: Context, op: jr.Operation, url: str) -> Outcome:
@@ -216,6 +242,10 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
             ctx.cluster.remove_snapshot(disk, snap)
         _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
         done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
+        flatten = op.extra.get("flatten", {})
+        if flatten.get("policy") == fl.BACKGROUND and "state" not in flatten:
+            queue_flatten(ctx, op, 10)
+            done.append(f"flatten {op.extra['flatten']['state']}")
     else:
         try:
             if snap in ctx.cluster.snapshots(disk):
