@@ -22,9 +22,10 @@ from fastsnap import config
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
+from fastsnap.auth import Identity, user_session
 from fastsnap.ceph import Cluster, ImageSpec
 from fastsnap.errors import BadRequest, FastsnapError
-from fastsnap.glance import Glance, inheritable
+from fastsnap.glance import Glance, inheritable, session_from_conf
 from fastsnap.locks import Locks
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 
@@ -65,6 +66,7 @@ class SnapshotResult:
     bytes_read: int
     disk: str
     flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
+    acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,10 +135,25 @@ class Fastsnap:
         return self._cluster
 
     @property
+    def session(self) -> ks_session.Session:
+        """fastsnap's own (service user) Keystone session."""
+        if self._session is None:
+            self._session = session_from_conf(self.conf)
+        return self._session
+
+    @property
     def glance(self) -> Glance:
+        """Glance as fastsnap's service user (operator mode, store details)."""
         if self._glance is None:
-            self._glance = Glance.from_conf(self.conf, self._session)
+            self._glance = Glance.from_conf(self.conf, self.session)
         return self._glance
+
+    def glance_for(self, user_token: str | None = None, user_auth: Any = None) -> tuple[Glance, Identity]:
+        """Glance on behalf of a user (user token + service token), or as fastsnap itself without one."""
+        if user_token is None and user_auth is None:
+            return self.glance, Identity("operator")
+        sess, ident = user_session(self.session, user_token, user_auth)
+        return Glance.from_conf(self.conf, sess), ident
 
     def close(self) -> None:
         if self._cluster is not None:
@@ -149,8 +166,8 @@ class Fastsnap:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ctx(self) -> wf.Context:
-        return wf.Context(self.cluster, self.glance, self.journal, self.conf)
+    def _ctx(self, glance: Glance | None = None) -> wf.Context:
+        return wf.Context(self.cluster, glance or self.glance, self.journal, self.conf)
 
     # -- stores -----------------------------------------------------------------------------------------
 
@@ -162,8 +179,12 @@ class Fastsnap:
 
     # -- planning (validates everything before anything is created) --------------------------------------
 
-    def plan(self, req: SnapshotRequest) -> tuple[Plan, dict[str, Any] | None, int]:
-        """Validate the request against Ceph and Glance and plan it. Creates nothing."""
+    def plan(self, req: SnapshotRequest, glance: Glance | None = None) -> tuple[Plan, dict[str, Any] | None, int]:
+        """Validate the request against Ceph and Glance and plan it. Creates nothing.
+
+        Store details come from fastsnap's own view (service role); the base image and a given image id are
+        looked up as ``glance`` (the caller), so a user can only use images they can see."""
+        user_glance = glance or self.glance
         disk = validate_request(req)
         size = self.cluster.size(disk)  # BadRequest when the disk does not exist
         stores: tuple[StoreInfo, ...] = self.glance.stores()
@@ -171,14 +192,14 @@ class Fastsnap:
         base_raw: dict[str, Any] | None = None
         if req.base_image:
             try:
-                base, base_raw = self.glance.base_image(req.base_image)
+                base, base_raw = user_glance.base_image(req.base_image)
             except BadRequest as exc:
                 raise BadRequest(f"base image {req.base_image}: {exc}") from exc
         plan = make_plan(PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base,
                                      requested_store=req.store,
                                      configured_store=self.conf.snapshot.default_store))
         if req.image_id:
-            existing = self.glance.find(req.image_id)
+            existing = user_glance.find(req.image_id)
             if existing is None:
                 raise BadRequest(f"image {req.image_id} does not exist")
             if existing.get("status") != "queued":
@@ -188,15 +209,20 @@ class Fastsnap:
     # -- snapshot ---------------------------------------------------------------------------------------
 
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
-                 wait: float | None = None) -> SnapshotResult:
+                 wait: float | None = None, user_token: str | None = None, user_auth: Any = None) -> SnapshotResult:
+        """Take the snapshot. With ``user_token`` (or a keystoneauth ``user_auth`` plugin) it is taken on behalf
+        of that user: the image belongs to the user's project. ``wait``: seconds to wait for a free slot
+        (None: as long as it takes, 0: fail at once with Busy)."""
         t0 = time.monotonic()
-        plan, base_raw, size = self.plan(req)
+        glance, ident = self.glance_for(user_token, user_auth)
+        plan, base_raw, size = self.plan(req, glance)
         op_id = req.image_id or str(uuid.uuid4())
         props = self._properties(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
         op.extra["reason"] = plan.reason
+        op.extra["acting_as"] = ident.to_dict()
         if plan.path is SnapshotPath.CLONE:
             depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
@@ -205,17 +231,17 @@ class Fastsnap:
                 self.locks.disk(req.disk):
             self.journal.save(op)
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
-            outcome = self._run(op, req, plan, props, progress)
+            outcome = self._run(op, req, plan, props, progress, glance)
         stats = outcome.stats
         return SnapshotResult(
             image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
             reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
             bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
-            disk=req.disk, flatten=dict(op.extra.get("flatten", {})))
+            disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
-             progress: Callable[[int, int], None] | None) -> wf.Outcome:
-        ctx = self._ctx()
+             progress: Callable[[int, int], None] | None, glance: Glance) -> wf.Outcome:
+        ctx = self._ctx(glance)
         disk = ImageSpec.parse(req.disk)
 
         def create_image() -> None:

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-image-on-error", action="store_true",
                    help="with --image-id: leave that image (queued) on failure instead of deleting it")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    who = s.add_mutually_exclusive_group()
+    who.add_argument("--os-token", help="take the snapshot on behalf of the user of this Keystone token")
+    who.add_argument("--user-from-env", action="store_true",
+                     help="take it on behalf of the user of the standard OS_* variables (OS_AUTH_URL, ...)")
 
     st = sub.add_parser("stores", help="list Glance stores and whether this host can clone into them")
     st.add_argument("--json", action="store_true")
@@ -87,12 +91,17 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
     req = SnapshotRequest(disk=a.disk, name=a.name, base_image=a.base_image, store=a.store,
                           image_id=a.image_id, properties=dict(a.property), instance_uuid=a.instance_uuid,
                           keep_image_on_error=a.keep_image_on_error)
-    res = fs.snapshot(req, progress=None if a.json else _progress())
+    from fastsnap.auth import token_from_env
+
+    token = token_from_env() if a.user_from_env else a.os_token
+    res = fs.snapshot(req, progress=None if a.json else _progress(), user_token=token)
     if a.json:
         print(json.dumps(res.to_dict(), sort_keys=True))
     else:
         print(f"image {res.image_id} in store {res.store} by {res.path} in {res.seconds:.2f}s")
         print(f"  reason:   {res.reason}")
+        print(f"  acting as: {res.acting_as.get('mode')}"
+              + (f" (project {res.acting_as['project_id']})" if res.acting_as.get("project_id") else ""))
         if res.location:
             print(f"  location: {res.location}")
         if res.path == "stream":
