@@ -1,0 +1,576 @@
+"""Shared helpers of the benchmarks: connections, test disks, measured subprocesses, OSD counters, tables.
+
+Everything here talks to the local test stack described by the environment of ``ceph-test-env``'s ``env.sh``
+(``CEPH_CONF``, ``OS_AUTH_URL``, ``FASTSNAP_CONFIG_FILE``, ``FASTSNAP_TEST_*``). All disks and images the
+benchmarks make are named ``bench-...`` and registered in a :class:`Cleanup`, which removes them at the end
+(and :func:`sweep` removes leftovers of a killed run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import glanceclient
+import rados
+import rbd
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+GiB = 1 << 30
+MiB = 1 << 20
+OBJ = 4 << 20
+PREFIX = "bench-"
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- environment and connections ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Env:
+    ceph_conf: str
+    auth_url: str
+    glance_url: str
+    service_password: str
+    fastsnap_config: str
+    run_dir: str
+
+    @classmethod
+    def load(cls) -> Env:
+        e = os.environ
+        missing = [k for k in ("CEPH_CONF", "OS_AUTH_URL", "FASTSNAP_TEST_GLANCE_URL",
+                               "FASTSNAP_TEST_SERVICE_PASSWORD", "FASTSNAP_CONFIG_FILE") if not e.get(k)]
+        if missing:
+            raise SystemExit(f"bench: source the stack's env.sh first (missing {', '.join(missing)})")
+        return cls(e["CEPH_CONF"], e["OS_AUTH_URL"], e["FASTSNAP_TEST_GLANCE_URL"],
+                   e["FASTSNAP_TEST_SERVICE_PASSWORD"], e["FASTSNAP_CONFIG_FILE"],
+                   os.path.dirname(e["FASTSNAP_CONFIG_FILE"]))
+
+    def session(self) -> ks_session.Session:
+        """fastsnap's own Glance identity (user fastsnap, project service, with the service role)."""
+        return ks_session.Session(auth=v3.Password(
+            auth_url=self.auth_url, username="fastsnap", password=self.service_password, project_name="service",
+            user_domain_name="Default", project_domain_name="Default"))
+
+    def bench_config(self, max_concurrent: int = 64, flatten: str | None = None) -> str:
+        """A copy of the stack's fastsnap.conf with the bench's overrides; returns its path."""
+        with open(self.fastsnap_config) as f:
+            text = f.read()
+        text += f"\n[snapshot]\nmax_concurrent = {max_concurrent}\n"
+        if flatten:
+            text += f"flatten = {flatten}\n"
+        path = os.path.join(self.run_dir, "fastsnap-bench.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+
+class Stack:
+    """Connections the benchmark itself uses: Ceph cluster A as client.admin, Glance as the fastsnap user."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.rados = rados.Rados(conffile=env.ceph_conf, rados_id="admin")
+        self.rados.connect(timeout=30)
+        self.fsid: str = self.rados.get_fsid()
+        self.vms = self.rados.open_ioctx("vms")
+        self.images = self.rados.open_ioctx("images")
+        self.session = env.session()
+        self.glance = glanceclient.Client("2", session=self.session)
+
+    def close(self) -> None:
+        self.vms.close()
+        self.images.close()
+        self.rados.shutdown()
+
+    def token(self) -> str:
+        return str(self.session.get_token())
+
+    # -- Glance --------------------------------------------------------------------------------------
+
+    def create_image(self, name: str) -> str:
+        img = self.glance.images.create(name=name, disk_format="raw", container_format="bare")
+        return str(img["id"])
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.glance.images.get(image_id))
+        except Exception:  # 404
+            return None
+
+    def wait_active(self, image_id: str, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            img = self.image(image_id) or {}
+            if img.get("status") == "active":
+                return img
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"image {image_id} still {img.get('status')} after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def delete_image(self, image_id: str, timeout: float = 300) -> None:
+        """Delete a Glance image; retried while its RBD image is busy (e.g. a flatten still holds it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.glance.images.delete(image_id)
+                return
+            except Exception as exc:
+                if self.image(image_id) is None:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
+                time.sleep(1)
+
+    # -- Ceph ---------------------------------------------------------------------------------------
+
+    def has_parent(self, pool: Any, name: str) -> bool:
+        try:
+            with rbd.Image(pool, name, read_only=True) as img:
+                try:
+                    img.get_parent_image_spec()
+                    return True
+                except rbd.ImageNotFound:
+                    return False
+        except rbd.ImageNotFound:
+            return False
+
+    def wait_no_parent(self, pool: Any, name: str, timeout: float = 900) -> float:
+        """Wait until an image is independent of its parent (a background flatten finished); seconds waited."""
+        t0 = time.monotonic()
+        while self.has_parent(pool, name):
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{name} still has a parent after {timeout}s")
+            time.sleep(0.25)
+        return time.monotonic() - t0
+
+    def remove_disk(self, name: str, pool: Any | None = None) -> None:
+        io = pool if pool is not None else self.vms
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with rbd.Image(io, name) as img:
+                    for s in list(img.list_snaps()):
+                        if s.get("namespace", 0) != 0:
+                            continue  # trash: purged with its last clone
+                        with contextlib.suppress(rbd.ImageNotFound):
+                            img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
+                rbd.RBD().remove(io, name)
+                return
+            except rbd.ImageNotFound:
+                return
+            except (rbd.ImageBusy, rbd.ImageHasSnapshots, rbd.InvalidArgument) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot remove {name}: {exc}") from exc
+                time.sleep(1)
+
+
+# -- test disks -------------------------------------------------------------------------------------------
+
+
+_PATTERNS: list[bytes] = []
+
+
+def _patterns() -> list[bytes]:
+    if not _PATTERNS:
+        _PATTERNS.extend(os.urandom(OBJ) for _ in range(8))
+    return _PATTERNS
+
+
+def make_disk(stack: Stack, name: str, virtual: int, written: int, depth: int = 16) -> list[tuple[int, int]]:
+    """Create ``vms/<name>`` (thin, ``virtual`` bytes) and write ``written`` bytes of random data as whole
+    4 MiB objects spread evenly over it, holes between them. Returns the written (offset, length) extents."""
+    rbd.RBD().create(stack.vms, name, virtual, old_format=False)
+    n_obj = virtual // OBJ
+    n_data = min(n_obj, max(1, written // OBJ))
+    offsets = [(i * n_obj // n_data) * OBJ for i in range(n_data)]
+    sem = threading.Semaphore(depth)
+    errors: list[int] = []
+    pats = _patterns()
+    with rbd.Image(stack.vms, name) as img:
+        def done(completion: Any) -> None:
+            rc = int(completion.get_return_value())
+            if rc < 0:
+                errors.append(rc)
+            sem.release()
+
+        for i, off in enumerate(offsets):
+            sem.acquire()
+            img.aio_write(pats[i % len(pats)], off, done)
+        for _ in range(depth):
+            sem.acquire()
+        img.flush()
+    if errors:
+        raise RuntimeError(f"writing {name} failed: {errors[:3]}")
+    return [(o, OBJ) for o in offsets]
+
+
+# -- measured processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    argv: list[str]
+    returncode: int
+    wall: float
+    stdout: str
+    stderr: str
+    max_rss: int            # bytes, the peak of the process (and any children it waited for)
+    write_bytes: int        # bytes the process caused to be written to block devices (ru_oublock * 512)
+    read_bytes: int
+    user_cpu: float
+    sys_cpu: float
+
+    def json(self) -> Any:
+        if self.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.argv)[:200]} exited {self.returncode}: {self.stderr[-2000:]}")
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+class Started:
+    """A started child whose resource use (peak RSS, bytes written to block devices) is read with ``wait4``
+    by ``bench/launch.py``, a small launcher, so that the peak is the command's own (see launch.py)."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None, shell: bool = False) -> None:
+        self.argv = list(argv)
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        fd, self._ru = tempfile.mkstemp(prefix="bench-ru-")
+        os.close(fd)
+        cmd = ["/bin/bash", "-c", self.argv[0]] if shell else self.argv
+        self.t0 = time.monotonic()
+        self.popen = subprocess.Popen(["/usr/bin/python3", "-S", "-I", os.path.join(BENCH_DIR, "launch.py"),
+                                       self._ru, *cmd], env=env, stdout=self._out, stderr=self._err)
+
+    def wait(self) -> Proc:
+        self.popen.wait()
+        wall = time.monotonic() - self.t0
+        self._out.seek(0)
+        self._err.seek(0)
+        out = self._out.read().decode(errors="replace")
+        err = self._err.read().decode(errors="replace")
+        self._out.close()
+        self._err.close()
+        try:
+            with open(self._ru) as f:
+                ru = json.load(f)
+        except (OSError, ValueError):
+            ru = {"max_rss": 0, "write_bytes": 0, "read_bytes": 0, "user": 0.0, "sys": 0.0}
+        finally:
+            os.unlink(self._ru)
+        return Proc(self.argv, self.popen.returncode, wall, out, err, int(ru["max_rss"]), int(ru["write_bytes"]),
+                    int(ru["read_bytes"]), float(ru["user"]), float(ru["sys"]))
+
+
+def run(argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+    return Started(argv, env).wait()
+
+
+def run_shell(script: str, env: dict[str, str] | None = None) -> Proc:
+    return Started([script], env, shell=True).wait()
+
+
+def fastsnap_argv(config: str, *args: str) -> list[str]:
+    return [os.path.join(VENV_BIN, "fastsnap"), "--config-file", config, *args]
+
+
+# -- OSD counters ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OsdCounters:
+    op_r: int = 0
+    op_r_out_bytes: int = 0
+    op_w: int = 0
+    op_w_in_bytes: int = 0
+
+    def __sub__(self, other: OsdCounters) -> OsdCounters:
+        return OsdCounters(self.op_r - other.op_r, self.op_r_out_bytes - other.op_r_out_bytes,
+                           self.op_w - other.op_w, self.op_w_in_bytes - other.op_w_in_bytes)
+
+
+def osd_counters(ceph_conf: str) -> OsdCounters:
+    """Read/write op and byte counters of every OSD of the cluster (``ceph daemon osd.N perf dump``)."""
+    total = OsdCounters()
+    run_dir = os.path.join(os.path.dirname(ceph_conf), "run")
+    socks = sorted(f for f in os.listdir(run_dir) if re.fullmatch(r"osd\.\d+\.asok", f))
+    for s in socks:
+        out = subprocess.run(["ceph", "--admin-daemon", os.path.join(run_dir, s), "perf", "dump"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        d = json.loads(out)["osd"]
+        total.op_r += int(d["op_r"])
+        total.op_r_out_bytes += int(d["op_r_out_bytes"])
+        total.op_w += int(d["op_w"])
+        total.op_w_in_bytes += int(d["op_w_in_bytes"])
+    return total
+
+
+@contextlib.contextmanager
+def osd_delta(ceph_conf: str) -> Iterator[OsdCounters]:
+    """``with osd_delta(conf) as d: ...`` fills ``d`` with what the OSDs did inside the block."""
+    before = osd_counters(ceph_conf)
+    d = OsdCounters()
+    yield d
+    after = osd_counters(ceph_conf) - before
+    d.op_r, d.op_r_out_bytes, d.op_w, d.op_w_in_bytes = (after.op_r, after.op_r_out_bytes, after.op_w,
+                                                          after.op_w_in_bytes)
+
+
+# -- results -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One measured method on one disk."""
+
+    method: str
+    disk: str
+    written: int
+    virtual: int
+    seconds: float                      # the headline time of this method (see ``note``)
+    runs: list[float] = field(default_factory=list)
+    wall: float | None = None           # wall time of the whole process (CLI) when measured
+    peak_rss: int | None = None         # bytes
+    local_write_bytes: int | None = None
+    osd_read_ops: int | None = None
+    osd_read_bytes: int | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mb_s(self) -> float:
+        return self.virtual / self.seconds / 1e6 if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mb_s"] = round(self.mb_s, 1)
+        return d
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else 0.0
+
+
+def gib(n: int | float) -> str:
+    v = n / GiB
+    return f"{v:g} GiB" if v >= 1 or v == 0 else f"{n / MiB:g} MiB"
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if abs(n) >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def table(rows: Sequence[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> str:
+    """A plain-text table; ``cols`` are (key, header)."""
+    cells = [[h for _, h in cols]] + [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = ["  ".join(c[i].rjust(widths[i]) if i else c[i].ljust(widths[i]) for i in range(len(cols)))
+             for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+ROW_COLS: tuple[tuple[str, str], ...] = (
+    ("method", "method"), ("disk_label", "written/virtual"), ("seconds", "seconds"), ("wall", "CLI wall s"),
+    ("mb_s", "MB/s (virtual)"), ("rss", "peak RSS"), ("local", "local disk written"),
+    ("osd_read", "read from OSDs"), ("osd_ops", "OSD read ops"),
+)
+
+
+def row_view(r: Row) -> dict[str, Any]:
+    return {"method": r.method, "disk_label": f"{gib(r.written)}/{gib(r.virtual)}", "seconds": r.seconds,
+            "wall": r.wall, "mb_s": round(r.mb_s, 1), "rss": human_bytes(r.peak_rss),
+            "local": human_bytes(r.local_write_bytes), "osd_read": human_bytes(r.osd_read_bytes),
+            "osd_ops": r.osd_read_ops}
+
+
+def emit(name: str, payload: dict[str, Any], rows: Sequence[Row]) -> None:
+    """Print a benchmark's JSON (stdout) and its readable table (stdout, after the JSON)."""
+    print(json.dumps({"benchmark": name, **payload, "rows": [r.to_dict() for r in rows]}, indent=1))
+    print()
+    print(table([row_view(r) for r in rows], ROW_COLS))
+
+
+# -- machine facts ------------------------------------------------------------------------------------------
+
+
+def machine_facts(stack: Stack | None = None) -> dict[str, Any]:
+    def cmd(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception:
+            return "?"
+
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    facts: dict[str, Any] = {
+        "cpus": os.cpu_count(), "cpu_model": cpu, "memory": human_bytes(mem), "kernel": platform.release(),
+        "python": platform.python_version(), "ceph": cmd("ceph", "--version"),
+        "qemu_img": cmd("qemu-img", "--version").splitlines()[0] if cmd("qemu-img", "--version") else "?",
+        "loadavg": os.getloadavg(),
+        "disk": cmd("findmnt", "-n", "-T", ROOT, "-o", "SOURCE,FSTYPE"),
+    }
+    try:
+        from importlib.metadata import version
+        facts["glance"] = version("glance")
+        facts["glance_store"] = version("glance_store")
+        facts["python_glanceclient"] = version("python-glanceclient")
+    except Exception:
+        pass
+    return facts
+
+
+def unique(label: str) -> str:
+    return f"{PREFIX}{label}-{uuid.uuid4().hex[:8]}"
+
+
+class Cleanup:
+    """Glance images and RBD disks made by the benchmarks, removed in the right order at the end."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.images: list[str] = []
+        self.disks: list[str] = []
+
+    def image(self, image_id: str) -> str:
+        self.images.append(image_id)
+        return image_id
+
+    def disk(self, name: str) -> str:
+        self.disks.append(name)
+        return name
+
+    def drop_image(self, image_id: str) -> None:
+        self.stack.delete_image(image_id)
+        with contextlib.suppress(ValueError):
+            self.images.remove(image_id)
+
+    def drop_disk(self, name: str) -> None:
+        self.stack.remove_disk(name)
+        with contextlib.suppress(ValueError):
+            self.disks.remove(name)
+
+    def all(self) -> None:
+        for i in list(self.images):
+            try:
+                self.drop_image(i)
+            except Exception as exc:
+                log(f"cleanup: image {i}: {exc}")
+        for d in list(self.disks):
+            try:
+                self.drop_disk(d)
+            except Exception as exc:
+                log(f"cleanup: disk {d}: {exc}")
+
+
+def sweep(stack: Stack) -> int:
+    """Remove every ``bench-`` Glance image and RBD disk left by an earlier (killed) run."""
+    n = 0
+    for img in stack.glance.images.list():
+        if str(img.get("name") or "").startswith(PREFIX):
+            stack.delete_image(img["id"])
+            n += 1
+    for pool in (stack.images, stack.vms):  # clones first: they hold their parents' snapshots
+        for name in rbd.RBD().list(pool):
+            if name.startswith(PREFIX):
+                stack.remove_disk(name, pool)
+                n += 1
+    return n
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.monotonic()
+    out = fn()
+    return time.monotonic() - t0, out
+
+
+# -- CPU of the stack's daemons -------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{t}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    return out
+
+
+def daemon_pids(run_dir: str) -> dict[str, list[int]]:
+    """Glance (gunicorn master + workers) and cluster A's OSD processes of the stack in ``run_dir``."""
+    pids: dict[str, list[int]] = {"glance": [], "osd": []}
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(run_dir, "glance", "gunicorn.pid")) as f:
+        master = int(f.read().strip())
+        pids["glance"] = [master, *_children(master)]
+    osd_run = os.path.join(run_dir, "ceph-a", "run")
+    with contextlib.suppress(OSError):
+        for fn in os.listdir(osd_run):
+            if re.fullmatch(r"osd\.\d+\.pid", fn):
+                with contextlib.suppress(ValueError), open(os.path.join(osd_run, fn)) as f:
+                    pids["osd"].append(int(f.read().strip()))
+    return pids
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+@contextlib.contextmanager
+def daemon_cpu(run_dir: str) -> Iterator[dict[str, float]]:
+    """``with daemon_cpu(run) as cpu: ...`` fills ``cpu`` with the CPU seconds Glance and the OSDs used."""
+    pids = daemon_pids(run_dir)
+    before = {k: cpu_seconds(v) for k, v in pids.items()}
+    out: dict[str, float] = {}
+    yield out
+    for k, v in pids.items():
+        out[k] = round(cpu_seconds(v) - before[k], 2)
