@@ -209,14 +209,19 @@ class Fastsnap:
     # -- snapshot ---------------------------------------------------------------------------------------
 
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
-                 wait: float | None = None, user_token: str | None = None, user_auth: Any = None) -> SnapshotResult:
+                 wait: float | None = None, user_token: str | None = None, user_auth: Any = None,
+                 on_plan: Callable[[Plan, str], None] | None = None,
+                 on_step: Callable[[str], None] | None = None) -> SnapshotResult:
         """Take the snapshot. With ``user_token`` (or a keystoneauth ``user_auth`` plugin) it is taken on behalf
         of that user: the image belongs to the user's project. ``wait``: seconds to wait for a free slot
-        (None: as long as it takes, 0: fail at once with Busy)."""
+        (None: as long as it takes, 0: fail at once with Busy). ``on_plan(plan, image_id)`` is told the plan
+        before anything is created; ``on_step(step)`` before each step (raising there cancels and rolls back)."""
         t0 = time.monotonic()
         glance, ident = self.glance_for(user_token, user_auth)
         plan, base_raw, size = self.plan(req, glance)
         op_id = req.image_id or str(uuid.uuid4())
+        if on_plan is not None:
+            on_plan(plan, op_id)
         props = self._properties(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
@@ -231,7 +236,7 @@ class Fastsnap:
                 self.locks.disk(req.disk):
             self.journal.save(op)
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
-            outcome = self._run(op, req, plan, props, progress, glance)
+            outcome = self._run(op, req, plan, props, progress, glance, on_step)
         stats = outcome.stats
         return SnapshotResult(
             image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
@@ -240,8 +245,10 @@ class Fastsnap:
             disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
-             progress: Callable[[int, int], None] | None, glance: Glance) -> wf.Outcome:
+             progress: Callable[[int, int], None] | None, glance: Glance,
+             on_step: Callable[[str], None] | None = None) -> wf.Outcome:
         ctx = self._ctx(glance)
+        ctx.on_step = on_step
         disk = ImageSpec.parse(req.disk)
 
         def create_image() -> None:

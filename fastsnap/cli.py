@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--run", action="store_true", help="flatten here the clones the Ceph mgr could not take")
     f.add_argument("--json", action="store_true")
 
+    sub.add_parser("serve", help="run the REST service (recovers first)")
+
     r = sub.add_parser("recover", help="finish or undo operations left by a killed fastsnap")
     r.add_argument("--json", action="store_true")
     return p
@@ -150,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fastsnap import config
 
+    if a.command == "serve":
+        from fastsnap.service.server import serve
+
+        return serve(a.config_file)
     try:
         conf = config.load(a.config_file)
         conf.set_override("debug", a.debug)

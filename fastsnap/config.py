@@ -29,6 +29,9 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     journal.register_opts(conf)
     conf.register_opts(snapshot_opts, group="snapshot")
     flatten.register_opts(conf)
+    from fastsnap.service import app
+
+    app.register_opts(conf)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
@@ -38,7 +41,14 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         ("glance", glance.list_opts()),
         ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts)),
         ("journal", list(journal.journal_opts)),
+        ("service", _service_opts()),
     ]
+
+
+def _service_opts() -> list[cfg.Opt]:
+    from fastsnap.service import app
+
+    return list(app.service_opts)
 
 
 def load(config_file: str | None = None, args: list[str] | None = None) -> cfg.ConfigOpts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -25,6 +26,31 @@ class Busy(FastsnapError):
     kind = "busy"
 
 
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+class _HostLock:
+    """A file lock that also excludes the other threads of this process (fcntl locks are per process)."""
+
+    def __init__(self, path: str) -> None:
+        with _GUARD:
+            self._thread = _THREAD_LOCKS.setdefault(path, threading.Lock())
+        self._file = fasteners.InterProcessLock(path)
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._thread.acquire(blocking):
+            return False
+        if self._file.acquire(blocking=blocking):
+            return True
+        self._thread.release()
+        return False
+
+    def release(self) -> None:
+        self._file.release()
+        self._thread.release()
+
+
 class Locks:
     def __init__(self, state_dir: str) -> None:
         self.dir = os.path.join(state_dir, "locks")
@@ -34,8 +60,8 @@ class Locks:
         name = "disk-" + disk.replace("/", "--")
         return lockutils.lock(name, lock_file_prefix="fastsnap-", external=True, lock_path=self.dir)
 
-    def _file(self, name: str) -> fasteners.InterProcessLock:
-        return fasteners.InterProcessLock(os.path.join(self.dir, name))
+    def _file(self, name: str) -> _HostLock:
+        return _HostLock(os.path.join(self.dir, name))
 
     @contextlib.contextmanager
     def operation(self, op_id: str) -> Iterator[None]:

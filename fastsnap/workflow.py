@@ -80,6 +80,7 @@ class Context:
     glance: Glance
     journal: jr.Journal
     conf: Any = None  # oslo.config ConfigOpts (for the ceph CLI used to queue mgr tasks)
+    on_step: Callable[[str], None] | None = None  # told before each step; may raise to cancel
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Outcome:
 
 
 def _step(ctx: Context, op: jr.Operation, step: str, act: Callable[[], None]) -> None:
+    if ctx.on_step is not None:
+        ctx.on_step(step)
     ctx.journal.begin(op, step)
     crash_point(step)
     act()

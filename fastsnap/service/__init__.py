@@ -1,0 +1,1 @@
+"""fastsnap's REST service for compute hosts (``fastsnap serve``, WSGI ``fastsnap.wsgi:application``)."""

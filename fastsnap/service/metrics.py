@@ -1,0 +1,33 @@
+"""Prometheus metrics of the service."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+LATENCY = Histogram("fastsnap_snapshot_seconds", "Snapshot latency by path", ["path"], registry=REGISTRY,
+                    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800))
+FALLBACKS = Counter("fastsnap_stream_fallbacks_total", "Snapshots that streamed instead of cloning, by reason",
+                    ["reason"], registry=REGISTRY)
+BYTES = Counter("fastsnap_bytes_streamed_total", "Bytes streamed into Glance", registry=REGISTRY)
+IN_FLIGHT = Gauge("fastsnap_jobs_in_flight", "Snapshot jobs running now", registry=REGISTRY)
+FLATTEN_BACKLOG = Gauge("fastsnap_flatten_backlog", "Clones waiting to be flattened", registry=REGISTRY)
+ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
+REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429 (host busy)", registry=REGISTRY)
+
+
+def fallback_reason(reason: str) -> str:
+    """A short label for why a snapshot streamed (from the planner's reason text)."""
+    r = reason.lower()
+    if "no base image" in r:
+        return "no_base_image"
+    if "another cluster" in r:
+        return "base_on_other_cluster"
+    if "requested" in r or "explicit" in r:
+        return "explicit_store"
+    if "configured" in r or "default_store" in r:
+        return "configured_store"
+    if "not rbd" in r:
+        return "base_not_in_rbd"
+    return "other"

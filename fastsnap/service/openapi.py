@@ -1,0 +1,113 @@
+"""The service's OpenAPI 3 document (served at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "title", "message"], "properties": {
+        "code": {"type": "integer"}, "title": {"type": "string"}, "message": {"type": "string"}}}},
+}
+
+_REQUEST = {
+    "type": "object",
+    "required": ["disk", "name"],
+    "additionalProperties": False,
+    "properties": {
+        "disk": {"type": "string", "description": "POOL/IMAGE of the instance disk", "minLength": 1},
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
+        "base_image": {"type": ["string", "null"], "description": "the instance's image_ref"},
+        "store": {"type": ["string", "null"], "description": "target Glance store id"},
+        "image_id": {"type": ["string", "null"], "description": "a queued image to fill; also an idempotency key"},
+        "instance_uuid": {"type": ["string", "null"]},
+        "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+        "type": {"type": "string", "enum": ["snapshot", "backup"], "default": "snapshot"},
+        "backup_type": {"type": ["string", "null"], "description": "with type=backup, e.g. daily"},
+        "rotation": {"type": ["integer", "null"], "minimum": 1, "description": "with type=backup"},
+        "user_token": {"type": ["string", "null"],
+                       "description": "trusted service callers (e.g. Nova): act on behalf of this user token"},
+        "keep_image_on_error": {"type": "boolean", "default": False},
+    },
+}
+
+_JOB = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"}, "key": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": ["planning", "running", "registering", "done", "failed", "cancelled"]},
+        "image_id": {"type": ["string", "null"]}, "path": {"type": ["string", "null"]},
+        "store": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
+        "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
+        "result": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
+        "request": {"type": "object"}, "project_id": {"type": ["string", "null"]},
+        "request_id": {"type": ["string", "null"]},
+        "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+    },
+}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _job_resp(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
+
+
+COMMON = {"401": _err("no or invalid token"), "403": _err("role not allowed")}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "fastsnap", "version": "1.0",
+             "description": "Fast snapshots of Ceph RBD instance disks into Glance, for compute hosts."},
+    "components": {
+        "securitySchemes": {"keystone": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+        "schemas": {"Error": _ERROR, "SnapshotRequest": _REQUEST, "Job": _JOB},
+    },
+    "security": [{"keystone": []}],
+    "paths": {
+        "/v1/snapshots": {
+            "post": {
+                "operationId": "createSnapshot",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 255}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/SnapshotRequest"}}}},
+                "responses": {"202": _job_resp("accepted; see Location"), "200": _job_resp("the same request again"),
+                              "400": _err("bad input; nothing created"), "429": _err("host busy; retry later"),
+                              **COMMON},
+            },
+            "get": {
+                "operationId": "listSnapshots",
+                "parameters": [{"name": "state", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "disk", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "image_id", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "jobs", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"snapshots": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/Job"}}}}}}}, **COMMON},
+            },
+        },
+        "/v1/snapshots/{job_id}": {
+            "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"operationId": "getSnapshot",
+                    "responses": {"200": _job_resp("the job"), "404": _err("no such job"), **COMMON}},
+            "delete": {"operationId": "cancelSnapshot",
+                       "responses": {"202": _job_resp("cancelling"), "404": _err("no such job"),
+                                     "409": _err("job already finished"), **COMMON}},
+        },
+        "/v1/stores": {"get": {"operationId": "listStores", "responses": {"200": {
+            "description": "the store catalogue as this host sees it", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"stores": {"type": "array",
+                                                                       "items": {"type": "object"}}}}}}},
+            **COMMON}}},
+        "/metrics": {"get": {"operationId": "metrics", "responses": {"200": {
+            "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **COMMON}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": {
+            "description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}},
+            **COMMON}}},
+    },
+}

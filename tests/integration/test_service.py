@@ -1,0 +1,261 @@
+"""The REST service against the real stack and real Keystone tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import ROOT, Stack, Writer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    def __init__(self, stack: Stack, tmp: Path, slots: int = 3) -> None:
+        self.stack = stack
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conf = tmp / "fastsnap.conf"
+        base = Path(stack.config_file).read_text()
+        base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
+        if "[keystone_authtoken]" not in base:  # the service validates tokens as fastsnap's service user
+            base += "\n[keystone_authtoken]\n" + "\n".join(
+                f"{k} = {v}" for k, v in (
+                    ("www_authenticate_uri", stack.env["OS_AUTH_URL"]), ("auth_url", stack.env["OS_AUTH_URL"]),
+                    ("auth_type", "password"), ("username", "fastsnap"),
+                    ("password", stack.env["FASTSNAP_TEST_SERVICE_PASSWORD"]), ("project_name", "service"),
+                    ("user_domain_name", "Default"), ("project_domain_name", "Default"))) + "\n"
+        self.conf.write_text(base + f"\n[journal]\nstate_dir = {tmp / 'state'}\n[service]\nbind_host = 127.0.0.1\n"
+                             f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
+                             f"[snapshot]\nmax_concurrent = {slots}\n")
+        self.proc: subprocess.Popen[str] | None = None
+        self.tokens: dict[str, str] = {}
+
+    def start(self) -> None:
+        log = open(self.conf.parent / "service.log", "a")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf), "serve"],
+                                     stdout=log, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **self.stack.env})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/openapi.json", timeout=2)
+                return
+            except requests.ConnectionError:
+                assert self.proc.poll() is None, (self.conf.parent / "service.log").read_text()[-3000:]
+                time.sleep(0.2)
+        raise AssertionError("service did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def token(self, user: str = "fastsnap") -> str:
+        if user not in self.tokens:
+            self.tokens[user] = self.stack.session(user).get_token()
+        return self.tokens[user]
+
+    def call(self, method: str, path: str, user: str | None = "fastsnap", **kw: Any) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if user:
+            headers["X-Auth-Token"] = self.token(user)
+        return requests.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def wait(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.call("GET", f"/v1/snapshots/{job_id}").json()
+            if job["state"] in ("done", "failed", "cancelled"):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not finish")
+
+
+@pytest.fixture
+def service(stack: Stack, tmp_path: Path) -> Iterator[Service]:
+    svc = Service(stack, tmp_path)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def _snap(svc: Service, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    r = svc.call("POST", "/v1/snapshots", json=body, **kw)
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"].endswith(f"/v1/snapshots/{r.json()['id']}")
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+    job = svc.wait(r.json()["id"])
+    assert job["state"] == "done", job
+    svc.stack.snapshots.append(job["image_id"])
+    return job
+
+
+@pytest.mark.parametrize("path", ["clone", "stream"])
+def test_both_paths(stack: Stack, service: Service, make_disk: Writer, bases: dict[str, str], path: str) -> None:
+    disk = make_disk()
+    want = stack.disk_sha256("vms", disk)
+    body = {"disk": f"vms/{disk}", "name": f"api-{path}", "base_image": bases["fast"]}
+    if path == "stream":
+        body["store"] = "cheap"
+    job = _snap(service, body)
+    assert job["path"] == path and job["reason"]
+    assert stack.glance().images.get(job["image_id"])["status"] == "active"
+    assert stack.glance_sha256(job["image_id"]) == want
+    if path == "stream":
+        assert job["bytes_done"] == job["bytes_total"] == 64 << 20
+    metrics = service.call("GET", "/metrics").text
+    assert f'fastsnap_snapshot_seconds_count{{path="{path}"}} 1.0' in metrics
+
+
+def test_auth(service: Service) -> None:
+    r = service.call("GET", "/v1/stores", user=None)
+    assert r.status_code == 401 and r.json()["error"]["code"] == 401
+    r = service.call("GET", "/v1/stores", user=None, headers={"X-Auth-Token": "bogus"})
+    assert r.status_code == 401
+    r = service.call("GET", "/v1/stores", user="demo")
+    assert r.status_code == 403 and "role" in r.json()["error"]["message"]
+    for path in ("/openapi.json", "/metrics", "/v1/snapshots"):
+        assert service.call("GET", path, user=None).status_code == 401
+    r = service.call("GET", "/v1/stores")
+    assert r.status_code == 200
+    assert {s["id"]: s["clone"] for s in r.json()["stores"]} == {"fast": True, "cheap": False, "remote": False}
+
+
+def test_bad_input_is_400_and_creates_nothing(stack: Stack, service: Service, make_disk: Writer) -> None:
+    disk = make_disk()
+    before = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.image_ids())
+    for body, needle in (({"disk": f"vms/{disk}", "name": "x", "store": "nowhere"}, "nowhere"),
+                         ({"disk": "vms/none", "name": "x"}, "does not exist"),
+                         ({"disk": f"vms/{disk}"}, "name"),
+                         ({"disk": f"vms/{disk}", "name": "x", "bogus": 1}, "bogus"),
+                         ({"disk": f"vms/{disk}", "name": "x", "type": "backup"}, "backup_type")):
+        r = service.call("POST", "/v1/snapshots", json=body)
+        assert r.status_code == 400, r.text
+        assert needle in r.json()["error"]["message"]
+    assert (stack.rbd_images("vms"), stack.rbd_images("images"), stack.image_ids()) == before
+    assert service.call("GET", "/v1/snapshots").json()["snapshots"] == []
+
+
+def test_idempotent_retry(service: Service, make_disk: Writer, bases: dict[str, str]) -> None:
+    disk = make_disk()
+    body = {"disk": f"vms/{disk}", "name": "idem", "base_image": bases["fast"]}
+    key = str(uuid.uuid4())
+    first = _snap(service, body, headers={"Idempotency-Key": key})
+    again = service.call("POST", "/v1/snapshots", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    assert len(service.call("GET", "/v1/snapshots", params={"disk": f"vms/{disk}"}).json()["snapshots"]) == 1
+
+
+def test_backup_rotation(stack: Stack, service: Service, make_disk: Writer, bases: dict[str, str]) -> None:
+    disk = make_disk(size=16 << 20)
+    instance = str(uuid.uuid4())
+    ids = []
+    for i in range(3):
+        job = _snap(service, {"disk": f"vms/{disk}", "name": f"backup-{i}", "base_image": bases["fast"],
+                              "type": "backup", "backup_type": "daily", "rotation": 2, "instance_uuid": instance})
+        ids.append(job["image_id"])
+        time.sleep(1.1)  # Glance's created_at has one-second resolution
+    other = _snap(service, {"disk": f"vms/{disk}", "name": "weekly", "base_image": bases["fast"], "type": "backup",
+                            "backup_type": "weekly", "rotation": 1, "instance_uuid": instance})
+    left = {i["id"] for i in stack.glance().images.list(filters={"instance_uuid": instance})}
+    assert left == {ids[1], ids[2], other["image_id"]}
+    img = stack.glance().images.get(ids[2])
+    assert img["image_type"] == "backup" and img["backup_type"] == "daily"
+
+
+def _big_disk(make_disk: Writer) -> str:
+    return make_disk(size=768 << 20, chunks=tuple(range(0, 768 << 20, 32 << 20)), chunk_len=4 << 20)
+
+
+def test_429_when_busy(stack: Stack, tmp_path: Path, make_disk: Writer) -> None:
+    svc = Service(stack, tmp_path, slots=1)
+    svc.start()
+    try:
+        disk = _big_disk(make_disk)
+        r = svc.call("POST", "/v1/snapshots", json={"disk": f"vms/{disk}", "name": "slow", "store": "cheap"})
+        assert r.status_code == 202
+        busy = svc.call("POST", "/v1/snapshots", json={"disk": f"vms/{disk}", "name": "second", "store": "cheap"})
+        assert busy.status_code == 429 and int(busy.headers["Retry-After"]) > 0
+        assert busy.json()["error"]["code"] == 429
+        job = svc.wait(r.json()["id"])
+        assert job["state"] == "done"
+        stack.snapshots.append(job["image_id"])
+        assert len(svc.call("GET", "/v1/snapshots").json()["snapshots"]) == 1
+    finally:
+        svc.stop()
+
+
+def _wait_state(svc: Service, job_id: str, want: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = svc.call("GET", f"/v1/snapshots/{job_id}").json()
+        if job["state"] == want and (want != "running" or job["bytes_done"] > 0):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job never {want}")
+
+
+def _nothing_left(stack: Stack, disk: str, image_id: str) -> None:
+    assert [s for s in stack.snaps("vms", disk) if s[1] == 0] == []
+    assert image_id not in stack.image_ids()
+    assert image_id not in stack.rbd_images("images")
+
+
+def test_cancel_mid_stream(stack: Stack, service: Service, make_disk: Writer) -> None:
+    disk = _big_disk(make_disk)
+    r = service.call("POST", "/v1/snapshots", json={"disk": f"vms/{disk}", "name": "cancel", "store": "cheap"})
+    job = _wait_state(service, r.json()["id"], "running")
+    assert service.call("DELETE", f"/v1/snapshots/{job['id']}").status_code == 202
+    done = service.wait(job["id"])
+    assert done["state"] == "cancelled"
+    _nothing_left(stack, disk, job["image_id"])
+    assert service.call("DELETE", f"/v1/snapshots/{job['id']}").status_code == 409
+
+
+def test_killed_mid_job_then_restarted(stack: Stack, service: Service, make_disk: Writer) -> None:
+    disk = _big_disk(make_disk)
+    r = service.call("POST", "/v1/snapshots", json={"disk": f"vms/{disk}", "name": "killed", "store": "cheap"})
+    job = _wait_state(service, r.json()["id"], "running")
+    service.kill()
+    service.start()  # recovers at start
+    after = service.call("GET", f"/v1/snapshots/{job['id']}").json()
+    assert after["state"] == "failed" and "rolled back" in after["error"]["message"]
+    _nothing_left(stack, disk, job["image_id"])
+
+
+def test_openapi_fuzz_no_server_errors(service: Service) -> None:
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/st"), "run", f"{service.url}/openapi.json", "-H",
+         f"X-Auth-Token: {service.token()}", "--checks", "not_a_server_error", "--max-examples", "25",
+         "--exclude-checks", "unsupported_method"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-6000:]
+    ran = re.search(r"(\d+) generated, (\d+) passed", out.stdout)
+    assert ran and int(ran.group(1)) > 50 and ran.group(1) == ran.group(2), out.stdout[-3000:]
+    jobs = service.call("GET", "/v1/snapshots").json()["snapshots"]
+    assert all(j["state"] != "done" for j in jobs), json.dumps(jobs)[:2000]
