@@ -5,11 +5,20 @@
 #   ceph-cluster.sh start  DIR IP POOLS...   create (first time) or start the cluster in DIR, mon on IP
 #   ceph-cluster.sh stop   DIR               stop its daemons (by pid file) and wait until they are gone
 #   ceph-cluster.sh status DIR               exit 0 when the cluster answers and has an OSD up
+#   ceph-cluster.sh wait   DIR               block while the daemons run; exit 1 when one of them is gone
+#   ceph-cluster.sh export DIR DEST          write a client-only ceph.conf (keyring = DEST/keyring.$name),
+#                                            the client.* keyrings and the fsid to DEST, for clients elsewhere
 #
 # Tunables (environment): CEPH_OSD_SIZE (default 16G, sparse), CEPH_PAXOS_INTERVAL (default 0.01 s),
 # CEPH_OSD_MEMORY_TARGET (default 1G), CEPH_MON_PORT (6789), CEPH_MON_PORT_V2 (3300).
+# CEPH_DAEMONS (default "mon mgr osd"): the daemons this invocation starts, stops, checks and waits for, so that
+# one cluster's daemons can run in separate containers sharing DIR and the network namespace (the containers
+# run "mon mgr" and "osd"). Creating the cluster needs mon; a creator without osd runs the OSD only for the
+# creation and stops it; an invocation without mon waits for the cluster to be created
+# (CEPH_CREATE_WAIT seconds, default 600). CEPH_DAEMON_ADDR: the address the mgr and OSD this invocation starts
+# bind (default: the monitor's IP), for daemons of one cluster on separate hosts or containers.
 # Client users it creates, least privilege (documented in README's operator page):
-#   client.fastsnap  mon 'profile rbd'  osd 'profile rbd pool=<each pool>'  mgr 'profile rbd pool=<each pool>'
+#   client.fastsnap  mon 'profile rbd, allow command "mgr stat"'  osd 'profile rbd pool=<each pool>'  mgr 'profile rbd pool=<each pool>'
 #   client.glance    mon 'profile rbd'  osd 'profile rbd pool=images[, profile rbd pool=vms]'
 set -euo pipefail
 
@@ -17,6 +26,9 @@ log() { printf '[ceph %s] %s\n' "$(basename "${DIR:-?}")" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 ceph_cmd() { timeout 30 ceph -c "$DIR/ceph.conf" --connect-timeout 20 "$@"; }
+
+DAEMONS=" ${CEPH_DAEMONS:-mon mgr osd} "
+has() { [[ $DAEMONS == *" $1 "* ]]; }
 
 pid_alive() {  # a zombie waiting to be reaped does not count
   local p
@@ -130,22 +142,35 @@ create() {
     osd_caps+="${sep}profile rbd pool=$pool"
     sep=", "
   done
-  ceph_cmd auth get-or-create client.fastsnap mon 'profile rbd' osd "$osd_caps" mgr "$osd_caps" \
+  ceph_cmd auth get-or-create client.fastsnap mon 'profile rbd, allow command "mgr stat"' osd "$osd_caps" \
+    mgr "$osd_caps" \
     -o "$DIR/keyring.client.fastsnap"
   # Glance owns the images pool; it also detaches/reads clones whose parent lives in vms.
   ceph_cmd auth get-or-create client.glance mon 'profile rbd' osd "$osd_caps" \
     -o "$DIR/keyring.client.glance"
+  # Daemons this invocation does not own ran only for the creation: their owner starts them.
+  has osd || { wait_clean; stop_daemons osd; }
+  has mgr || stop_daemons mgr
   echo "$fsid" >"$DIR/.created"
   log "created"
 }
 
 start_mon() { pid_alive "$DIR/run/mon.a.pid" || ceph-mon -c "$DIR/ceph.conf" -i a; }
-start_mgr() { pid_alive "$DIR/run/mgr.x.pid" || ceph-mgr -c "$DIR/ceph.conf" -i x; }
+# Where the mgr and OSDs bind, when not on the monitor's address.
+addr_args() {
+  if [ -n "${CEPH_DAEMON_ADDR:-}" ]; then
+    ADDR_ARGS=(--public-addr "$CEPH_DAEMON_ADDR" --cluster-addr "$CEPH_DAEMON_ADDR")
+  else
+    ADDR_ARGS=()
+  fi
+}
+start_mgr() { addr_args; pid_alive "$DIR/run/mgr.x.pid" || ceph-mgr -c "$DIR/ceph.conf" -i x "${ADDR_ARGS[@]}"; }
 start_osd() {
   local d id
+  addr_args
   for d in "$DIR"/osd/ceph-*; do
     id=${d##*-}
-    pid_alive "$DIR/run/osd.$id.pid" || ceph-osd -c "$DIR/ceph.conf" -i "$id" 2>>"$DIR/log/osd-start.log"
+    pid_alive "$DIR/run/osd.$id.pid" || ceph-osd -c "$DIR/ceph.conf" -i "$id" "${ADDR_ARGS[@]}" 2>>"$DIR/log/osd-start.log"
   done
 }
 
@@ -158,15 +183,34 @@ wait_mon() {
   die "monitor did not answer within 30 s (log: $DIR/log/mon.a.log)"
 }
 
+# Every OSD of DIR answers on its admin socket and is active (booted: the monitors know this incarnation).
+osd_active() {
+  local d
+  for d in "$DIR"/osd/ceph-*; do
+    timeout 10 ceph --admin-daemon "$DIR/run/osd.${d##*-}.asok" status 2>/dev/null | grep -q '"state": "active"' \
+      || return 1
+  done
+}
+
 wait_osd() {
   local i
   for i in $(seq 1 120); do
-    if [ "$(ceph_cmd osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null)" = 1 ]; then
+    if [ "$(ceph_cmd osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null)" = 1 ] \
+        && osd_active; then
       return 0
     fi
     sleep 0.5
   done
   die "OSD did not come up within 60 s (log: $DIR/log/)"
+}
+
+wait_created() {
+  local i
+  for i in $(seq 1 $((${CEPH_CREATE_WAIT:-600} * 2))); do
+    [ -f "$DIR/.created" ] && return 0
+    sleep 0.5
+  done
+  die "cluster in $DIR was not created within ${CEPH_CREATE_WAIT:-600} s (this invocation has no mon to create it)"
 }
 
 wait_clean() {
@@ -179,42 +223,87 @@ wait_clean() {
 }
 
 cmd_start() {
+  if [ ! -f "$DIR/.created" ] && ! has mon; then
+    wait_created
+  fi
   if [ -f "$DIR/.created" ]; then
-    start_mon
+    if has mon; then start_mon; fi
     wait_mon
-    start_mgr
-    start_osd
-    wait_osd
+    if has mgr; then start_mgr; fi
+    if has osd; then start_osd; wait_osd; fi
   else
     create
   fi
-  wait_clean
+  if has osd; then wait_clean; fi
 }
 
-cmd_stop() {
-  local f pids=() p
-  for f in "$DIR"/run/*.pid; do
-    [ -f "$f" ] || continue
-    p=$(cat "$f")
-    if kill -0 "$p" 2>/dev/null; then
-      kill "$p" 2>/dev/null || true
-      pids+=("$p")
-    fi
-    rm -f "$f"
+# stop_daemons TYPE...: stop the daemons of these types (mon, mgr, osd) by pid file and wait until they are gone
+# (re-creating a cluster while old ones live gives "wrong fsid"). Sets STOPPED to how many were running.
+stop_daemons() {
+  local f pids=() p t
+  for t in "$@"; do
+    for f in "$DIR/run/$t".*.pid; do
+      [ -f "$f" ] || continue
+      p=$(cat "$f")
+      if kill -0 "$p" 2>/dev/null; then
+        kill "$p" 2>/dev/null || true
+        pids+=("$p")
+      fi
+      rm -f "$f"
+    done
   done
-  # Wait for the daemons to exit: re-creating a cluster while old ones live gives "wrong fsid".
   for p in "${pids[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
-  if [ "${#pids[@]}" -gt 0 ]; then log "stopped ${#pids[@]} daemon(s)"; fi
+  STOPPED=${#pids[@]}
+}
+
+cmd_stop() {
+  # shellcheck disable=SC2086  # word splitting intended
+  stop_daemons $DAEMONS
+  if [ "$STOPPED" -gt 0 ]; then log "stopped $STOPPED daemon(s)"; fi
 }
 
 cmd_status() {
-  [ -f "$DIR/.created" ] && pid_alive "$DIR/run/mon.a.pid" && pid_alive "$DIR/run/mgr.x.pid" || return 1
+  [ -f "$DIR/.created" ] || return 1
+  if has mon; then pid_alive "$DIR/run/mon.a.pid" || return 1; fi
+  if has mgr; then pid_alive "$DIR/run/mgr.x.pid" || return 1; fi
   local d
-  for d in "$DIR"/osd/ceph-*; do pid_alive "$DIR/run/osd.${d##*-}.pid" || return 1; done
+  if has osd; then
+    for d in "$DIR"/osd/ceph-*; do pid_alive "$DIR/run/osd.${d##*-}.pid" || return 1; done
+  fi
   ceph_cmd -s >/dev/null 2>&1
+}
+
+cmd_wait() {
+  local f d
+  local files=()
+  if has mon; then files+=("$DIR/run/mon.a.pid"); fi
+  if has mgr; then files+=("$DIR/run/mgr.x.pid"); fi
+  if has osd; then for d in "$DIR"/osd/ceph-*; do files+=("$DIR/run/osd.${d##*-}.pid"); done; fi
+  while true; do
+    for f in "${files[@]}"; do
+      pid_alive "$f" || { log "$(basename "$f" .pid) is gone"; exit 1; }
+    done
+    sleep 2
+  done
+}
+
+cmd_export() {
+  local dest=$1
+  [ -f "$DIR/.created" ] || die "no cluster in $DIR"
+  mkdir -p "$dest"
+  cp "$DIR"/keyring.client.* "$dest/"
+  cp "$DIR/.created" "$dest/fsid"
+  {
+    echo "# Client configuration of the cluster in $DIR (ceph-cluster.sh export)."
+    # The [global] settings clients use; the daemons' paths and tunables stay behind.
+    awk '/^\[/ { if (seen++) exit; print; next }
+         /^(fsid|mon host|auth (cluster|service|client) required|rbd |client |rados )/ { print }' "$DIR/ceph.conf"
+    printf 'keyring = %s/keyring.$name\n' "$dest"
+  } >"$dest/ceph.conf.tmp"
+  mv "$dest/ceph.conf.tmp" "$dest/ceph.conf"
 }
 
 action=${1:?usage: ceph-cluster.sh start|stop|status DIR [IP POOLS...]}
@@ -231,5 +320,7 @@ case $action in
     ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
+  wait) cmd_wait ;;
+  export) cmd_export "${3:?missing DEST}" ;;
   *) die "unknown action $action" ;;
 esac

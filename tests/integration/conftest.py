@@ -1,11 +1,21 @@
-"""Fixtures for tests against the real stack started by ceph-test-env/up (Ceph A+B, Keystone, Glance)."""
+"""Fixtures for tests against the real stack (Ceph A+B, Keystone, Glance).
+
+Two modes, chosen by ``FASTSNAP_TEST_MODE`` (or ``pytest --stack=...``):
+  native      (default) the stack ceph-test-env/up runs on this machine; started or reused
+  containers  the containers of docker-compose.yml, started and stopped by the session (tests/containers/stack.py)
+Tests break services through ``stack.kill/restart/pause/unpause(name)`` with name in glance, keystone, osd-a,
+mgr-a: pid files natively, docker in containers.
+"""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +42,13 @@ def _read_env(path: Path) -> dict[str, str]:
     return env
 
 
+def stack_mode() -> str:
+    mode = os.environ.get("FASTSNAP_TEST_MODE", "native")
+    if mode not in ("native", "containers"):
+        raise pytest.UsageError(f"FASTSNAP_TEST_MODE={mode}: native or containers")
+    return mode
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -39,6 +56,34 @@ class Stack:
     admin_b: Any
     created_images: list[str] = field(default_factory=list)   # session-wide (base images)
     snapshots: list[str] = field(default_factory=list)        # made by a test; deleted after it
+    services: Any = None              # NativeServices | tests.containers.stack.ContainerStack
+    base_images: dict[str, str] | None = None
+
+    @property
+    def mode(self) -> str:
+        return str(self.services.mode)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service (glance, keystone, osd-a, mgr-a); it stays down until restart()."""
+        self.services.kill(name)
+
+    def restart(self, name: str) -> None:
+        """Bring a killed service back (or restart a running one) and wait until it answers."""
+        self.services.restart(name)
+
+    def pause(self, name: str) -> None:
+        """Freeze a service (SIGSTOP / docker pause): it stops answering, its connections stay open."""
+        self.services.pause(name)
+
+    def unpause(self, name: str) -> None:
+        self.services.unpause(name)
+
+    @property
+    def state_dir(self) -> str:
+        """fastsnap's journal directory ([journal] state_dir of the stack's fastsnap.conf)."""
+        cp = configparser.ConfigParser(interpolation=None)
+        cp.read(self.config_file)
+        return cp.get("journal", "state_dir")
 
     def delete_snapshots(self) -> None:
         g = self.glance("admin")
@@ -125,40 +170,141 @@ PIDFILES = {
     "glance": RUN / "glance/gunicorn.pid",
     "keystone": RUN / "keystone/gunicorn.pid",
     "osd-a": RUN / "ceph-a/run/osd.0.pid",
+    "mgr-a": RUN / "ceph-a/run/mgr.x.pid",
+}
+# Tests that only make sense on the native stack (they run ceph-test-env/up or read its pid files): skipped in
+# container mode. Prefer stack.kill/restart/pause(name), which work in both.
+NATIVE_ONLY = {
+    "test_up_is_idempotent_and_fast_when_running": "runs ceph-test-env/up",
+    "test_mgr_stopped_falls_back_to_local_flatten": "kills the native mgr by its pid file",
 }
 
 
+def _native_only(what: str) -> None:
+    if stack_mode() != "native":
+        pytest.fail(f"{what} is for the native stack only (FASTSNAP_TEST_MODE=containers): use stack.kill/restart")
+
+
 def service_pid(name: str) -> int:
+    _native_only("service_pid()")
     return int(PIDFILES[name].read_text().strip())
 
 
 def stack_up() -> None:
     """(Re)start whatever part of the stack is not running."""
+    _native_only("stack_up()")
     up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, check=False,
                         timeout=600)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up failed:\n{up.stderr[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    """Use the running stack, starting it first when it is not (ceph-test-env/up is idempotent)."""
-    stack_up()
-    env = _read_env(ROOT / "ceph-test-env/run/env.sh")
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its children (gunicorn's workers); return once it is gone (or a zombie)."""
+    subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+
+
+class NativeServices:
+    """The services of ceph-test-env/up, by pid file."""
+
+    mode = "native"
+
+    def kill(self, name: str) -> None:
+        kill_tree(service_pid(name))
+
+    def restart(self, name: str) -> None:
+        stack_up()  # starts whatever is not running
+
+    def pause(self, name: str) -> None:
+        os.kill(service_pid(name), signal.SIGSTOP)
+
+    def unpause(self, name: str) -> None:
+        os.kill(service_pid(name), signal.SIGCONT)
+
+    def down(self) -> None:
+        pass  # the native stack outlives the session (ceph-test-env/down stops it)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if stack_mode() == "native":
+        return
+    for item in items:
+        why = NATIVE_ONLY.get(getattr(item, "originalname", item.name))
+        if why:
+            item.add_marker(pytest.mark.skip(reason=f"native stack only: {why}"))
+
+
+def _start_stack() -> Stack:
+    services: Any
+    if stack_mode() == "containers":
+        try:
+            from tests.containers.stack import ContainerStack
+        except ImportError as exc:
+            pytest.fail(f"container mode needs testcontainers: pip install -r tests/containers/requirements.txt "
+                        f"({exc})")
+        services = ContainerStack()
+        try:
+            env = _read_env(services.up())
+        except Exception:
+            services.down()
+            raise
+    else:
+        services = NativeServices()
+        stack_up()
+        env = _read_env(RUN / "env.sh")
     a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
     b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")
     a.connect(timeout=30)
     b.connect(timeout=30)
-    st = Stack(env, a, b)
+    return Stack(env, a, b, services=services)
+
+
+def _stop_stack(st: Stack) -> None:
     try:
-        yield st
-    finally:
         g = st.glance("admin")
         for image_id in st.created_images:
             with contextlib.suppress(Exception):
                 g.images.delete(image_id)
-        a.shutdown()
-        b.shutdown()
+        st.admin_a.shutdown()
+        st.admin_b.shutdown()
+    finally:
+        st.services.down()
+
+
+# One stack per session, even when another conftest (tests/containers) re-exports this fixture.
+_session: dict[str, Any] = {"stack": None, "users": 0, "services": None}
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The session's stack. Native: the running one, started first when it is not (ceph-test-env/up is
+    idempotent). Containers: started now, stopped (and its volumes removed) at the end."""
+    if _session["stack"] is None:
+        _session["stack"] = _start_stack()
+        _session["services"] = _session["stack"].services
+    _session["users"] += 1
+    try:
+        yield _session["stack"]
+    finally:
+        _session["users"] -= 1
+        if _session["users"] == 0:
+            st, _session["stack"] = _session["stack"], None
+            _stop_stack(st)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    timings = getattr(_session["services"], "timings", None)
+    if timings:
+        terminalreporter.write_line("container stack: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
 
 Writer = Callable[..., str]
@@ -204,6 +350,8 @@ def _remove_disk(io: Any, name: str) -> None:
 @pytest.fixture(scope="session")
 def bases(stack: Stack) -> dict[str, str]:
     """One small active base image per store."""
-    data = os.urandom(1 << 20)
-    return {store: stack.upload_base(store, data, os_distro="debian", hw_disk_bus="scsi")
-            for store in ("fast", "cheap", "remote")}
+    if stack.base_images is None:
+        data = os.urandom(1 << 20)
+        stack.base_images = {store: stack.upload_base(store, data, os_distro="debian", hw_disk_bus="scsi")
+                             for store in ("fast", "cheap", "remote")}
+    return stack.base_images

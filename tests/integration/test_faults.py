@@ -1,5 +1,8 @@
 """Fault injection on the real stack: kill -9 at every step, services failing mid-way, concurrency.
 
+Services are broken through ``stack.kill/restart/pause/unpause``, so this runs on the native stack and on the
+containers alike (tests/containers has the faults only containers can make).
+
 After each fault: no temporary snapshot left on the disk, no clone without a Glance image, no queued/saving
 image left by the run, and every active image has the disk's bytes.
 """
@@ -19,7 +22,7 @@ import pytest
 import rbd
 
 from fastsnap import journal as jr
-from tests.integration.conftest import ROOT, Stack, Writer, service_pid, stack_up
+from tests.integration.conftest import ROOT, Stack, Writer
 
 CLONE_CELLS = [s + a for s in ("image", "disk_snap", "clone", "disk_snap_release", "clone_snap", "location",
                                "active", "flatten_queue") for a in ("", ":after")]
@@ -35,7 +38,7 @@ def _recover(stack: Stack) -> list[dict[str, Any]]:
 
 
 def _journal(stack: Stack) -> jr.Journal:
-    return jr.Journal(str(ROOT / "ceph-test-env/run/fastsnap-state"))
+    return jr.Journal(stack.state_dir)
 
 
 def _assert_clean(stack: Stack, disk: str, want_sha: str, image_ids: list[str]) -> int:
@@ -125,19 +128,6 @@ def _wait_saving(stack: Stack, name: str, proc: subprocess.Popen[str], timeout: 
     raise AssertionError("upload never started")
 
 
-def _kill_tree(pid: int) -> None:
-    subprocess.run(["pkill", "-9", "-P", str(pid)], check=False)
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):  # until it is gone (or only a zombie)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(") ", 1)[1].startswith("Z"):
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-
-
 def _big_disk(make_disk: Writer) -> str:
     return make_disk(size=768 << 20, chunks=tuple(range(0, 768 << 20, 8 << 20)), chunk_len=4 << 20)
 
@@ -148,11 +138,11 @@ def test_glance_killed_and_restarted_during_stream(stack: Stack, make_disk: Writ
     name = f"glance-dies-{uuid.uuid4().hex[:6]}"
     proc = _start(stack, "snapshot", "--disk", f"vms/{disk}", "--name", name, "--store", "cheap", "--json")
     image_id = _wait_saving(stack, name, proc)
-    _kill_tree(service_pid("glance"))
+    stack.kill("glance")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Glance" in err
-    stack_up()  # Glance comes back
+    stack.restart("glance")
     _recover(stack)
     assert _assert_clean(stack, disk, want, [image_id]) == 0
     assert [op.state for op in _ops_for(stack, disk)] in ([jr.FAILED], [jr.ROLLED_BACK])
@@ -164,12 +154,11 @@ def test_osd_paused_during_stream(stack: Stack, make_disk: Writer) -> None:
     name = f"osd-pause-{uuid.uuid4().hex[:6]}"
     proc = _start(stack, "snapshot", "--disk", f"vms/{disk}", "--name", name, "--store", "cheap", "--json")
     _wait_saving(stack, name, proc)
-    osd = service_pid("osd-a")
-    os.kill(osd, signal.SIGSTOP)
+    stack.pause("osd-a")
     try:
         time.sleep(5)
     finally:
-        os.kill(osd, signal.SIGCONT)
+        stack.unpause("osd-a")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     res = json.loads(out)
@@ -179,12 +168,12 @@ def test_osd_paused_during_stream(stack: Stack, make_disk: Writer) -> None:
 def test_keystone_down_at_start(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
     disk = make_disk(size=16 << 20)
     before = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.snaps("vms", disk), stack.image_ids())
-    _kill_tree(service_pid("keystone"))
+    stack.kill("keystone")
     try:
         out = stack.fastsnap("snapshot", "--disk", f"vms/{disk}", "--name", "no-keystone", "--base-image",
                              bases["fast"], "--json", timeout=300)
     finally:
-        stack_up()
+        stack.restart("keystone")
     assert out.returncode == 1
     assert "Glance" in out.stderr and out.stdout == ""
     after = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.snaps("vms", disk), stack.image_ids())
