@@ -65,7 +65,7 @@ def trial(rng: random.Random) -> None:
     objects = set(rng.sample(range(n_obj), rng.randint(0, n_obj)))
     img = FakeImage(size, objects)
     reader = SnapshotReader(img, chunk=rng.choice([4, 8, 16]) << 20, window=rng.randint(1, 8),
-                            max_inflight=rng.choice([4, 16, 64]) << 20)
+                            max_inflight=rng.choice([4, 16, 64]) << 20, max_read=rng.choice([7777, 65536, 1 << 20]))
     out = bytearray()
     while True:
         b = reader.read(rng.choice([65536, 1 << 20, -1, 7777]))

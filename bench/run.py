@@ -27,6 +27,7 @@ from bench.lib import (
     Row,
     Stack,
     Started,
+    daemon_cpu,
     emit,
     fastsnap_argv,
     gib,
@@ -61,6 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--flatten", help="[snapshot] flatten policy for the bench config (default: fastsnap's)")
     p.add_argument("--tmp-dir", default=None, help="local directory of Nova generic's temporary file")
     p.add_argument("--out", help="directory to write results.json, RESULTS.md and time_vs_size.png")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the parts of an existing OUT/results.json that this run does not measure")
     p.add_argument("--quick", action="store_true", help="small sizes (<= 1 GiB written), 1 repeat: a few minutes")
     a = p.parse_args(argv)
     if a.quick:
@@ -170,11 +173,13 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
     for n in ns:
         # N fastsnap CLI processes started together (one per instance snapshot, as a compute host would).
         log(f"  {n} concurrent CLI clone snapshots ...")
-        t0 = time.monotonic()
-        started = [Started(fastsnap_argv(config, "snapshot", "--disk", f"vms/{d}", "--name", unique("conc"),
-                                         "--store", "fast", "--json")) for d in disks[:n]]
-        procs = [s.wait() for s in started]
-        wall = time.monotonic() - t0
+        cpu: dict[str, float]
+        with daemon_cpu(stack.env.run_dir) as cpu:
+            t0 = time.monotonic()
+            started = [Started(fastsnap_argv(config, "snapshot", "--disk", f"vms/{d}", "--name", unique("conc"),
+                                             "--store", "fast", "--json")) for d in disks[:n]]
+            procs = [s.wait() for s in started]
+            wall = time.monotonic() - t0
         results = [p.json() for p in procs if p.returncode == 0]
         failed = [p.stderr.strip().splitlines()[-1:] for p in procs if p.returncode != 0]
         settle_all(results)
@@ -182,20 +187,23 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
         out.append({"mode": "cli", "n": n, "wall": round(wall, 3), "max_seconds": max(secs),
                     "mean_seconds": round(sum(secs) / len(secs), 3), "failed": len(failed), "errors": failed[:3],
                     "max_rss": max(p.max_rss for p in procs), "paths": sorted({r["path"] for r in results})})
+        out[-1]["cpu_s"] = cpu
         log(f"  cli n={n}: {wall:.2f}s")
         # N threads of one process, each with its own warm Fastsnap client (a long-running service).
         log(f"  {n} concurrent in-process clone snapshots ...")
         clients = [Fastsnap(config_file=config) for _ in range(n)]
         for c in clients:
             c.stores()  # connect to Ceph and Keystone now, not inside the measurement
-        wall, results_t, times = _threads(clients, disks[:n])
+        with daemon_cpu(stack.env.run_dir) as cpu:
+            wall, results_t, times = _threads(clients, disks[:n])
         for c in clients:
             c.close()
         ok = [r for r in results_t if isinstance(r, dict)]
         errors = [f"{type(r).__name__}: {r}" for r in results_t if not isinstance(r, dict)]
         settle_all(ok)
         out.append({"mode": "in-process", "n": n, "wall": round(wall, 3), "max_seconds": round(max(times), 3),
-                    "mean_seconds": round(sum(times) / n, 3), "errors": errors[:3], "failed": len(errors)})
+                    "mean_seconds": round(sum(times) / n, 3), "errors": errors[:3], "failed": len(errors),
+                    "cpu_s": cpu})
         log(f"  in-process n={n}: {wall:.2f}s ({len(errors)} failed)")
     for d in disks:
         cleanup.drop_disk(d)
@@ -305,6 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["duration_s"] = round(time.time() - started, 1)
     if a.out:
         from bench.report import write_all
+
+        old_path = os.path.join(a.out, "results.json")
+        if a.merge and os.path.exists(old_path):
+            with open(old_path) as f:
+                old = json.load(f)
+            for key in ("rows", "ratio", "concurrency", "profile"):
+                if not result.get(key) and old.get(key):
+                    result[key] = old[key]
+            result["merged_from"] = old.get("started")
 
         write_all(result, a.out)
         log(f"wrote {a.out}/results.json, RESULTS.md, time_vs_size.png")
