@@ -124,6 +124,7 @@ class Fastsnap:
         self._cluster: Cluster | None = None
         self._glance: Glance | None = None
         self.journal = jr.Journal.from_conf(self.conf)
+        self._stores: tuple[float, tuple[StoreInfo, ...]] | None = None
         self.locks = Locks(self.conf.journal.state_dir)
 
     # -- lazily built adapters ----------------------------------------------------------------------------
@@ -171,6 +172,17 @@ class Fastsnap:
 
     # -- stores -----------------------------------------------------------------------------------------
 
+    def store_catalogue(self) -> tuple[StoreInfo, ...]:
+        """Glance's stores as fastsnap's service user sees them, cached ``[glance] store_cache_seconds``."""
+        ttl = self.conf.glance.store_cache_seconds
+        now = time.monotonic()
+        if self._stores is not None and now - self._stores[0] < ttl:
+            return self._stores[1]
+        stores = self.glance.stores()
+        if all(s.fsid for s in stores if s.type == "rbd"):
+            self._stores = (now, stores)
+        return stores
+
     def stores(self) -> list[StoreView]:
         fsid = self.cluster.fsid
         return [StoreView(s.id, s.type, s.is_default, s.description, s.pool, s.fsid,
@@ -187,7 +199,7 @@ class Fastsnap:
         user_glance = glance or self.glance
         disk = validate_request(req)
         size = self.cluster.size(disk)  # BadRequest when the disk does not exist
-        stores: tuple[StoreInfo, ...] = self.glance.stores()
+        stores = self.store_catalogue()
         base: BaseImage | None = None
         base_raw: dict[str, Any] | None = None
         if req.base_image:

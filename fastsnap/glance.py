@@ -30,6 +30,9 @@ glance_opts = [
     cfg.StrOpt("region_name", help="Catalogue region used to find Glance."),
     cfg.IntOpt("status_timeout", default=300, min=1,
                help="Seconds to wait for an image to become active after its location is registered."),
+    cfg.IntOpt("store_cache_seconds", default=30, min=0,
+               help="Seconds a long-running fastsnap (the service) reuses Glance's store catalogue before asking "
+                    "again; 0 asks for every snapshot. A catalogue entry with an unknown fsid is never cached."),
     cfg.IntOpt("connect_retries", default=3, min=0,
                help="Retries of an idempotent Glance call on connection errors and 5xx answers "
                     "(keystoneauth1's retries, with back-off)."),
@@ -205,8 +208,8 @@ class Glance:
         return "legacy"
 
     def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + (timeout or self.status_timeout)
-        delay = 0.05
+        start = time.monotonic()
+        deadline = start + (timeout or self.status_timeout)
         while True:
             img = self.get(image_id)
             status = img.get("status")
@@ -216,8 +219,9 @@ class Glance:
                 raise GlanceError(f"image {image_id} became {status} while waiting for {want}")
             if time.monotonic() > deadline:
                 raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            # Glance activates a registered location within tens of ms: poll closely first, then back off.
+            waited = time.monotonic() - start
+            time.sleep(0.02 if waited < 2 else 0.2 if waited < 10 else 1.0)
 
     def delete(self, image_id: str) -> None:
         """Delete an image; already gone counts as success."""
