@@ -303,7 +303,8 @@ def stack() -> Iterator[Stack]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     timings = getattr(_session["services"], "timings", None)
-    if timings:
+    if timings and not _session.get("summarised"):  # once, though tests/containers re-exports this hook
+        _session["summarised"] = True
         terminalreporter.write_line("container stack: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
 
