@@ -48,7 +48,8 @@ service_opts = [
     cfg.StrOpt("unix_socket",
                help="Serve on this unix socket instead of TCP, without Keystone auth (local-only mode: access "
                     "is controlled by the socket's file permissions, see unix_socket_mode)."),
-    cfg.IntOpt("unix_socket_mode", default=0o660, help="File mode of the unix socket (octal in the file)."),
+    cfg.StrOpt("unix_socket_mode", default="0660", regex=r"^0?[0-7]{3}$",
+               help="File mode of the unix socket, in octal (e.g. 0660: owner and group may call)."),
     cfg.ListOpt("allowed_roles", default=["service", "admin"],
                 help="Keystone roles allowed to call the service. A caller with neither 'service' nor 'admin' "
                      "(if allowed here) snapshots on its own behalf."),

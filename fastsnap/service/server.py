@@ -27,7 +27,7 @@ def serve(config_file: str | None = None) -> int:
                          server_name="fastsnap")
     server.prepare()
     if conf.unix_socket:
-        os.chmod(conf.unix_socket, conf.unix_socket_mode)
+        os.chmod(conf.unix_socket, int(conf.unix_socket_mode, 8))
     LOG.info("fastsnap service listening on %s", bind)
     print(f"fastsnap service listening on {bind}", flush=True)
 

@@ -259,3 +259,42 @@ def test_openapi_fuzz_no_server_errors(service: Service) -> None:
     assert ran and int(ran.group(1)) > 50 and ran.group(1) == ran.group(2), out.stdout[-3000:]
     jobs = service.call("GET", "/v1/snapshots").json()["snapshots"]
     assert all(j["state"] != "done" for j in jobs), json.dumps(jobs)[:2000]
+
+
+def test_local_only_unix_socket(stack: Stack, tmp_path: Path, make_disk: Writer) -> None:
+    """[service] unix_socket: no Keystone, access guarded by the socket's file mode."""
+    svc = Service(stack, tmp_path)
+    sock = tmp_path / "api.sock"
+    svc.conf.write_text(svc.conf.read_text().replace("[service]\n", f"[service]\nunix_socket = {sock}\n"
+                                                     "unix_socket_mode = 0600\n", 1))
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(svc.conf), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **stack.env})
+    try:
+        for _ in range(300):  # the socket appears, then gets its mode, then the server serves
+            if sock.exists() and sock.stat().st_mode & 0o777 == 0o600:
+                break
+            time.sleep(0.1)
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+
+        def curl(*args: str) -> dict[str, Any]:
+            out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), *args], capture_output=True, text=True,
+                                 timeout=60, check=True)
+            result: dict[str, Any] = json.loads(out.stdout)
+            return result
+
+        assert {s["id"] for s in curl("http://localhost/v1/stores")["stores"]} == {"fast", "cheap", "remote"}
+        disk = make_disk(size=16 << 20)
+        job = curl("-X", "POST", "-H", "Content-Type: application/json", "-d",
+                   json.dumps({"disk": f"vms/{disk}", "name": "local", "store": "cheap"}),
+                   "http://localhost/v1/snapshots")
+        for _ in range(300):
+            job = curl(f"http://localhost/v1/snapshots/{job['id']}")
+            if job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+        assert job["state"] == "done", job
+        stack.snapshots.append(job["image_id"])
+        assert job["result"]["acting_as"]["mode"] == "operator"
+    finally:
+        proc.terminate()
+        proc.wait(30)
