@@ -507,6 +507,14 @@ class Cleanup:
                 log(f"cleanup: disk {d}: {exc}")
 
 
+def _parent_name(pool: Any, name: str) -> str:
+    try:
+        with rbd.Image(pool, name, read_only=True) as img:
+            return str(img.get_parent_image_spec()["image_name"])
+    except rbd.ImageNotFound:
+        return ""
+
+
 def sweep(stack: Stack) -> int:
     """Remove every ``bench-`` Glance image and RBD disk left by an earlier (killed) run."""
     n = 0
@@ -514,12 +522,29 @@ def sweep(stack: Stack) -> int:
         if str(img.get("name") or "").startswith(PREFIX):
             stack.delete_image(img["id"])
             n += 1
-    for pool in (stack.images, stack.vms):  # clones first: they hold their parents' snapshots
-        for name in rbd.RBD().list(pool):
-            if name.startswith(PREFIX):
-                stack.remove_disk(name, pool)
-                n += 1
+    for name in rbd.RBD().list(stack.images):  # clones first: they hold their parents' snapshots
+        parent = _parent_name(stack.images, name)
+        # a bench image, or a clone of a bench disk that Glance does not know (a killed Nova-direct run)
+        if name.startswith(PREFIX) or (parent.startswith(PREFIX) and stack.image(name) is None):
+            stack.remove_disk(name, stack.images)
+            n += 1
+    for name in rbd.RBD().list(stack.vms):
+        if name.startswith(PREFIX):
+            stack.remove_disk(name, stack.vms)
+            n += 1
     return n
+
+
+def wait_snaptrim(stack: Stack, timeout: float = 600) -> float:
+    """Wait until the OSDs have trimmed the snapshots of deleted images (their space is free again); seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        rc, out, _ = stack.rados.mon_command(json.dumps({"prefix": "pg stat", "format": "json"}), b"")
+        states = json.loads(out).get("pg_summary", {}).get("num_pg_by_state", []) if rc == 0 else []
+        if not any("snaptrim" in s.get("name", "") for s in states):
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

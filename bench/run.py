@@ -37,6 +37,7 @@ from bench.lib import (
     sweep,
     table,
     unique,
+    wait_snaptrim,
 )
 
 ALL_PARTS = ("stream", "clone", "thin", "ratio", "concurrency", "profile")
@@ -109,13 +110,13 @@ def size_series(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
                 ("fastsnap-stream", functools.partial(m.fastsnap_stream, stack, cleanup, config, disk)),
                 ("ceiling-export", functools.partial(m.ceiling, stack, cleanup, disk, zeros=False)),
                 ("ceiling-zeros", functools.partial(m.ceiling, stack, cleanup, disk, zeros=True)),
-                ("nova-generic", functools.partial(m.nova_generic, stack, cleanup, disk, tmp_dir))])
+                ("nova-generic", functools.partial(m.nova_generic, stack, cleanup, disk, tmp_dir))], stack)
         if "clone" in parts:
             here += _measure([
                 ("floor", functools.partial(m.floor, stack, disk, a.repeats)),
                 ("fastsnap-clone", functools.partial(m.fastsnap_clone_api, stack, cleanup, fs, disk, a.repeats)),
                 ("fastsnap-clone-cli", functools.partial(m.fastsnap_clone_cli, stack, cleanup, config, disk)),
-                ("nova-direct", functools.partial(m.nova_direct, stack, cleanup, disk))])
+                ("nova-direct", functools.partial(m.nova_direct, stack, cleanup, disk))], stack)
         for r in here:
             r.written = written
         rows += here
@@ -123,10 +124,11 @@ def size_series(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
     return rows
 
 
-def _measure(todo: list[tuple[str, Callable[[], Row]]]) -> list[Row]:
+def _measure(todo: list[tuple[str, Callable[[], Row]]], stack: Stack) -> list[Row]:
     rows = []
     for name, fn in todo:
-        log(f"  {name} ...")
+        waited = wait_snaptrim(stack)  # start each measurement on a quiet cluster
+        log(f"  {name} ..." + (f" (waited {waited:.1f}s for snapshot trimming)" if waited > 1 else ""))
         rows.append(fn())
         log(f"  {name}: {rows[-1].seconds:.3f}s")
     return rows
@@ -140,7 +142,9 @@ def ratio(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: str) ->
     make_disk(stack, disk, virtual, written)
     rows: list[Row] = []
     for i in range(a.ratio_repeats):
-        for r in (m.fastsnap_stream(stack, cleanup, config, disk), m.ceiling(stack, cleanup, disk, zeros=False)):
+        for r in _measure([("fastsnap-stream", functools.partial(m.fastsnap_stream, stack, cleanup, config, disk)),
+                           ("ceiling-export", functools.partial(m.ceiling, stack, cleanup, disk, zeros=False))],
+                          stack):
             r.written = written
             r.extra["round"] = i
             rows.append(r)
@@ -172,6 +176,7 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
 
     for n in ns:
         # N fastsnap CLI processes started together (one per instance snapshot, as a compute host would).
+        wait_snaptrim(stack)
         log(f"  {n} concurrent CLI clone snapshots ...")
         cpu: dict[str, float]
         with daemon_cpu(stack.env.run_dir) as cpu:
@@ -190,6 +195,7 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
         out[-1]["cpu_s"] = cpu
         log(f"  cli n={n}: {wall:.2f}s")
         # N threads of one process, each with its own warm Fastsnap client (a long-running service).
+        wait_snaptrim(stack)
         log(f"  {n} concurrent in-process clone snapshots ...")
         clients = [Fastsnap(config_file=config) for _ in range(n)]
         for c in clients:
@@ -262,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = env.bench_config(max_concurrent=64, flatten=a.flatten)
     stack = Stack(env)
     cleanup = Cleanup(stack)
+    # The OSD is a file, so Ceph classes it as hdd and trims deleted snapshots with a 5 s sleep between steps:
+    # the space of the deleted images would come back only long after the run. Trim at once, and let each
+    # measurement wait until trimming is done.
+    for opt in ("osd_snap_trim_sleep", "osd_snap_trim_sleep_hdd"):
+        stack.rados.mon_command(json.dumps({"prefix": "config set", "who": "osd", "name": opt, "value": "0"}), b"")
     left = sweep(stack)
     if left:
         log(f"removed {left} leftovers of an earlier run")
