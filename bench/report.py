@@ -277,7 +277,8 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
         lines += [notes.strip(), ""]
     lines += ["## Files", "",
               "`results.json` (every measurement, with per-step times and counters), `time_vs_size.png`, "
-              "`profile_stream.txt`. Code: `bench/methods.py` (the methods), `bench/run.py` (orchestration), "
+              "`profile_stream.txt`, `profile_clone.txt`, `NOTES.md` (the analysis above, kept by hand). "
+              "Code: `bench/methods.py` (the methods), `bench/run.py` (orchestration), "
               "`bench/report.py` (this file), `scripts/bench` (stack + run).", ""]
     return "\n".join(lines)
 
