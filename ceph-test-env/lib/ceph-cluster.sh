@@ -96,6 +96,7 @@ osd memory target = ${CEPH_OSD_MEMORY_TARGET:-1073741824}
 osd op num shards = 2
 osd op num threads per shard = 2
 bluestore fsck on mount = false
+osd snap trim sleep = 0
 EOF
 }
 
