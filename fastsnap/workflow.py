@@ -247,7 +247,7 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
         done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
         flatten = op.extra.get("flatten", {})
         if flatten.get("policy") == fl.BACKGROUND and "state" not in flatten:
-            queue_flatten(ctx, op, 10)
+            queue_flatten(ctx, op, ctx.conf.snapshot.mgr_timeout if ctx.conf else 10)
             done.append(f"flatten {op.extra['flatten']['state']}")
     else:
         try:

@@ -89,16 +89,7 @@ filesystem_store_datadir = $GL_DIR/tasks
 lock_path = $GL_DIR/locks
 [paste_deploy]
 flavor = keystone
-[keystone_authtoken]
-www_authenticate_uri = $KEYSTONE_URL
-auth_url = $KEYSTONE_URL
-auth_type = password
-username = glance
-password = $SERVICE_PASSWORD
-project_name = service
-user_domain_name = Default
-project_domain_name = Default
-service_token_roles_required = true
+$(keystone_authtoken_section glance)
 CONF
   if [ ! -f "$GL_DIR/.synced" ]; then
     log "glance: db_sync"
