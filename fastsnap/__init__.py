@@ -5,6 +5,7 @@ from fastsnap.errors import (
     BadRequest,
     CephError,
     ConfigError,
+    Conflict,
     FastsnapError,
     Forbidden,
     GlanceError,
@@ -13,6 +14,6 @@ from fastsnap.errors import (
 )
 
 __all__ = [
-    "BadRequest", "CephError", "ConfigError", "Fastsnap", "FastsnapError", "Forbidden", "GlanceError",
+    "BadRequest", "CephError", "ConfigError", "Conflict", "Fastsnap", "FastsnapError", "Forbidden", "GlanceError",
     "PlanError", "SnapshotRequest", "SnapshotResult", "StoreView", "UnknownStore",
 ]

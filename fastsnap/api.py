@@ -24,8 +24,9 @@ from fastsnap import journal as jr
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, user_session
 from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, FastsnapError
+from fastsnap.errors import BadRequest, Conflict, FastsnapError
 from fastsnap.glance import Glance, inheritable, session_from_conf
+from fastsnap.location import RbdLocation
 from fastsnap.locks import Locks
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 
@@ -67,6 +68,21 @@ class SnapshotResult:
     disk: str
     flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
     acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
+    already_done: bool = False  # an earlier operation filled this image; it was returned, not touched
+
+    @classmethod
+    def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
+        """The result an operation recorded when it finished, or (rolled forward by ``recover``) what its
+        journal entry says."""
+        rec = op.extra.get("result")
+        if rec:
+            return cls(**{**rec, "already_done": already_done})
+        location = (RbdLocation.for_image(op.fsid, op.pool, op.op_id, wf.CLONE_SNAP).url
+                    if op.path == "clone" and op.fsid and op.pool else None)
+        return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
+                   reason=str(op.extra.get("reason", "")), seconds=0.0, size=int(op.extra.get("size", 0)),
+                   bytes_streamed=0, bytes_read=0, disk=op.disk, flatten=dict(op.extra.get("flatten", {})),
+                   acting_as=dict(op.extra.get("acting_as", {})), already_done=already_done)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,7 +226,7 @@ class Fastsnap:
         plan = make_plan(PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base,
                                      requested_store=req.store,
                                      configured_store=self.conf.snapshot.default_store))
-        if req.image_id:
+        if req.image_id and self.earlier(req) is None:
             existing = user_glance.find(req.image_id)
             if existing is None:
                 raise BadRequest(f"image {req.image_id} does not exist")
@@ -220,6 +236,19 @@ class Fastsnap:
 
     # -- snapshot ---------------------------------------------------------------------------------------
 
+    def earlier(self, req: SnapshotRequest) -> jr.Operation | None:
+        """The operation that holds ``req.image_id`` (running or done), if any. Raises Conflict when it is
+        for another disk: one image id names one snapshot of one disk."""
+        if req.image_id is None:
+            return None
+        op = self.journal.get(req.image_id)
+        if op is None or op.state in jr.REUSABLE:
+            return None
+        if op.disk != req.disk:
+            raise Conflict(f"image {req.image_id} belongs to a snapshot of {op.disk} ({op.state}), "
+                           f"not of {req.disk}")
+        return op
+
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
                  wait: float | None = None, user_token: str | None = None, user_auth: Any = None,
                  on_plan: Callable[[Plan, str], None] | None = None,
@@ -228,10 +257,35 @@ class Fastsnap:
         of that user: the image belongs to the user's project. ``wait``: seconds to wait for a free slot
         (None: as long as it takes, 0: fail at once with Busy). ``on_plan(plan, image_id)`` is told the plan
         before anything is created; ``on_step(step)`` before each step (raising there cancels and rolls back)."""
+        validate_request(req)
+        op_id = req.image_id or str(uuid.uuid4())
+        # The image id names the operation: at most one acts on it, across threads and processes. A retry waits
+        # here for a running one, then returns what it made (or first finishes what a dead one left).
+        with self.locks.operation(op_id):
+            op = self.earlier(req)
+            if op is not None and op.state == jr.RUNNING:  # we hold its lock, so its process is gone
+                LOG.info("image %s: an earlier operation was interrupted; recovering it first", req.image_id)
+                action = self._recover_one(self._ctx(), op)
+                if action["action"] == "failed":
+                    raise FastsnapError(f"image {req.image_id}: an earlier, interrupted operation could not be "
+                                        f"recovered: {action['error']}")
+                op = self.earlier(req)
+            if op is not None:
+                glance, _ = self.glance_for(user_token, user_auth)
+                if glance.find(op.op_id) is None:  # gone since, or not the caller's to see
+                    raise BadRequest(f"image {op.op_id} does not exist")
+                LOG.info("image %s was already filled by an earlier operation on %s; returning its result",
+                         op.op_id, op.disk)
+                return SnapshotResult.of(op, already_done=True)
+            return self._snapshot(req, op_id, progress, wait, user_token, user_auth, on_plan, on_step)
+
+    def _snapshot(self, req: SnapshotRequest, op_id: str, progress: Callable[[int, int], None] | None,
+                  wait: float | None, user_token: str | None, user_auth: Any,
+                  on_plan: Callable[[Plan, str], None] | None,
+                  on_step: Callable[[str], None] | None) -> SnapshotResult:
         t0 = time.monotonic()
         glance, ident = self.glance_for(user_token, user_auth)
         plan, base_raw, size = self.plan(req, glance)
-        op_id = req.image_id or str(uuid.uuid4())
         if on_plan is not None:
             on_plan(plan, op_id)
         props = self._properties(req, base_raw)
@@ -240,21 +294,27 @@ class Fastsnap:
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
         op.extra["reason"] = plan.reason
         op.extra["acting_as"] = ident.to_dict()
+        op.extra["size"] = size
         if plan.path is SnapshotPath.CLONE:
             depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
             op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
-        with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.operation(op_id), \
-                self.locks.disk(req.disk):
-            self.journal.save(op)
+        with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
+            try:
+                self.journal.reserve(op)
+            except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
+                raise Conflict(str(exc)) from None
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
             outcome = self._run(op, req, plan, props, progress, glance, on_step)
-        stats = outcome.stats
-        return SnapshotResult(
-            image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
-            reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
-            bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
-            disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
+            stats = outcome.stats
+            result = SnapshotResult(
+                image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
+                reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
+                bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
+                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
+            op.extra["result"] = result.to_dict()
+            self.journal.finish(op, jr.DONE)
+        return result
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
@@ -289,7 +349,6 @@ class Fastsnap:
                 LOG.error("rollback of %s incomplete (%s); run 'fastsnap recover'", op.op_id,
                           wf.describe(undo_exc))
             raise
-        self.journal.finish(op, jr.DONE)
         return outcome
 
     @staticmethod

@@ -99,6 +99,9 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
     res = fs.snapshot(req, progress=None if a.json else _progress(), user_token=token)
     if a.json:
         print(json.dumps(res.to_dict(), sort_keys=True))
+    elif res.already_done:
+        print(f"image {res.image_id} in store {res.store} by {res.path}: already done by an earlier run "
+              f"(returned as it is, not touched)")
     else:
         print(f"image {res.image_id} in store {res.store} by {res.path} in {res.seconds:.2f}s")
         print(f"  reason:   {res.reason}")

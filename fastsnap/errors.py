@@ -26,6 +26,12 @@ class UnknownStore(BadRequest):
     kind = "unknown_store"
 
 
+class Conflict(BadRequest):
+    """The request contradicts an earlier operation on the same image (e.g. another disk); nothing was done."""
+
+    kind = "conflict"
+
+
 class InvalidLocation(BadRequest, ValueError):
     """A string that is not a well-formed ``rbd://`` location."""
 

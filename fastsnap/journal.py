@@ -28,6 +28,16 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"          # rolled back after an error
 ROLLED_BACK = "rolled_back"  # rolled back by recover
+# States in which an image id may be reserved again: everything the earlier attempt made was undone.
+REUSABLE = (FAILED, ROLLED_BACK)
+
+
+class Reserved(Exception):
+    """The image id is reserved by another operation (running, or done: its result must not be touched)."""
+
+    def __init__(self, existing: Operation) -> None:
+        super().__init__(f"image {existing.op_id} is reserved by an operation that is {existing.state}")
+        self.existing = existing
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -97,6 +107,29 @@ class Journal:
             db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?) "
                        "on conflict(op_id) do update set state=excluded.state, record=excluded.record, "
                        "updated_at=excluded.updated_at", (op.op_id, op.state, rec, op.updated_at))
+
+    def reserve(self, op: Operation) -> None:
+        """Reserve ``op.op_id`` for ``op`` (ceph-csi's "reserve, then act"). Atomic: succeeds only when no
+        operation holds the id, or the one that did was rolled back completely. Raises :class:`Reserved` with
+        the holder otherwise, so a second request for the same image can never act on (or undo) the first
+        one's work."""
+        op.updated_at = time.time()
+        rec = json.dumps(op.__dict__, sort_keys=True)
+        with self._db() as db:
+            db.execute("begin immediate")
+            try:
+                row = db.execute("select record from operations where op_id = ?", (op.op_id,)).fetchone()
+                if row is not None:
+                    held = Operation(**json.loads(row[0]))
+                    if held.state not in REUSABLE:
+                        raise Reserved(held)
+                    db.execute("delete from operations where op_id = ?", (op.op_id,))
+                db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?)",
+                           (op.op_id, op.state, rec, op.updated_at))
+                db.execute("commit")
+            except BaseException:
+                db.execute("rollback")
+                raise
 
     def begin(self, op: Operation, step: str) -> None:
         """Record that ``step`` is about to act (durably, before it does)."""

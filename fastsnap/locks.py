@@ -81,9 +81,9 @@ class Locks:
             yield bool(got)
         finally:
             if got:
+                # The lock file stays: unlinking it would let a process still waiting on the old inode and a
+                # new one opening a fresh file both "hold" the operation.
                 lock.release()
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.dir, f"op-{op_id}"))
 
     @contextlib.contextmanager
     def slot(self, slots: int, wait: float | None) -> Iterator[int]:

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from fastsnap import journal as jr
 from fastsnap.api import Fastsnap, SnapshotRequest, validate_request
-from fastsnap.errors import BadRequest, FastsnapError, Forbidden
+from fastsnap.errors import BadRequest, Conflict, FastsnapError, Forbidden
 from fastsnap.plan import Plan
 from fastsnap.service import metrics as m
 from fastsnap.service.jobs import (
@@ -161,7 +161,8 @@ class Service:
             cancelled = isinstance(exc, Cancelled) or self.runner.cancelled(job.id)
             job.state = CANCELLED if cancelled else FAILED
             kind = "cancelled" if cancelled else getattr(exc, "kind", type(exc).__name__)
-            code = 400 if isinstance(exc, BadRequest) else 403 if isinstance(exc, Forbidden) else 500
+            code = (409 if isinstance(exc, Conflict) else 400 if isinstance(exc, BadRequest)
+                    else 403 if isinstance(exc, Forbidden) else 500)
             job.error = {"code": code, "title": kind, "message": str(exc)}
             m.ERRORS.labels(kind).inc()
             LOG.warning("job %s (request %s) %s: %s", job.id, job.request_id, job.state, exc)
@@ -323,6 +324,8 @@ def create_app(svc: Service) -> Flask:
         try:  # validate and plan before accepting: bad input gets a 400 and nothing is created
             glance, _ = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
             svc.fs.plan(req, glance)
+        except Conflict as exc:
+            return error(409, str(exc))
         except BadRequest as exc:
             return error(400, str(exc))
         except Forbidden as exc:
