@@ -304,6 +304,7 @@ class Fastsnap:
                 self.journal.reserve(op)
             except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
                 raise Conflict(str(exc)) from None
+            wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
             outcome = self._run(op, req, plan, props, progress, glance, on_step)
             stats = outcome.stats

@@ -8,8 +8,6 @@ so a retry or ``recover`` finds whatever a killed process left, and every undo i
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +50,22 @@ def temp_snap_name(op_id: str) -> str:
 UPLOAD_ATTEMPTS = 3
 
 
+# Fault injection for tests only: tests/crashing_cli.py sets this to kill the process at a named point. Nothing in
+# fastsnap sets it or reads any environment variable for it, so a production process never crashes on purpose.
+CRASH_HOOK: Callable[[str], None] | None = None
+
+
+def crash_point(point: str) -> None:
+    """Named points: ``<step>`` right after the step is journaled and before it acts, ``<step>:after`` right
+    after it acted, ``reserved`` between reserving the operation and its first step, ``upload:mid`` when half
+    of the stream was handed to Glance."""
+    if CRASH_HOOK is not None:
+        CRASH_HOOK(point)
+
+
 def _progress_hook(progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
-    """Adds the ``upload:mid`` crash point (half of the bytes handed to Glance) for fault-injection tests."""
-    if os.environ.get("FASTSNAP_TEST_CRASH_AT") != "upload:mid":
+    """Adds the ``upload:mid`` crash point when a test hook is installed."""
+    if CRASH_HOOK is None:
         return progress
 
     def hook(done: int, total: int) -> None:
@@ -64,14 +75,6 @@ def _progress_hook(progress: Callable[[int, int], None] | None) -> Callable[[int
             crash_point("upload:mid")
 
     return hook
-
-
-def crash_point(step: str) -> None:
-    """Test hook: ``FASTSNAP_TEST_CRASH_AT=<step>`` kills this process with SIGKILL right after the step is
-    journaled and before it acts; ``<step>:after`` kills it right after the step acted."""
-    want = os.environ.get("FASTSNAP_TEST_CRASH_AT")
-    if want and want == step:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
