@@ -158,7 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command == "serve":
         from fastsnap.service.server import serve
 
-        return serve(a.config_file)
+        try:
+            return serve(a.config_file)
+        except FastsnapError as exc:
+            print(f"fastsnap: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         conf = config.load(a.config_file)
         conf.set_override("debug", a.debug)

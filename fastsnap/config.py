@@ -16,7 +16,8 @@ snapshot_opts = [
     cfg.IntOpt("chunk_size_mb", default=8, min=1, max=64,
                help="Size of each read from the disk on the stream path, in MiB (rounded to RBD objects)."),
     cfg.IntOpt("read_ahead", default=8, min=1, max=64,
-               help="Reads kept in flight on the stream path; memory is about chunk_size_mb * read_ahead."),
+               help="Reads kept in flight on the stream path. Read buffers take at most max(chunk_size_mb, "
+                    "min(chunk_size_mb * read_ahead, 16 MiB))."),
     cfg.IntOpt("max_concurrent", default=5, min=1,
                help="Snapshots this host runs at once (like Nova's max_concurrent_snapshots); others wait "
                     "(CLI) or are refused with 429 (service)."),
