@@ -21,6 +21,7 @@ from oslo_log import log as logging
 from fastsnap import config
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
+from fastsnap import quiesce as qs
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, user_session
 from fastsnap.ceph import Cluster, ImageSpec
@@ -51,6 +52,8 @@ class SnapshotRequest:
     instance_uuid: str | None = None
     image_type: str = "snapshot"                # snapshot | backup
     keep_image_on_error: bool = False
+    quiesce_domain: str | None = None           # libvirt domain of the running instance: freeze it (issue 14)
+    require_quiesce: bool | None = None         # None: as the base image's os_require_quiesce says
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SnapshotResult:
     flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
     acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
     already_done: bool = False  # an earlier operation filled this image; it was returned, not touched
+    quiesced: bool = False      # the guest's filesystems were frozen around the disk snapshot
+    quiesce: dict[str, Any] = field(default_factory=dict)    # reason, domain, freeze_seconds
 
     @classmethod
     def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
@@ -120,6 +125,9 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
         raise BadRequest("store must not be empty")
     if req.image_type not in ("snapshot", "backup"):
         raise BadRequest(f"image type must be snapshot or backup, not {req.image_type!r}")
+    if req.quiesce_domain is not None and (not req.quiesce_domain.strip() or len(req.quiesce_domain) > 255
+                                           or _CONTROL.search(req.quiesce_domain)):
+        raise BadRequest("quiesce domain must be a libvirt domain name (1 to 255 printable characters)")
     for k, v in req.properties.items():
         if not k or len(k) > 255 or _CONTROL.search(k) or "=" in k:
             raise BadRequest(f"invalid property name {k!r}")
@@ -142,6 +150,7 @@ class Fastsnap:
         self.journal = jr.Journal.from_conf(self.conf)
         self._stores: tuple[float, tuple[StoreInfo, ...]] | None = None
         self.locks = Locks(self.conf.journal.state_dir)
+        self._hypervisors: dict[str, qs.Hypervisor] = {}
 
     # -- lazily built adapters ----------------------------------------------------------------------------
 
@@ -172,7 +181,32 @@ class Fastsnap:
         sess, ident = user_session(self.session, user_token, user_auth)
         return Glance.from_conf(self.conf, sess), ident
 
+    def hypervisor(self, uri: str | None = None) -> qs.Hypervisor:
+        """The local libvirt (``[libvirt] connection_uri``), or the one at ``uri`` (recover: as journaled)."""
+        uri = uri or self.conf.libvirt.connection_uri
+        if uri not in self._hypervisors:
+            self._hypervisors[uri] = qs.Hypervisor(uri, self.conf.libvirt.agent_timeout)
+        return self._hypervisors[uri]
+
+    def _freeze_plan(self, req: SnapshotRequest, base_raw: dict[str, Any] | None) -> wf.Freeze:
+        """Whether and how to freeze the guest; asks its agent now, so that a required quiesce that cannot be
+        done fails before anything is created."""
+        decision = qs.decide(req.quiesce_domain, base_raw if req.base_image else None, req.require_quiesce)
+        hv = None
+        if decision.attempt and decision.domain:
+            try:
+                hv = self.hypervisor()
+                hv.ping(decision.domain)
+            except FastsnapError as exc:
+                if decision.required:
+                    raise qs.QuiesceRequired(f"quiesce is required but the guest cannot be frozen: {exc}") from None
+                decision, hv = qs.Decision(False, False, decision.domain, str(exc)), None
+        return wf.Freeze(hv, decision, self.conf.snapshot.max_freeze_seconds, qs.Outcome(False, decision.reason))
+
     def close(self) -> None:
+        for hv in self._hypervisors.values():
+            hv.close()
+        self._hypervisors.clear()
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
@@ -289,6 +323,7 @@ class Fastsnap:
         if on_plan is not None:
             on_plan(plan, op_id)
         props = self._properties(req, base_raw)
+        freeze = self._freeze_plan(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
@@ -306,22 +341,24 @@ class Fastsnap:
                 raise Conflict(str(exc)) from None
             wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
-            outcome = self._run(op, req, plan, props, progress, glance, on_step)
+            outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
             stats = outcome.stats
             result = SnapshotResult(
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
                 reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
                 bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
-                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
+                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict(),
+                quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict())
             op.extra["result"] = result.to_dict()
             self.journal.finish(op, jr.DONE)
         return result
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
-             on_step: Callable[[str], None] | None = None) -> wf.Outcome:
+             on_step: Callable[[str], None] | None = None, freeze: wf.Freeze | None = None) -> wf.Outcome:
         ctx = self._ctx(glance)
         ctx.on_step = on_step
+        ctx.freeze = freeze
         disk = ImageSpec.parse(req.disk)
 
         def create_image() -> None:
@@ -387,15 +424,16 @@ class Fastsnap:
     def _recover_one(self, ctx: wf.Context, op: jr.Operation) -> dict[str, Any]:
         forward_error = None
         try:
+            thawed = wf.thaw_left(op, self.journal, self.hypervisor)
             if wf.roll_forward_possible(ctx, op):
                 try:
-                    did = wf.roll_forward(ctx, op)
+                    did = thawed + wf.roll_forward(ctx, op)
                     self.journal.finish(op, jr.DONE)
                     return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_forward", "did": did}
                 except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
                     forward_error = str(exc)
                     LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
-            did = wf.rollback(ctx, op)
+            did = thawed + wf.rollback(ctx, op)
             if forward_error:
                 did.insert(0, f"roll forward failed: {forward_error}")
             self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")

@@ -7,7 +7,7 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import ceph, flatten, glance, journal
+from fastsnap import ceph, flatten, glance, journal, quiesce
 
 snapshot_opts = [
     cfg.StrOpt("default_store",
@@ -30,6 +30,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     journal.register_opts(conf)
     conf.register_opts(snapshot_opts, group="snapshot")
     flatten.register_opts(conf)
+    quiesce.register_opts(conf)
     from fastsnap.service import app
 
     app.register_opts(conf)
@@ -40,7 +41,8 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
         ("ceph", list(ceph.ceph_opts)),
         ("glance", glance.list_opts()),
-        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts)),
+        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts) + list(quiesce.quiesce_opts)),
+        ("libvirt", list(quiesce.libvirt_opts)),
         ("journal", list(journal.journal_opts)),
         ("service", _service_opts()),
     ]
