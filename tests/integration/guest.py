@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from tests.integration.conftest import ROOT, RUN, Stack
+from tests.integration.conftest import ROOT, RUN
 
 GUEST_DIR = ROOT / "ceph-test-env/lib/guest"
 
@@ -78,8 +78,9 @@ class RunningGuest:
 
 
 @contextmanager
-def running_guest(stack: Stack) -> Iterator[RunningGuest]:
-    """Build (cached) and boot one guest; destroy it and remove its disk afterwards."""
+def running_guest(conf: str) -> Iterator[RunningGuest]:
+    """Build (cached) and boot one guest with its disk in pool vms of the cluster of ``conf`` (client.admin);
+    destroy it and remove its disk afterwards."""
     out = RUN / "guest"
     subprocess.run([str(GUEST_DIR / "build"), str(out)], check=True, capture_output=True, timeout=900)
     conn = lib.ensure_libvirtd()
@@ -88,7 +89,6 @@ def running_guest(stack: Stack) -> Iterator[RunningGuest]:
     for f in ("vmlinuz", "initrd.img"):
         shutil.copy(out / f, work)
     tag = uuid.uuid4().hex[:8]
-    conf = stack.env["CEPH_CONF"]
     disks = lib.RbdDisks(conn, conf, "admin", "vms", str(out / "root.img"), tag)
     guest = None
     try:

@@ -24,7 +24,7 @@ from tests.integration.guest import RunningGuest, running_guest
 
 @pytest.fixture(scope="module")
 def guest(stack: Stack) -> Iterator[RunningGuest]:
-    with running_guest(stack) as g:
+    with running_guest(stack.env["CEPH_CONF"]) as g:
         yield g
         _delete_images(stack, g)
 
