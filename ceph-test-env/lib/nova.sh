@@ -97,7 +97,8 @@ libvirt_start() {
 stack_secret() {
   local u
   for u in $(virsh -c qemu:///system secret-list 2>/dev/null | awk 'NR > 2 && $1 != "" {print $1}'); do
-    if virsh -c qemu:///system secret-dumpxml "$u" 2>/dev/null | grep -qF "<name>$SECRET_USAGE</name>"; then
+    # (not `virsh | grep -q`: with pipefail, grep's early exit can fail virsh with SIGPIPE)
+    if [[ $(virsh -c qemu:///system secret-dumpxml "$u" 2>/dev/null) == *"<name>$SECRET_USAGE</name>"* ]]; then
       echo "$u"
       return 0
     fi
@@ -308,6 +309,9 @@ send_service_user_token = true
 $(ksa_section placement placement)
 $(ksa_section neutron neutron)
 CONF
+  # nova-compute gets no database access (as on a real compute host): the same file without the databases.
+  awk '/^\[/ { skip = ($0 == "[database]" || $0 == "[api_database]") } !skip' "$NV_DIR/nova.conf" |
+    sed "s#--config-file $NV_DIR/nova.conf#--config-file $NV_DIR/nova-compute.conf#" >"$NV_DIR/nova-compute.conf"
 }
 
 nova_db() {
@@ -317,7 +321,7 @@ nova_db() {
   {
     "${nm[@]}" api_db sync &&
     "${nm[@]}" cell_v2 map_cell0 --database_connection "$(pg_url nova_cell0)" &&
-    { "${nm[@]}" cell_v2 list_cells | grep -q ' cell1 ' ||
+    { "${nm[@]}" cell_v2 list_cells | grep ' cell1 ' >/dev/null ||
       "${nm[@]}" cell_v2 create_cell --name cell1 --database_connection "$(pg_url nova)" \
         --transport-url "$RABBIT_URL"; } &&
     "${nm[@]}" db sync
@@ -328,17 +332,21 @@ nova_db() {
 nova_services_start() {
   gunicorn_start nova-api "$NV_DIR" "$NOVA_API_BIND" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$NV_DIR"
   local s
+  local conf
   for s in "${NOVA_SERVICES[@]}"; do
+    conf=$NV_DIR/nova.conf
+    [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf
     start_daemon "nova-$s" "$NV_DIR/nova-$s.pid" "$NV_DIR/log/nova-$s.log" \
-      "$NOVA_VENV/bin/nova-$s" --config-file "$NV_DIR/nova.conf" --log-file "$NV_DIR/log/nova-$s.log"
+      "$NOVA_VENV/bin/nova-$s" --config-file "$conf" --log-file "$NV_DIR/log/nova-$s.log"
   done
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"
   wait_http "$NEUTRON_URL/" 60 neutron "$NE_DIR/log/gunicorn.log"
 }
 
-# The compute host is up in its cell and reported to placement.
+# The compute host is up in its cell and reported to placement (once: the host mapping stays in the database).
 nova_discover() {
+  [ -f "$NV_DIR/.discovered" ] && return 0
   local i nm=("$NOVA_VENV/bin/nova-manage" --config-file "$NV_DIR/nova.conf")
   for i in $(seq 1 120); do
     for s in "${NOVA_SERVICES[@]}"; do
@@ -346,7 +354,8 @@ nova_discover() {
         { tail -n 30 "$NV_DIR/log/nova-$s.log" >&2; die "nova-$s exited (log: $NV_DIR/log/nova-$s.log)"; }
     done
     if "${nm[@]}" cell_v2 discover_hosts --strict >>"$NV_DIR/log/manage.log" 2>&1 ||
-       "${nm[@]}" cell_v2 list_hosts 2>/dev/null | grep -q "fastsnap-$STACK_ID"; then
+       "${nm[@]}" cell_v2 list_hosts 2>/dev/null | grep "fastsnap-$STACK_ID" >/dev/null; then
+      touch "$NV_DIR/.discovered"
       return 0
     fi
     sleep 1
@@ -354,8 +363,11 @@ nova_discover() {
   die "nova-compute did not register (log: $NV_DIR/log/nova-compute.log)"
 }
 
-# Flavor, the guest's images, and NV_DIR/client.env for env.sh.
+# Flavor, the guest's images, and NV_DIR/client.env for env.sh (again when the guest was rebuilt).
 nova_seed() {
+  local guest
+  guest=$(sha256sum "$GUEST_DIR/build.json" | cut -c1-16)
+  [ -s "$NV_DIR/client.env" ] && [ "$(cat "$NV_DIR/.seeded" 2>/dev/null)" = "$guest" ] && return 0
   "$NOVA_VENV/bin/python" "$ENV_DIR/lib/nova_seed.py" --auth-url "$KEYSTONE_URL" --admin-password "$ADMIN_PASSWORD" \
     --guest-dir "$GUEST_DIR" --out "$NV_DIR/client.env.tmp" >>"$NV_DIR/log/seed.log" 2>&1 \
     || { tail -n 20 "$NV_DIR/log/seed.log" >&2; die "nova seeding failed (log: $NV_DIR/log/seed.log)"; }
@@ -370,6 +382,7 @@ export FASTSNAP_TEST_NOVA_VENV=$NOVA_VENV
 export FASTSNAP_TEST_GUEST_DIR=$GUEST_DIR
 ENV
   mv "$NV_DIR/client.env.tmp" "$NV_DIR/client.env"
+  echo "$guest" >"$NV_DIR/.seeded"
 }
 
 # What needs neither PostgreSQL nor Ceph nor Keystone: up runs it in the background beside the base stack.
