@@ -57,8 +57,7 @@ pid_alive() {
 # stop_pidfile FILE NAME: TERM, wait up to 10 s, then KILL.
 stop_pidfile() {
   local f=$1 name=$2 p
-  [ -f "$f" ] || return 0
-  p=$(cat "$f")
+  p=$(cat "$f" 2>/dev/null) || return 0   # (gone meanwhile: some daemons remove their own pid file)
   if kill -0 "$p" 2>/dev/null; then
     log "stopping $name (pid $p)"
     kill "$p" 2>/dev/null || true

@@ -69,11 +69,7 @@ CONF
 
 rabbit_stop() {
   [ -d "$RMQ_DIR" ] || return 0
-  if pid_alive "$RMQ_DIR/rabbitmq.pid"; then
-    log "stopping rabbitmq ($RMQ_NODE)"
-    rmq_env timeout 30 "$RMQ_SBIN/rabbitmqctl" -q stop >/dev/null 2>&1 || true
-  fi
-  stop_pidfile "$RMQ_DIR/rabbitmq.pid" rabbitmq
+  stop_pidfile "$RMQ_DIR/rabbitmq.pid" "rabbitmq ($RMQ_NODE)"   # SIGTERM: RabbitMQ stops cleanly
   # This stack's own epmd (port $RABBIT_EPMD_PORT); never the machine's default one.
   ERL_EPMD_PORT=$RABBIT_EPMD_PORT timeout 10 epmd -kill >/dev/null 2>&1 || true
 }
@@ -371,7 +367,11 @@ nova_seed() {
   "$NOVA_VENV/bin/python" "$ENV_DIR/lib/nova_seed.py" --auth-url "$KEYSTONE_URL" --admin-password "$ADMIN_PASSWORD" \
     --guest-dir "$GUEST_DIR" --out "$NV_DIR/client.env.tmp" >>"$NV_DIR/log/seed.log" 2>&1 \
     || { tail -n 20 "$NV_DIR/log/seed.log" >&2; die "nova seeding failed (log: $NV_DIR/log/seed.log)"; }
+  mkdir -p "$NV_DIR/bin"
+  ln -sfn "$NOVA_VENV/bin/openstack" "$NV_DIR/bin/openstack"
   cat >>"$NV_DIR/client.env.tmp" <<ENV
+# The openstack CLI (of the Nova venv), alone on PATH.
+PATH="$NV_DIR/bin:\$PATH"; export PATH
 export OS_COMPUTE_API_VERSION=2.95
 export FASTSNAP_TEST_NOVA=1
 export FASTSNAP_TEST_NOVA_CONF=$NV_DIR/nova.conf
@@ -388,11 +388,13 @@ ENV
 # What needs neither PostgreSQL nor Ceph nor Keystone: up runs it in the background beside the base stack.
 nova_early() {
   mkdir -p "$NV_DIR"/log
-  nova_venv
+  nova_venv &
+  local venv_pid=$!
   rabbit_start
   libvirt_start
   "$ENV_DIR/lib/guest/build" "$GUEST_DIR" 2>>"$NV_DIR/log/guest-build.log" \
     || die "guest build failed (log: $NV_DIR/log/guest-build.log)"
+  wait "$venv_pid" || die "nova venv set-up failed (log: $RUN/nova-venv.log)"
 }
 
 # nova_up [PID]: the rest, once the base stack is up (PID: a background nova_early to wait for).
@@ -439,10 +441,12 @@ nova_stop() {
     d=$(stack_secret)
     if [ -n "$d" ]; then virsh -c qemu:///system secret-undefine "$d" >/dev/null 2>&1 || true; fi
   fi
-  local s
-  for s in compute scheduler conductor; do stop_pidfile "$NV_DIR/nova-$s.pid" "nova-$s"; done
-  stop_pidfile "$NV_DIR/gunicorn.pid" nova-api
-  stop_pidfile "$NE_DIR/gunicorn.pid" neutron
-  stop_pidfile "$PL_DIR/gunicorn.pid" placement
-  rabbit_stop
+  # In parallel: Nova's services take up to 10 s each to stop.
+  local s pids=()
+  for s in compute scheduler conductor; do stop_pidfile "$NV_DIR/nova-$s.pid" "nova-$s" & pids+=($!); done
+  stop_pidfile "$NV_DIR/gunicorn.pid" nova-api & pids+=($!)
+  stop_pidfile "$NE_DIR/gunicorn.pid" neutron & pids+=($!)
+  stop_pidfile "$PL_DIR/gunicorn.pid" placement & pids+=($!)
+  rabbit_stop & pids+=($!)
+  wait "${pids[@]}" || true
 }
