@@ -284,9 +284,6 @@ rbd_user = nova
 rbd_secret_uuid = $SECRET_UUID
 # TCG guests take seconds to react to an ACPI shutdown.
 wait_soft_reboot_seconds = 60
-[workarounds]
-# No KVM: the guest's CPU is QEMU's, never compared with the host's.
-skip_cpu_compare_on_dest = true
 [vnc]
 enabled = false
 [spice]
