@@ -344,6 +344,14 @@ def create_app(svc: Service) -> Flask:
         resp.status_code = 202
         return resp
 
+    def _same(job: Job, req: SnapshotRequest) -> Job:
+        """The earlier job for this key or image id, when it was for the same disk (else Conflict)."""
+        if job.request.get("disk") != req.disk:
+            what = f"image {req.image_id}" if req.image_id and job.image_id == req.image_id else "this key"
+            raise Conflict(f"{what} belongs to a snapshot of {job.request.get('disk')} (job {job.id}), "
+                           f"not of {req.disk}")
+        return svc.settle(job)
+
     def _earlier(req: SnapshotRequest, body: dict[str, Any], key: str | None, project: str | None,
                  who: Caller) -> Job | None:
         """The job that already stands for ``req.image_id`` (one image id, one operation), made from the journal
@@ -361,7 +369,7 @@ def create_app(svc: Service) -> Flask:
         if job is not None:
             if not visible(job, who):
                 raise BadRequest(f"image {req.image_id} does not exist")
-            return svc.settle(job)
+            return _same(job, req)
         if op is None or op.state in jr.REUSABLE:
             return None
         adopted = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
@@ -396,7 +404,7 @@ def create_app(svc: Service) -> Flask:
             if key:
                 existing = svc.journal.job_by_key(project, key)
                 if existing is not None:
-                    return _job_response(svc.settle(existing), 200)
+                    return _job_response(_same(existing, req), 200)
             if req.image_id:
                 earlier = _earlier(req, body, key, project, who)
                 if earlier is not None:

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, stack: Stack, tmp: Path, slots: int = 3) -> None:
+    def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "") -> None:
         self.stack = stack
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,7 +43,7 @@ class Service:
                     ("user_domain_name", "Default"), ("project_domain_name", "Default"))) + "\n"
         self.conf.write_text(base + f"\n[journal]\nstate_dir = {tmp / 'state'}\n[service]\nbind_host = 127.0.0.1\n"
                              f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
-                             f"[snapshot]\nmax_concurrent = {slots}\n")
+                             f"{extra}\n[snapshot]\nmax_concurrent = {slots}\n")
         self.proc: subprocess.Popen[str] | None = None
         self.tokens: dict[str, str] = {}
 
