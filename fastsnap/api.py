@@ -22,7 +22,7 @@ from fastsnap import config
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
-from fastsnap.auth import Identity, user_session
+from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
 from fastsnap.ceph import Cluster, ImageSpec
 from fastsnap.errors import BadRequest, Conflict, FastsnapError
 from fastsnap.glance import Glance, inheritable, session_from_conf
@@ -300,12 +300,25 @@ class Fastsnap:
             policy, why = fl.policy_for(self.conf, plan.store, depth)
             op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
+            if ident.mode == "user" and self.conf.journal.trust_hours:
+                # Lets recover act for the user after a crash (the image belongs to the user's project).
+                try:
+                    op.extra["trust_id"] = create_trust(glance.session, self.session, ident,
+                                                        self.conf.journal.trust_hours)
+                except FastsnapError as exc:
+                    LOG.warning("snapshot %s: %s; after a crash, recover could not undo it", op_id, exc)
+                    op.extra["trust_error"] = str(exc)
             try:
                 self.journal.reserve(op)
             except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
+                self._drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
                 raise Conflict(str(exc)) from None
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
-            outcome = self._run(op, req, plan, props, progress, glance, on_step)
+            try:
+                outcome = self._run(op, req, plan, props, progress, glance, on_step)
+            finally:
+                if op.state != jr.RUNNING:  # rolled back completely: recover will not need the trust
+                    self._drop_trust(op, glance.session)
             stats = outcome.stats
             result = SnapshotResult(
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
@@ -314,7 +327,19 @@ class Fastsnap:
                 disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
             op.extra["result"] = result.to_dict()
             self.journal.finish(op, jr.DONE)
+            self._drop_trust(op, glance.session)
         return result
+
+    def _drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
+        trust_id = op.extra.pop("trust_id", None)
+        if not trust_id:
+            return
+        try:
+            delete_trust(sess, trust_id)
+        except FastsnapError as exc:
+            LOG.warning("snapshot %s: %s (it expires on its own)", op.op_id, exc)
+        if save:
+            self.journal.save(op)
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
@@ -384,12 +409,23 @@ class Fastsnap:
         return actions
 
     def _recover_one(self, ctx: wf.Context, op: jr.Operation) -> dict[str, Any]:
+        """Roll one interrupted operation forward or back. Never raises: a failure is reported in the returned
+        action (and the operation stays 'running' for the next recover)."""
         forward_error = None
         try:
+            trust_id = op.extra.get("trust_id")
+            if trust_id:  # the image belongs to the user's project: act through the user's trust
+                sess = trust_session(self.conf, self.session, trust_id)
+                ctx = wf.Context(ctx.cluster, Glance.from_conf(self.conf, sess), ctx.journal, ctx.conf)
+            elif (op.extra.get("acting_as") or {}).get("mode") == "user":
+                LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
+                            op.op_id, op.extra.get("trust_error", "none recorded"))
             if wf.roll_forward_possible(ctx, op):
                 try:
                     did = wf.roll_forward(ctx, op)
                     self.journal.finish(op, jr.DONE)
+                    if trust_id:
+                        self._drop_trust(op, ctx.glance.session)
                     return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_forward", "did": did}
                 except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
                     forward_error = str(exc)
@@ -398,9 +434,12 @@ class Fastsnap:
             if forward_error:
                 did.insert(0, f"roll forward failed: {forward_error}")
             self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
+            if trust_id:
+                self._drop_trust(op, ctx.glance.session)
             return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_back", "did": did}
-        except FastsnapError as exc:
-            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": str(exc)}
+        except Exception as exc:  # one bad operation must not stop the others: report it, go on
+            LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))
+            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": wf.describe(exc)}
 
     # -- background flatten -------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 import rados
 import rbd

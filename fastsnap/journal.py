@@ -27,6 +27,11 @@ from oslo_config import cfg
 journal_opts = [
     cfg.StrOpt("state_dir", default="/var/lib/fastsnap",
                help="Directory of fastsnap's journal (SQLite) and lock files. Must be local to the host."),
+    cfg.IntOpt("trust_hours", default=168, min=0,
+               help="A snapshot taken on behalf of a user creates a Keystone trust from the user to fastsnap's "
+                    "user (the user's roles on its project) so that 'recover' can roll it forward or back after a "
+                    "crash; the trust is deleted once the operation is settled and expires after this many hours "
+                    "in any case. 0: no trust (recover then cannot undo such an image)."),
 ]
 
 RUNNING = "running"
