@@ -456,19 +456,23 @@ class Fastsnap:
             if info.get("state") not in ("queued", "local") or not op.pool:
                 continue
             spec = ImageSpec(op.pool, op.op_id)
-            if not self.cluster.exists(spec):
-                info["state"] = "gone"
-            elif fl.is_flat(self.cluster, spec):
-                info["state"] = "done"
-            else:
-                try:
-                    info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
-                    info["state"] = "queued"
-                except FastsnapError as exc:
-                    info["state"], info["error"] = "local", str(exc)
-                if info["state"] == "local" and run_local:
-                    fl.flatten_now(self.cluster, spec)
+            try:
+                if not self.cluster.exists(spec):
+                    info["state"] = "gone"
+                elif fl.is_flat(self.cluster, spec):
                     info["state"] = "done"
+                else:
+                    try:
+                        info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
+                        info["state"] = "queued"
+                        info.pop("error", None)
+                    except FastsnapError as exc:
+                        info["state"], info["error"] = "local", str(exc)
+                    if info["state"] == "local" and run_local:
+                        fl.flatten_now(self.cluster, spec)
+                        info["state"] = "done"
+            except FastsnapError as exc:  # one image that cannot be checked or flattened: report, go on
+                info["error"] = str(exc)
             op.extra["flatten"] = info
             self.journal.save(op)
             rows.append({"image_id": op.op_id, "disk": op.disk, "pool": op.pool, **info})
