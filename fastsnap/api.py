@@ -37,7 +37,7 @@ RESERVED_PROPERTIES = frozenset({
     "created_at", "updated_at", "file", "schema", "self", "tags", "direct_url", "locations", "stores",
     "disk_format", "container_format", "os_hash_algo", "os_hash_value", "min_disk", "min_ram",
 })
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 
 @dataclass(frozen=True)
@@ -102,31 +102,61 @@ class StoreView:
         return asdict(self)
 
 
+GLANCE_NAME_MAX = 255      # Glance's limit on image names and property names
+PROPERTY_VALUE_MAX = 255   # as Nova's metadata values
+MAX_PROPERTIES = 128       # Glance's default image_property_quota
+
+
+def check_text(what: str, value: object, max_len: int = 255) -> str:
+    """A non-empty, printable UTF-8 string of at most ``max_len`` characters, else BadRequest saying which rule
+    ``what`` breaks and where."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string, not {type(value).__name__}")
+    for i, ch in enumerate(value):
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (the CLI decodes argv with surrogateescape)
+            raise BadRequest(f"{what} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at position {i})")
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            raise BadRequest(f"{what} is not valid UTF-8 (lone surrogate U+{ord(ch):04X} at position {i})")
+        if _CONTROL.match(ch):
+            raise BadRequest(f"{what} contains the control character U+{ord(ch):04X} at position {i}")
+    if not value.strip():
+        raise BadRequest(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise BadRequest(f"{what} is {len(value)} characters long; at most {max_len} are allowed")
+    return value
+
+
 def validate_request(req: SnapshotRequest) -> ImageSpec:
     """Checks that need no service. Raises BadRequest naming the problem."""
-    disk = ImageSpec.parse(req.disk)
-    if not req.name or not req.name.strip():
-        raise BadRequest("image name must not be empty")
-    if len(req.name) > 255 or _CONTROL.search(req.name):
-        raise BadRequest("image name must be at most 255 printable characters")
+    disk = ImageSpec.parse(check_text("disk", req.disk, 512))
+    check_text("image name", req.name, GLANCE_NAME_MAX)
     if req.image_id is not None:
+        check_text("image id", req.image_id, 64)
         try:
             uuid.UUID(req.image_id)
         except ValueError:
             raise BadRequest(f"image id {req.image_id!r} is not a UUID") from None
-    if req.base_image is not None and not req.base_image.strip():
-        raise BadRequest("base image id must not be empty")
-    if req.store is not None and not req.store.strip():
-        raise BadRequest("store must not be empty")
+    if req.base_image is not None:
+        check_text("base image id", req.base_image, 64)
+    if req.store is not None:
+        check_text("store", req.store)
+    if req.instance_uuid is not None:
+        check_text("instance uuid", req.instance_uuid)
     if req.image_type not in ("snapshot", "backup"):
         raise BadRequest(f"image type must be snapshot or backup, not {req.image_type!r}")
+    if len(req.properties) > MAX_PROPERTIES:
+        raise BadRequest(f"{len(req.properties)} properties given; at most {MAX_PROPERTIES} are allowed "
+                         f"(Glance's default image_property_quota)")
     for k, v in req.properties.items():
-        if not k or len(k) > 255 or _CONTROL.search(k) or "=" in k:
-            raise BadRequest(f"invalid property name {k!r}")
+        check_text("property name", k, GLANCE_NAME_MAX)
+        if "=" in k:
+            raise BadRequest(f"property name {k!r} must not contain '='")
         if k in RESERVED_PROPERTIES:
             raise BadRequest(f"property {k!r} is reserved by Glance")
-        if not isinstance(v, str) or len(v) > 255:
-            raise BadRequest(f"property {k!r} must be a string of at most 255 characters")
+        if not isinstance(v, str):
+            raise BadRequest(f"property {k!r} must be a string, not {type(v).__name__}")
+        if v:  # an empty value is allowed
+            check_text(f"property {k!r}", v, PROPERTY_VALUE_MAX)
     return disk
 
 

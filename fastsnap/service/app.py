@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from werkzeug.exceptions import HTTPException
 
 from fastsnap import journal as jr
-from fastsnap.api import Fastsnap, SnapshotRequest, SnapshotResult, validate_request
+from fastsnap.api import Fastsnap, SnapshotRequest, SnapshotResult, check_text, validate_request
 from fastsnap.errors import BadRequest, Conflict, FastsnapError, Forbidden
 from fastsnap.plan import Plan
 from fastsnap.service import metrics as m
@@ -60,7 +60,8 @@ service_opts = [
 ]
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-          409: "Conflict", 415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error",
+          409: "Conflict", 413: "Request Entity Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
+          500: "Internal Server Error",
           503: "Service Unavailable"}
 PRIVILEGED = {"service", "admin"}
 
@@ -227,16 +228,20 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     allowed = set(DOCUMENT["components"]["schemas"]["SnapshotRequest"]["properties"])
     unknown = set(body) - allowed
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise BadRequest(f"unknown field(s): {', '.join(repr(u)[:80] for u in sorted(unknown))}")
     for f in ("disk", "name"):
         if not isinstance(body.get(f), str):
             raise BadRequest(f"'{f}' is required and must be a string")
     for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token"):
         if body.get(f) is not None and not isinstance(body[f], str):
             raise BadRequest(f"'{f}' must be a string")
-    props = body.get("properties") or {}
-    if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
-        raise BadRequest("'properties' must be an object of strings")
+    props = body.get("properties")
+    props = {} if props is None else props
+    if not isinstance(props, dict):
+        raise BadRequest(f"'properties' must be an object of strings, not {type(props).__name__}")
+    for k, v in props.items():
+        if not isinstance(v, str):
+            raise BadRequest(f"property {k!r} must be a string, not {type(v).__name__}")
     kind = body.get("type") or "snapshot"
     if kind not in ("snapshot", "backup"):
         raise BadRequest("'type' must be snapshot or backup")
@@ -246,6 +251,7 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     if kind == "backup":
         if not body.get("backup_type") or not body.get("instance_uuid"):
             raise BadRequest("a backup needs 'backup_type' and 'instance_uuid'")
+        check_text("backup type", body["backup_type"])
         props = {**props, "backup_type": body["backup_type"]}
     keep = body.get("keep_image_on_error", False)
     if not isinstance(keep, bool):
