@@ -251,7 +251,7 @@ def test_killed_mid_job_then_restarted(stack: Stack, service: Service, make_disk
 def test_openapi_fuzz_no_server_errors(service: Service) -> None:
     out = subprocess.run(
         [str(ROOT / ".venv/bin/st"), "run", f"{service.url}/openapi.json", "-H",
-         f"X-Auth-Token: {service.token()}", "--checks", "not_a_server_error", "--max-examples", "25",
+         f"X-Auth-Token: {service.token()}", "--checks", "not_a_server_error", "--max-examples", "100",
          "--exclude-checks", "unsupported_method"],
         capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-6000:]
