@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -21,6 +22,7 @@ from oslo_log import log as logging
 from fastsnap import config
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
+from fastsnap import quiesce as qs
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
 from fastsnap.ceph import Cluster, ImageSpec
@@ -51,6 +53,8 @@ class SnapshotRequest:
     instance_uuid: str | None = None
     image_type: str = "snapshot"                # snapshot | backup
     keep_image_on_error: bool = False
+    quiesce_domain: str | None = None           # libvirt domain of the running instance: freeze it (issue 14)
+    require_quiesce: bool | None = None         # None: as the base image's os_require_quiesce says
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class SnapshotResult:
     flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
     acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
     already_done: bool = False  # an earlier operation filled this image; it was returned, not touched
+    quiesced: bool = False      # the guest's filesystems were frozen around the disk snapshot
+    quiesce: dict[str, Any] = field(default_factory=dict)    # reason, domain, freeze_seconds
 
     @classmethod
     def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
@@ -147,6 +153,8 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
     if len(req.properties) > MAX_PROPERTIES:
         raise BadRequest(f"{len(req.properties)} properties given; at most {MAX_PROPERTIES} are allowed "
                          f"(Glance's default image_property_quota)")
+    if req.quiesce_domain is not None:
+        check_text("quiesce domain (a libvirt domain name)", req.quiesce_domain)
     for k, v in req.properties.items():
         check_text("property name", k, GLANCE_NAME_MAX)
         if "=" in k:
@@ -172,6 +180,7 @@ class Fastsnap:
         self.journal = jr.Journal.from_conf(self.conf)
         self._stores: tuple[float, tuple[StoreInfo, ...]] | None = None
         self.locks = Locks(self.conf.journal.state_dir)
+        self._hypervisors: dict[str, qs.Hypervisor] = {}
 
     # -- lazily built adapters ----------------------------------------------------------------------------
 
@@ -202,7 +211,32 @@ class Fastsnap:
         sess, ident = user_session(self.session, user_token, user_auth)
         return Glance.from_conf(self.conf, sess), ident
 
+    def hypervisor(self, uri: str | None = None) -> qs.Hypervisor:
+        """The local libvirt (``[libvirt] connection_uri``), or the one at ``uri`` (recover: as journaled)."""
+        uri = uri or self.conf.libvirt.connection_uri
+        if uri not in self._hypervisors:
+            self._hypervisors[uri] = qs.Hypervisor(uri, self.conf.libvirt.agent_timeout)
+        return self._hypervisors[uri]
+
+    def _freeze_plan(self, req: SnapshotRequest, base_raw: dict[str, Any] | None) -> wf.Freeze:
+        """Whether and how to freeze the guest; asks its agent now, so that a required quiesce that cannot be
+        done fails before anything is created."""
+        decision = qs.decide(req.quiesce_domain, base_raw if req.base_image else None, req.require_quiesce)
+        hv = None
+        if decision.attempt and decision.domain:
+            try:
+                hv = self.hypervisor()
+                hv.ping(decision.domain)
+            except FastsnapError as exc:
+                if decision.required:
+                    raise qs.QuiesceRequired(f"quiesce is required but the guest cannot be frozen: {exc}") from None
+                decision, hv = qs.Decision(False, False, decision.domain, str(exc)), None
+        return wf.Freeze(hv, decision, self.conf.snapshot.max_freeze_seconds, qs.Outcome(False, decision.reason))
+
     def close(self) -> None:
+        for hv in self._hypervisors.values():
+            hv.close()
+        self._hypervisors.clear()
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
@@ -319,6 +353,7 @@ class Fastsnap:
         if on_plan is not None:
             on_plan(plan, op_id)
         props = self._properties(req, base_raw)
+        freeze = self._freeze_plan(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
@@ -343,9 +378,10 @@ class Fastsnap:
             except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
                 self._drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
                 raise Conflict(str(exc)) from None
+            wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
             try:
-                outcome = self._run(op, req, plan, props, progress, glance, on_step)
+                outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
             finally:
                 if op.state != jr.RUNNING:  # rolled back completely: recover will not need the trust
                     self._drop_trust(op, glance.session)
@@ -354,7 +390,8 @@ class Fastsnap:
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
                 reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
                 bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
-                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict())
+                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict(),
+                quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict())
             op.extra["result"] = result.to_dict()
             self.journal.finish(op, jr.DONE)
             self._drop_trust(op, glance.session)
@@ -373,9 +410,10 @@ class Fastsnap:
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
-             on_step: Callable[[str], None] | None = None) -> wf.Outcome:
+             on_step: Callable[[str], None] | None = None, freeze: wf.Freeze | None = None) -> wf.Outcome:
         ctx = self._ctx(glance)
         ctx.on_step = on_step
+        ctx.freeze = freeze
         disk = ImageSpec.parse(req.disk)
 
         def create_image() -> None:
@@ -443,16 +481,17 @@ class Fastsnap:
         action (and the operation stays 'running' for the next recover)."""
         forward_error = None
         try:
+            thawed = wf.thaw_left(op, self.journal, self.hypervisor)
             trust_id = op.extra.get("trust_id")
             if trust_id:  # the image belongs to the user's project: act through the user's trust
                 sess = trust_session(self.conf, self.session, trust_id)
-                ctx = wf.Context(ctx.cluster, Glance.from_conf(self.conf, sess), ctx.journal, ctx.conf)
+                ctx = dataclasses.replace(ctx, glance=Glance.from_conf(self.conf, sess))
             elif (op.extra.get("acting_as") or {}).get("mode") == "user":
                 LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
                             op.op_id, op.extra.get("trust_error", "none recorded"))
             if wf.roll_forward_possible(ctx, op):
                 try:
-                    did = wf.roll_forward(ctx, op)
+                    did = thawed + wf.roll_forward(ctx, op)
                     self.journal.finish(op, jr.DONE)
                     if trust_id:
                         self._drop_trust(op, ctx.glance.session)
@@ -460,7 +499,7 @@ class Fastsnap:
                 except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
                     forward_error = str(exc)
                     LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
-            did = wf.rollback(ctx, op)
+            did = thawed + wf.rollback(ctx, op)
             if forward_error:
                 did.insert(0, f"roll forward failed: {forward_error}")
             self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-image-on-error", action="store_true",
                    help="with --image-id: leave that image (queued) on failure instead of deleting it")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    s.add_argument("--quiesce-domain", metavar="NAME",
+                   help="libvirt domain of the running instance: freeze its filesystems (guest agent) around the "
+                        "disk's snapshot")
+    s.add_argument("--require-quiesce", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail (nothing created) when the guest cannot be frozen; default: as the base image's "
+                        "os_require_quiesce says")
     who = s.add_mutually_exclusive_group()
     who.add_argument("--os-token", help="take the snapshot on behalf of the user of this Keystone token")
     who.add_argument("--user-from-env", action="store_true",
@@ -92,7 +98,8 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
 def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
     req = SnapshotRequest(disk=a.disk, name=a.name, base_image=a.base_image, store=a.store,
                           image_id=a.image_id, properties=dict(a.property), instance_uuid=a.instance_uuid,
-                          keep_image_on_error=a.keep_image_on_error)
+                          keep_image_on_error=a.keep_image_on_error, quiesce_domain=a.quiesce_domain,
+                          require_quiesce=a.require_quiesce)
     from fastsnap.auth import token_from_env
 
     token = token_from_env() if a.user_from_env else a.os_token
@@ -109,6 +116,9 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
               + (f" (project {res.acting_as['project_id']})" if res.acting_as.get("project_id") else ""))
         if res.location:
             print(f"  location: {res.location}")
+        if res.quiesce.get("domain"):
+            print(f"  quiesced: {'yes' if res.quiesced else 'no'} ({res.quiesce.get('reason')})"
+                  + (f", frozen {res.quiesce['freeze_seconds']:.3f}s" if res.quiesce.get("freeze_seconds") else ""))
         if res.path == "stream":
             print(f"  streamed: {res.bytes_streamed} bytes ({res.bytes_read} read from Ceph, rest holes)")
     return 0
@@ -158,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.command == "serve":
         from fastsnap.service.server import serve
 
-        return serve(a.config_file)
+        try:
+            return serve(a.config_file)
+        except FastsnapError as exc:
+            print(f"fastsnap: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     try:
         conf = config.load(a.config_file)
         conf.set_override("debug", a.debug)

@@ -7,7 +7,7 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import ceph, flatten, glance, journal
+from fastsnap import ceph, flatten, glance, journal, quiesce
 
 snapshot_opts = [
     cfg.StrOpt("default_store",
@@ -16,7 +16,8 @@ snapshot_opts = [
     cfg.IntOpt("chunk_size_mb", default=8, min=1, max=64,
                help="Size of each read from the disk on the stream path, in MiB (rounded to RBD objects)."),
     cfg.IntOpt("read_ahead", default=8, min=1, max=64,
-               help="Reads kept in flight on the stream path; memory is about chunk_size_mb * read_ahead."),
+               help="Reads kept in flight on the stream path. Read buffers take at most max(chunk_size_mb, "
+                    "min(chunk_size_mb * read_ahead, 16 MiB))."),
     cfg.IntOpt("max_concurrent", default=5, min=1,
                help="Snapshots this host runs at once (like Nova's max_concurrent_snapshots); others wait "
                     "(CLI) or are refused with 429 (service)."),
@@ -29,6 +30,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     journal.register_opts(conf)
     conf.register_opts(snapshot_opts, group="snapshot")
     flatten.register_opts(conf)
+    quiesce.register_opts(conf)
     from fastsnap.service import app
 
     app.register_opts(conf)
@@ -39,7 +41,8 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
         ("ceph", list(ceph.ceph_opts)),
         ("glance", glance.list_opts()),
-        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts)),
+        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts) + list(quiesce.quiesce_opts)),
+        ("libvirt", list(quiesce.libvirt_opts)),
         ("journal", list(journal.journal_opts)),
         ("service", _service_opts()),
     ]

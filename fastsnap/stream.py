@@ -9,10 +9,10 @@ sequence of pieces:
   objects (a chunk that is half hole is not read whole), keeping at most ``window`` reads and at most
   ``max_inflight`` bytes in flight.
 
-Memory is about ``min(window * chunk, max_inflight)`` bytes of read buffers (librados holds a transient second
-copy of a reply while it lands), whatever the disk size. The default byte cap (16 MiB) is still more than keeps
-Glance busy: Glance ingests at ~150 MB/s on one core (it hashes md5 + sha512), while 4 MiB reads from the OSDs
-complete in milliseconds; 16, 32 and 64 MiB in flight streamed equally fast in bench/ (the peak RSS was not).
+Memory is about ``max(chunk, min(window * chunk, max_inflight))`` bytes of read buffers (librados holds a transient
+second copy of a reply while it lands), whatever the disk size. The default byte cap (16 MiB) is still more than
+keeps Glance busy: Glance ingests at ~150 MB/s on one core (it hashes md5 + sha512), while 4 MiB reads from the
+OSDs complete in milliseconds; 16, 32 and 64 MiB in flight streamed equally fast in bench/ (the peak RSS was not).
 
 ``read(n)`` returns at most ``max_read`` (64 KiB) bytes, a short read as the file protocol allows:
 python-glanceclient sends each ``read(1 MiB)`` result as one HTTP chunk, and gunicorn's chunked-body reader

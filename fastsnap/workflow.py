@@ -8,8 +8,6 @@ so a retry or ``recover`` finds whatever a killed process left, and every undo i
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from oslo_log import log as logging
 
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
+from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster, ImageSpec
 from fastsnap.errors import BadRequest, FastsnapError, GlanceError
 from fastsnap.glance import Glance
@@ -52,9 +51,22 @@ def temp_snap_name(op_id: str) -> str:
 UPLOAD_ATTEMPTS = 3
 
 
+# Fault injection for tests only: tests/crashing_cli.py sets this to kill the process at a named point. Nothing in
+# fastsnap sets it or reads any environment variable for it, so a production process never crashes on purpose.
+CRASH_HOOK: Callable[[str], None] | None = None
+
+
+def crash_point(point: str) -> None:
+    """Named points: ``<step>`` right after the step is journaled and before it acts, ``<step>:after`` right
+    after it acted, ``reserved`` between reserving the operation and its first step, ``upload:mid`` when half
+    of the stream was handed to Glance."""
+    if CRASH_HOOK is not None:
+        CRASH_HOOK(point)
+
+
 def _progress_hook(progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
-    """Adds the ``upload:mid`` crash point (half of the bytes handed to Glance) for fault-injection tests."""
-    if os.environ.get("FASTSNAP_TEST_CRASH_AT") != "upload:mid":
+    """Adds the ``upload:mid`` crash point when a test hook is installed."""
+    if CRASH_HOOK is None:
         return progress
 
     def hook(done: int, total: int) -> None:
@@ -66,12 +78,14 @@ def _progress_hook(progress: Callable[[int, int], None] | None) -> Callable[[int
     return hook
 
 
-def crash_point(step: str) -> None:
-    """Test hook: ``FASTSNAP_TEST_CRASH_AT=<step>`` kills this process with SIGKILL right after the step is
-    journaled and before it acts; ``<step>:after`` kills it right after the step acted."""
-    want = os.environ.get("FASTSNAP_TEST_CRASH_AT")
-    if want and want == step:
-        os.kill(os.getpid(), signal.SIGKILL)
+@dataclass
+class Freeze:
+    """Freezing the guest around the disk snapshot: how (hypervisor, decision, bound) and what happened."""
+
+    hypervisor: qs.Hypervisor | None
+    decision: qs.Decision
+    max_seconds: float
+    outcome: qs.Outcome
 
 
 @dataclass
@@ -81,6 +95,42 @@ class Context:
     journal: jr.Journal
     conf: Any = None  # oslo.config ConfigOpts (for the ceph CLI used to queue mgr tasks)
     on_step: Callable[[str], None] | None = None  # told before each step; may raise to cancel
+    freeze: Freeze | None = None
+
+
+def _snapshot_disk(ctx: Context, op: jr.Operation, disk: ImageSpec, snap: str) -> None:
+    """The disk's point-in-time snapshot, with the guest frozen around it when the request asked for it. The
+    freeze is journaled before it happens (``recover`` thaws a guest a killed process left frozen)."""
+    fz = ctx.freeze
+    if fz is None:
+        ctx.cluster.create_snapshot(disk, snap)
+        return
+    uri = fz.hypervisor.uri if fz.hypervisor else None
+
+    def journal_frozen(frozen: bool) -> None:
+        op.extra["quiesce"] = {"domain": fz.decision.domain, "uri": uri, "frozen": frozen}
+        ctx.journal.save(op)
+
+    with qs.frozen(fz.hypervisor, fz.decision, fz.max_seconds, fz.outcome, lambda: journal_frozen(True),
+                   lambda: journal_frozen(False)):
+        if fz.decision.attempt:
+            crash_point("frozen")
+        ctx.cluster.create_snapshot(disk, snap)
+
+
+def thaw_left(op: jr.Operation, journal: jr.Journal, hypervisor: Callable[[str], qs.Hypervisor]) -> list[str]:
+    """Thaw a guest that a killed process left frozen (idempotent: thawing a running guest is a no-op)."""
+    q = op.extra.get("quiesce") or {}
+    if not q.get("frozen"):
+        return []
+    try:
+        hypervisor(str(q["uri"])).thaw(str(q["domain"]))
+        did = f"thawed guest {q['domain']}"
+    except qs.NoDomain:
+        did = f"guest {q['domain']} no longer exists: nothing to thaw"
+    q["frozen"] = False
+    journal.save(op)
+    return [did]
 
 
 @dataclass
@@ -106,7 +156,7 @@ def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Cal
     clone = ImageSpec(op.pool, op.op_id)
     url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
     _step(ctx, op, IMAGE, create_image)
-    _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
+    _step(ctx, op, DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
     _step(ctx, op, CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
     if flatten_policy == fl.SYNC:
         _step(ctx, op, FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
@@ -159,7 +209,7 @@ def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Ca
     snap = temp_snap_name(op.op_id)
     stats: list[StreamStats] = []
     _step(ctx, op, IMAGE, create_image)
-    _step(ctx, op, DISK_SNAP, lambda: ctx.cluster.create_snapshot(disk, snap))
+    _step(ctx, op, DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
 
     def upload() -> None:
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):

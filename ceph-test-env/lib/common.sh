@@ -21,7 +21,8 @@ export CEPH_OSD_SIZE=${FASTSNAP_TEST_CEPH_OSD_SIZE:-24G}
 export CEPH_OSD_SIZE_REMOTE=${FASTSNAP_TEST_CEPH_OSD_SIZE_REMOTE:-12G}
 
 DEBIAN_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd python3-venv
-                 postgresql uuid-runtime qemu-utils qemu-block-extra procps curl gawk)
+                 postgresql uuid-runtime qemu-utils qemu-block-extra procps curl gawk
+                 python3-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86)
 
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }

@@ -180,6 +180,9 @@ class Service:
             job.bytes_done, job.bytes_total = res.bytes_streamed, res.size if res.path == "stream" else 0
             m.LATENCY.labels(res.path).observe(res.seconds)
             m.BYTES.inc(res.bytes_streamed)
+            m.QUIESCE.labels("quiesced" if res.quiesced else "crash_consistent").inc()
+            if res.quiesce.get("freeze_seconds") is not None:
+                m.FREEZE.observe(res.quiesce["freeze_seconds"])
             if res.path == "stream":
                 m.FALLBACKS.labels(m.fallback_reason(res.reason)).inc()
             if req.image_type == "backup":
@@ -232,7 +235,7 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     for f in ("disk", "name"):
         if not isinstance(body.get(f), str):
             raise BadRequest(f"'{f}' is required and must be a string")
-    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token"):
+    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token", "quiesce_domain"):
         if body.get(f) is not None and not isinstance(body[f], str):
             raise BadRequest(f"'{f}' must be a string")
     props = body.get("properties")
@@ -256,9 +259,13 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     keep = body.get("keep_image_on_error", False)
     if not isinstance(keep, bool):
         raise BadRequest("'keep_image_on_error' must be a boolean")
+    require_quiesce = body.get("require_quiesce")
+    if require_quiesce is not None and not isinstance(require_quiesce, bool):
+        raise BadRequest("'require_quiesce' must be a boolean or null")
     req = SnapshotRequest(disk=body["disk"], name=body["name"], base_image=body.get("base_image"),
                           store=body.get("store"), image_id=body.get("image_id"), properties=props,
-                          instance_uuid=body.get("instance_uuid"), image_type=kind, keep_image_on_error=keep)
+                          instance_uuid=body.get("instance_uuid"), image_type=kind, keep_image_on_error=keep,
+                          quiesce_domain=body.get("quiesce_domain"), require_quiesce=require_quiesce)
     validate_request(req)
     return req, body
 

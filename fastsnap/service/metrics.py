@@ -14,6 +14,10 @@ BYTES = Counter("fastsnap_bytes_streamed_total", "Bytes streamed into Glance", r
 IN_FLIGHT = Gauge("fastsnap_jobs_in_flight", "Snapshot jobs running now", registry=REGISTRY)
 FLATTEN_BACKLOG = Gauge("fastsnap_flatten_backlog", "Clones waiting to be flattened", registry=REGISTRY)
 ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
+FREEZE = Histogram("fastsnap_freeze_seconds", "How long guests were frozen around the disk snapshot",
+                   registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+QUIESCE = Counter("fastsnap_quiesce_total", "Snapshots by consistency (quiesced or crash-consistent)",
+                  ["consistency"], registry=REGISTRY)
 REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429 (host busy)", registry=REGISTRY)
 
 

@@ -30,6 +30,10 @@ _REQUEST = {
         "user_token": {"type": ["string", "null"],
                        "description": "trusted service callers (e.g. Nova): act on behalf of this user token"},
         "keep_image_on_error": {"type": "boolean", "default": False},
+        "quiesce_domain": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                           "description": "libvirt domain of the running instance: freeze it around the snapshot"},
+        "require_quiesce": {"type": ["boolean", "null"],
+                            "description": "fail when the guest cannot be frozen (default: os_require_quiesce)"},
     },
 }
 

@@ -160,9 +160,14 @@ class Stack:
 
     def fastsnap(self, *args: str, env: dict[str, str] | None = None,
                  timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run the fastsnap CLI. With ``FASTSNAP_TEST_CRASH_AT`` in ``env`` it runs through tests/crashing_cli.py,
+        the only place the kill-at-point hook is installed."""
         full = {**os.environ, **self.env, **(env or {})}
-        return subprocess.run([str(ROOT / ".venv/bin/fastsnap"), *args], capture_output=True, text=True,
-                              env=full, timeout=timeout, check=False)
+        cmd = [str(ROOT / ".venv/bin/fastsnap")]
+        if "FASTSNAP_TEST_CRASH_AT" in (env or {}):
+            cmd = [str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"]
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full, timeout=timeout,
+                              check=False, cwd=ROOT)
 
 
 RUN = ROOT / "ceph-test-env/run"

@@ -24,10 +24,14 @@ import rbd
 from fastsnap import journal as jr
 from tests.integration.conftest import ROOT, Stack, Writer
 
-CLONE_CELLS = [s + a for s in ("image", "disk_snap", "clone", "disk_snap_release", "clone_snap", "location",
-                               "active", "flatten_queue") for a in ("", ":after")]
-STREAM_CELLS = [s + a for s in ("image", "disk_snap", "upload", "active", "disk_snap_release")
-                for a in ("", ":after")] + ["upload:mid"]
+# "reserved": between journaling the operation and its first step. Clone cells with the sync flatten policy
+# ("flatten", before registering) run with [snapshot] flatten = sync; the others with the default (background).
+CLONE_CELLS = ["reserved"] + [s + a for s in ("image", "disk_snap", "clone", "flatten", "disk_snap_release",
+                                              "clone_snap", "location", "active", "flatten_queue")
+                              for a in ("", ":after")]
+STREAM_CELLS = ["reserved"] + [s + a for s in ("image", "disk_snap", "upload", "active", "disk_snap_release")
+                               for a in ("", ":after")] + ["upload:mid"]
+SYNC_FLATTEN_CELLS = {"flatten", "flatten:after"}
 
 
 def _recover(stack: Stack) -> list[dict[str, Any]]:
@@ -92,7 +96,10 @@ def test_kill_at_every_step_then_recover(stack: Stack, make_disk: Writer, bases:
     want = stack.disk_sha256("vms", disk)
     args = ["snapshot", "--disk", f"vms/{disk}", "--name", f"kill-{cell}", "--json"]
     args += ["--base-image", bases["fast"]] if path == "clone" else ["--store", "cheap"]
-    out = stack.fastsnap(*args, env={"FASTSNAP_TEST_CRASH_AT": cell})
+    env = {"FASTSNAP_TEST_CRASH_AT": cell}
+    if cell in SYNC_FLATTEN_CELLS:
+        env["OS_SNAPSHOT__FLATTEN"] = "sync"  # oslo.config reads OS_<GROUP>__<OPTION> from the environment
+    out = stack.fastsnap(*args, env=env)
     assert out.returncode == -signal.SIGKILL, f"expected a kill at {cell}: {out.returncode} {out.stderr}"
     ops = _ops_for(stack, disk)
     assert len(ops) == 1 and ops[0].state == jr.RUNNING
@@ -105,8 +112,10 @@ def test_kill_at_every_step_then_recover(stack: Stack, make_disk: Writer, bases:
     # Forward exactly when the result was complete: the clone's 'snap' exists, or the stream finished.
     complete = {"clone": CLONE_CELLS.index("clone_snap:after"), "stream": STREAM_CELLS.index("upload:after")}
     cells = CLONE_CELLS if path == "clone" else STREAM_CELLS
-    if cell != "upload:mid":
-        assert (actions[0]["action"] == "rolled_forward") == (cells.index(cell) >= complete[path])
+    forward = cells.index(cell) >= complete[path] if cell != "upload:mid" else False  # half a stream: back
+    assert (actions[0]["action"] == "rolled_forward") == forward, actions
+    if cell in SYNC_FLATTEN_CELLS and forward is False:
+        assert op_id not in stack.rbd_images("images")  # the half-flattened clone went with the rollback
     # Idempotent: a second recover finds nothing to do.
     assert [a for a in _recover(stack) if a["op_id"] == op_id] == []
 

@@ -48,7 +48,7 @@ def test_same_image_twice_at_once_then_late_retry(stack: Stack, make_disk: Write
                 "--json")
         runs = [_cli(stack, *args) for _ in range(2)]
         outs = [p.communicate(timeout=600) for p in runs]
-        for p, (out, err) in zip(runs, outs, strict=True):
+        for p, (_, err) in zip(runs, outs, strict=True):
             assert p.returncode == 0, err
         results = [json.loads(out) for out, _ in outs]
         assert sorted(r["already_done"] for r in results) == [False, True]
