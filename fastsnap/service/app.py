@@ -54,6 +54,9 @@ service_opts = [
     cfg.ListOpt("allowed_roles", default=["service", "admin"],
                 help="Keystone roles allowed to call the service. A caller with neither 'service' nor 'admin' "
                      "(if allowed here) snapshots on its own behalf."),
+    cfg.IntOpt("backlog", default=256, min=5,
+               help="Connections the kernel queues for the service before it accepts them (listen backlog). "
+                    "cheroot's default (5) resets connections in a burst of concurrent requests."),
     cfg.IntOpt("retry_after", default=5, min=1, help="Retry-After seconds sent with 429 when the host is busy."),
     cfg.IntOpt("flatten_poll_interval", default=30, min=1,
                help="Seconds between checks of queued background flattens (and in-process fallbacks)."),
