@@ -117,6 +117,11 @@ class Service:
         a killed service left, or one standing for an operation the CLI or the Python API runs)."""
         if job.state not in ACTIVE_STATES or (not at_start and self.runner.running(job.id)):
             return job
+        if not at_start:  # read again: a thread of ours may have finished it since it was read
+            fresh = self.journal.get_job(job.id)
+            if fresh is None or fresh.state not in ACTIVE_STATES:
+                return fresh or job
+            job = fresh
         op = self.journal.get(job.image_id) if job.image_id else None
         if op is not None and op.state == jr.DONE:
             res = SnapshotResult.of(op)
