@@ -72,7 +72,7 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
         assert actions[ids["bad"]]["action"] == "failed"
         assert f"fastsnap-{ids['bad']}" in actions[ids["bad"]]["error"]
         assert actions[ids["user_back"]]["action"] == "rolled_back", actions
-        assert actions[ids["user_forward"]]["action"] == "rolled_forward", actions
+        assert actions[ids["user_forward"]]["action"] == "rolled_forward", actions[ids["user_forward"]]
         assert actions[ids["stream"]]["action"] == "rolled_back", actions
         # The user's image was deleted (fastsnap's own user could not even see it) and nothing else is left.
         assert ids["user_back"] not in stack.image_ids()
