@@ -332,8 +332,13 @@ def write_all(result: dict[str, Any], out_dir: str) -> None:
     if os.path.exists(notes_path):
         with open(notes_path) as f:
             notes = f.read()
+    from bench.load import saved_section
+
     with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
         f.write(markdown(result, notes))
+        load = saved_section(out_dir)  # the service-under-load section (bench.load) survives a regeneration
+        if load:
+            f.write("\n" + load)
     plot(result, os.path.join(out_dir, "time_vs_size.png"))
 
 

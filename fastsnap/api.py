@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -23,7 +24,7 @@ from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
 from fastsnap import workflow as wf
-from fastsnap.auth import Identity, user_session
+from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
 from fastsnap.ceph import Cluster, ImageSpec
 from fastsnap.errors import BadRequest, Conflict, FastsnapError
 from fastsnap.glance import Glance, inheritable, session_from_conf
@@ -38,7 +39,7 @@ RESERVED_PROPERTIES = frozenset({
     "created_at", "updated_at", "file", "schema", "self", "tags", "direct_url", "locations", "stores",
     "disk_format", "container_format", "os_hash_algo", "os_hash_value", "min_disk", "min_ram",
 })
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 
 @dataclass(frozen=True)
@@ -107,34 +108,63 @@ class StoreView:
         return asdict(self)
 
 
+GLANCE_NAME_MAX = 255      # Glance's limit on image names and property names
+PROPERTY_VALUE_MAX = 255   # as Nova's metadata values
+MAX_PROPERTIES = 128       # Glance's default image_property_quota
+
+
+def check_text(what: str, value: object, max_len: int = 255) -> str:
+    """A non-empty, printable UTF-8 string of at most ``max_len`` characters, else BadRequest saying which rule
+    ``what`` breaks and where."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string, not {type(value).__name__}")
+    for i, ch in enumerate(value):
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (the CLI decodes argv with surrogateescape)
+            raise BadRequest(f"{what} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at position {i})")
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            raise BadRequest(f"{what} is not valid UTF-8 (lone surrogate U+{ord(ch):04X} at position {i})")
+        if _CONTROL.match(ch):
+            raise BadRequest(f"{what} contains the control character U+{ord(ch):04X} at position {i}")
+    if not value.strip():
+        raise BadRequest(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise BadRequest(f"{what} is {len(value)} characters long; at most {max_len} are allowed")
+    return value
+
+
 def validate_request(req: SnapshotRequest) -> ImageSpec:
     """Checks that need no service. Raises BadRequest naming the problem."""
-    disk = ImageSpec.parse(req.disk)
-    if not req.name or not req.name.strip():
-        raise BadRequest("image name must not be empty")
-    if len(req.name) > 255 or _CONTROL.search(req.name):
-        raise BadRequest("image name must be at most 255 printable characters")
+    disk = ImageSpec.parse(check_text("disk", req.disk, 512))
+    check_text("image name", req.name, GLANCE_NAME_MAX)
     if req.image_id is not None:
+        check_text("image id", req.image_id, 64)
         try:
             uuid.UUID(req.image_id)
         except ValueError:
             raise BadRequest(f"image id {req.image_id!r} is not a UUID") from None
-    if req.base_image is not None and not req.base_image.strip():
-        raise BadRequest("base image id must not be empty")
-    if req.store is not None and not req.store.strip():
-        raise BadRequest("store must not be empty")
+    if req.base_image is not None:
+        check_text("base image id", req.base_image, 64)
+    if req.store is not None:
+        check_text("store", req.store)
+    if req.instance_uuid is not None:
+        check_text("instance uuid", req.instance_uuid)
     if req.image_type not in ("snapshot", "backup"):
         raise BadRequest(f"image type must be snapshot or backup, not {req.image_type!r}")
-    if req.quiesce_domain is not None and (not req.quiesce_domain.strip() or len(req.quiesce_domain) > 255
-                                           or _CONTROL.search(req.quiesce_domain)):
-        raise BadRequest("quiesce domain must be a libvirt domain name (1 to 255 printable characters)")
+    if len(req.properties) > MAX_PROPERTIES:
+        raise BadRequest(f"{len(req.properties)} properties given; at most {MAX_PROPERTIES} are allowed "
+                         f"(Glance's default image_property_quota)")
+    if req.quiesce_domain is not None:
+        check_text("quiesce domain (a libvirt domain name)", req.quiesce_domain)
     for k, v in req.properties.items():
-        if not k or len(k) > 255 or _CONTROL.search(k) or "=" in k:
-            raise BadRequest(f"invalid property name {k!r}")
+        check_text("property name", k, GLANCE_NAME_MAX)
+        if "=" in k:
+            raise BadRequest(f"property name {k!r} must not contain '='")
         if k in RESERVED_PROPERTIES:
             raise BadRequest(f"property {k!r} is reserved by Glance")
-        if not isinstance(v, str) or len(v) > 255:
-            raise BadRequest(f"property {k!r} must be a string of at most 255 characters")
+        if not isinstance(v, str):
+            raise BadRequest(f"property {k!r} must be a string, not {type(v).__name__}")
+        if v:  # an empty value is allowed
+            check_text(f"property {k!r}", v, PROPERTY_VALUE_MAX)
     return disk
 
 
@@ -335,13 +365,26 @@ class Fastsnap:
             policy, why = fl.policy_for(self.conf, plan.store, depth)
             op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
+            if ident.mode == "user" and self.conf.journal.trust_hours:
+                # Lets recover act for the user after a crash (the image belongs to the user's project).
+                try:
+                    op.extra["trust_id"] = create_trust(glance.session, self.session, ident,
+                                                        self.conf.journal.trust_hours)
+                except FastsnapError as exc:
+                    LOG.warning("snapshot %s: %s; after a crash, recover could not undo it", op_id, exc)
+                    op.extra["trust_error"] = str(exc)
             try:
                 self.journal.reserve(op)
             except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
+                self._drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
                 raise Conflict(str(exc)) from None
             wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
-            outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
+            try:
+                outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
+            finally:
+                if op.state != jr.RUNNING:  # rolled back completely: recover will not need the trust
+                    self._drop_trust(op, glance.session)
             stats = outcome.stats
             result = SnapshotResult(
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
@@ -351,7 +394,19 @@ class Fastsnap:
                 quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict())
             op.extra["result"] = result.to_dict()
             self.journal.finish(op, jr.DONE)
+            self._drop_trust(op, glance.session)
         return result
+
+    def _drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
+        trust_id = op.extra.pop("trust_id", None)
+        if not trust_id:
+            return
+        try:
+            delete_trust(sess, trust_id)
+        except FastsnapError as exc:
+            LOG.warning("snapshot %s: %s (it expires on its own)", op.op_id, exc)
+        if save:
+            self.journal.save(op)
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
@@ -422,13 +477,24 @@ class Fastsnap:
         return actions
 
     def _recover_one(self, ctx: wf.Context, op: jr.Operation) -> dict[str, Any]:
+        """Roll one interrupted operation forward or back. Never raises: a failure is reported in the returned
+        action (and the operation stays 'running' for the next recover)."""
         forward_error = None
         try:
             thawed = wf.thaw_left(op, self.journal, self.hypervisor)
+            trust_id = op.extra.get("trust_id")
+            if trust_id:  # the image belongs to the user's project: act through the user's trust
+                sess = trust_session(self.conf, self.session, trust_id)
+                ctx = dataclasses.replace(ctx, glance=Glance.from_conf(self.conf, sess))
+            elif (op.extra.get("acting_as") or {}).get("mode") == "user":
+                LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
+                            op.op_id, op.extra.get("trust_error", "none recorded"))
             if wf.roll_forward_possible(ctx, op):
                 try:
                     did = thawed + wf.roll_forward(ctx, op)
                     self.journal.finish(op, jr.DONE)
+                    if trust_id:
+                        self._drop_trust(op, ctx.glance.session)
                     return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_forward", "did": did}
                 except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
                     forward_error = str(exc)
@@ -437,9 +503,12 @@ class Fastsnap:
             if forward_error:
                 did.insert(0, f"roll forward failed: {forward_error}")
             self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
+            if trust_id:
+                self._drop_trust(op, ctx.glance.session)
             return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_back", "did": did}
-        except FastsnapError as exc:
-            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": str(exc)}
+        except Exception as exc:  # one bad operation must not stop the others: report it, go on
+            LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))
+            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": wf.describe(exc)}
 
     # -- background flatten -------------------------------------------------------------------------------
 
@@ -456,19 +525,23 @@ class Fastsnap:
             if info.get("state") not in ("queued", "local") or not op.pool:
                 continue
             spec = ImageSpec(op.pool, op.op_id)
-            if not self.cluster.exists(spec):
-                info["state"] = "gone"
-            elif fl.is_flat(self.cluster, spec):
-                info["state"] = "done"
-            else:
-                try:
-                    info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
-                    info["state"] = "queued"
-                except FastsnapError as exc:
-                    info["state"], info["error"] = "local", str(exc)
-                if info["state"] == "local" and run_local:
-                    fl.flatten_now(self.cluster, spec)
+            try:
+                if not self.cluster.exists(spec):
+                    info["state"] = "gone"
+                elif fl.is_flat(self.cluster, spec):
                     info["state"] = "done"
+                else:
+                    try:
+                        info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
+                        info["state"] = "queued"
+                        info.pop("error", None)
+                    except FastsnapError as exc:
+                        info["state"], info["error"] = "local", str(exc)
+                    if info["state"] == "local" and run_local:
+                        fl.flatten_now(self.cluster, spec)
+                        info["state"] = "done"
+            except FastsnapError as exc:  # one image that cannot be checked or flattened: report, go on
+                info["error"] = str(exc)
             op.extra["flatten"] = info
             self.journal.save(op)
             rows.append({"image_id": op.op_id, "disk": op.disk, "pool": op.pool, **info})

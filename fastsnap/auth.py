@@ -8,6 +8,7 @@ location. Without a user identity fastsnap acts as itself ("operator mode").
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +91,64 @@ def token_from_env() -> str:
     if not token:
         raise Forbidden(f"Keystone gave no token for OS_USERNAME={env['OS_USERNAME']}")
     return str(token)
+
+
+# -- Keystone trusts: acting for the user again later (recover) ------------------------------------------------
+#
+# A snapshot taken for a user creates (and, unless undone, leaves) an image owned by the user's project, which
+# fastsnap's own user can neither see nor delete. So that ``recover`` can roll such an operation forward or back
+# after a crash, the run first has the user delegate its roles on that project to fastsnap's user with a
+# Keystone trust (as Heat and Aodh do for deferred work), records the trust id in the journal, and deletes the
+# trust once the operation is settled. Nothing beyond the user's own rights on that one project is delegated,
+# the trust expires on its own, and Glance needs no extra policy.
+
+IDENTITY = {"service_type": "identity", "interface": "public"}
+
+
+def create_trust(user: ks_session.Session, service: ks_session.Session, ident: Identity,
+                 hours: int) -> str:
+    """Delegate the user's roles on its project to fastsnap's user (impersonating); returns the trust id."""
+    roles = [r for r in ident.roles if r != "admin"] or list(ident.roles)
+    if not ident.user_id or not ident.project_id or not roles:
+        raise Forbidden("cannot create a trust: the user token names no user, project or role")
+    expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + hours * 3600))
+    body = {"trust": {"trustor_user_id": ident.user_id, "trustee_user_id": service.get_user_id(),
+                      "project_id": ident.project_id, "impersonation": True, "expires_at": expires,
+                      "roles": [{"name": r} for r in roles]}}
+    try:
+        resp = user.post("/OS-TRUST/trusts", json=body, endpoint_filter=IDENTITY)
+        return str(resp.json()["trust"]["id"])
+    except (ksexc.ClientException, KeyError, ValueError) as exc:
+        raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
+
+
+def trust_session(conf: Any, service: ks_session.Session, trust_id: str) -> ks_session.Session:
+    """fastsnap's credentials scoped to a trust (acting as the trustor in its project), with fastsnap's service
+    token beside it as for a user."""
+    from keystoneauth1 import loading as ks_loading
+
+    unscoped = dict.fromkeys(("project_id", "project_name", "project_domain_id", "project_domain_name",
+                              "domain_id", "domain_name", "system_scope"))
+    try:
+        trusted = ks_loading.load_auth_from_conf_options(conf, "glance", trust_id=trust_id, **unscoped)
+    except Exception as exc:  # a plugin without trust support: say so instead of failing obscurely
+        raise Forbidden(f"cannot scope fastsnap's credentials to trust {trust_id}: {exc}") from exc
+    if trusted is None or service.auth is None:
+        raise Forbidden("fastsnap has no service credentials ([glance] auth options)")
+    wrapped = service_token.ServiceTokenAuthWrapper(user_auth=trusted, service_auth=service.auth)
+    sess = ks_session.Session(auth=wrapped, verify=service.verify, cert=service.cert, timeout=service.timeout)
+    try:
+        sess.get_token()
+    except ksexc.ClientException as exc:
+        raise Forbidden(f"cannot act through trust {trust_id} (expired or deleted?): {exc}") from exc
+    return sess
+
+
+def delete_trust(sess: ks_session.Session, trust_id: str) -> None:
+    """Delete a trust (as its trustor, or through the trust itself); already gone counts as success."""
+    try:
+        sess.delete(f"/OS-TRUST/trusts/{trust_id}", endpoint_filter=IDENTITY)
+    except ksexc.NotFound:
+        return
+    except ksexc.ClientException as exc:
+        raise Forbidden(f"cannot delete trust {trust_id}: {exc}") from exc

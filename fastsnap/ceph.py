@@ -1,7 +1,10 @@
 """Thin typed adapter over Debian's librados/librbd bindings.
 
 Every mutating call is idempotent ("already exists" and "already gone" are success), so the workflow can
-retry any step after a crash. Every call runs under the client timeouts set at connect time.
+retry any step after a crash. Every call runs under the client timeouts set at connect time. No librbd/librados
+exception leaves this module: each becomes a fastsnap error (BadRequest for a missing pool or disk given by the
+caller, CephNotFound, CephError) that names the call, so callers (``recover`` above all) can report one failed
+operation and go on with the others.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, CephError
+from fastsnap.errors import BadRequest, CephError, CephNotFound, FastsnapError
 
 LOG = logging.getLogger(__name__)
 
@@ -70,7 +73,22 @@ class Parent:
 
 
 def _wrap(what: str, exc: Exception) -> CephError:
+    if isinstance(exc, rbd.ImageNotFound | rados.ObjectNotFound):
+        return CephNotFound(f"Ceph: {what} failed: not found ({exc})")
+    if isinstance(exc, rbd.PermissionError | rados.PermissionError):
+        return CephError(f"Ceph: {what} failed: permission denied (check client caps): {exc}")
     return CephError(f"Ceph: {what} failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def ceph_call(what: str) -> Iterator[None]:
+    """Turns any librbd/librados exception raised inside into a fastsnap error naming ``what``."""
+    try:
+        yield
+    except FastsnapError:
+        raise
+    except (rbd.Error, rados.Error) as exc:
+        raise _wrap(what, exc) from exc
 
 
 class Cluster:
@@ -91,7 +109,8 @@ class Cluster:
         except Exception as exc:  # rados raises many types, all meaning "cannot reach the cluster"
             raise CephError(f"cannot connect to Ceph ({conffile}, client.{user}): {exc}") from exc
         self._ioctx: dict[str, Any] = {}
-        self.fsid: str = self._rados.get_fsid()
+        with ceph_call("reading the cluster fsid"):
+            self.fsid: str = self._rados.get_fsid()
 
     @property
     def rados(self) -> Any:
@@ -104,9 +123,11 @@ class Cluster:
 
     def close(self) -> None:
         for io in self._ioctx.values():
-            io.close()
+            with contextlib.suppress(rbd.Error, rados.Error):
+                io.close()
         self._ioctx.clear()
-        self._rados.shutdown()
+        with contextlib.suppress(rbd.Error, rados.Error):
+            self._rados.shutdown()
 
     def __enter__(self) -> Cluster:
         return self
@@ -136,9 +157,11 @@ class Cluster:
         except Exception as exc:
             raise _wrap(f"opening {spec}", exc) from exc
         try:
-            yield img
+            with ceph_call(f"an operation on {spec}" + (f"@{snapshot}" if snapshot else "")):
+                yield img
         finally:
-            img.close()
+            with contextlib.suppress(rbd.Error):
+                img.close()
 
     def exists(self, spec: ImageSpec) -> bool:
         try:
@@ -148,7 +171,7 @@ class Cluster:
             return False
 
     def size(self, spec: ImageSpec) -> int:
-        with self.image(spec, read_only=True) as img:
+        with self.image(spec, read_only=True) as img, ceph_call(f"reading the size of {spec}"):
             return int(img.size())
 
     def parent(self, spec: ImageSpec) -> Parent | None:
@@ -157,10 +180,12 @@ class Cluster:
                 info = img.get_parent_image_spec()
             except rbd.ImageNotFound:
                 return None
+            except rbd.Error as exc:
+                raise _wrap(f"reading the parent of {spec}", exc) from exc
             return Parent(info["pool_name"], info["image_name"], info["snap_name"])
 
     def snapshots(self, spec: ImageSpec) -> list[str]:
-        with self.image(spec, read_only=True) as img:
+        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return [s["name"] for s in img.list_snaps()]
 
     # -- idempotent mutations ---------------------------------------------------------------------------
@@ -177,14 +202,12 @@ class Cluster:
     def remove_snapshot(self, spec: ImageSpec, snap: str) -> None:
         """Remove a snapshot; with clone v2 one that still has clones moves to the trash (purged later)."""
         try:
-            with self.image(spec) as img:
+            with self.image(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
                 img.remove_snap2(snap, rbd.RBD_SNAP_REMOVE_UNPROTECT)
         except BadRequest:
             return  # the image is gone, so is its snapshot
-        except rbd.ImageNotFound:
+        except CephNotFound:
             return
-        except Exception as exc:
-            raise _wrap(f"removing snapshot {spec}@{snap}", exc) from exc
 
     def clone(self, parent: ImageSpec, snap: str, child: ImageSpec) -> None:
         try:
@@ -214,8 +237,10 @@ class Cluster:
 
     def trash_snapshots(self, spec: ImageSpec) -> int:
         """Number of the image's snapshots waiting in the snapshot trash (clone v2 parents)."""
-        with self.image(spec, read_only=True) as img:
+        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return sum(1 for s in img.list_snaps() if s.get("namespace") == TRASH_NAMESPACE)
 
     def list_images(self, pool: str) -> list[str]:
-        return sorted(rbd.RBD().list(self.ioctx(pool)))
+        io = self.ioctx(pool)
+        with ceph_call(f"listing the images of pool {pool}"):
+            return sorted(rbd.RBD().list(io))

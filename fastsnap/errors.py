@@ -56,6 +56,12 @@ class CephError(FastsnapError):
     kind = "ceph"
 
 
+class CephNotFound(CephError):
+    """A Ceph object (image, snapshot, pool) that is not there."""
+
+    kind = "ceph_not_found"
+
+
 class GlanceError(FastsnapError):
     """A Glance call failed or timed out."""
 

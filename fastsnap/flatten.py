@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 import rados
 import rbd
@@ -113,14 +112,25 @@ def queue_background(cluster: Cluster, conf: cfg.ConfigOpts, spec: ImageSpec, ti
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CephError(f"Ceph mgr did not take the flatten task for {spec}: {exc}") from exc
-    if done.returncode != 0:
+    return accepted_task(spec, done.returncode, done.stdout, done.stderr, timeout)
+
+
+def accepted_task(spec: ImageSpec, returncode: int, stdout: str, stderr: str, timeout: int) -> str:
+    """The task id from the output of ``ceph rbd task add flatten``; CephError (with the reason) unless the mgr
+    accepted the task: exit 0 and a JSON task with an id."""
+    if returncode == 124:  # timeout(1): the command did not finish
+        raise CephError(f"Ceph mgr did not answer the flatten task for {spec} within {timeout}s")
+    if returncode != 0:
         raise CephError(f"Ceph mgr did not take the flatten task for {spec}: "
-                        f"{(done.stderr or '').strip() or 'exit ' + str(done.returncode)}")
+                        f"{(stderr or '').strip() or 'exit ' + str(returncode)}")
     try:
-        task: dict[str, Any] = json.loads(done.stdout)
-        return str(task.get("id", ""))
+        task = json.loads(stdout)
     except ValueError:
-        return ""
+        task = None
+    if not isinstance(task, dict) or not task.get("id"):
+        raise CephError(f"Ceph mgr answered the flatten task for {spec} without a task id: "
+                        f"{(stdout or '').strip()[:200]!r}")
+    return str(task["id"])
 
 
 def mgr_available(cluster: Cluster, timeout: int) -> bool:

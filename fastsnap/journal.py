@@ -1,12 +1,17 @@
-"""The operation journal: what each snapshot operation planned and which steps it began.
+"""The journal: what each snapshot operation planned and which steps it began, and the service's jobs.
 
 A step is recorded *before* it acts, and every name a step creates is derived from the operation id (the
 Glance image id), so after a crash ``recover`` knows exactly what may exist and can roll forward or back with
 idempotent calls. Embedded SQLite (WAL) in ``[journal] state_dir``; safe for several processes on one host.
+
+One versioned schema (``pragma user_version``) holds both tables: ``operations`` (one per image id, written by
+the CLI, the Python API and the service alike) and ``jobs`` (REST requests). A job references its operation by
+image id; its final state is settled from the operation's. Older databases are migrated when opened.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -22,6 +27,11 @@ from oslo_config import cfg
 journal_opts = [
     cfg.StrOpt("state_dir", default="/var/lib/fastsnap",
                help="Directory of fastsnap's journal (SQLite) and lock files. Must be local to the host."),
+    cfg.IntOpt("trust_hours", default=168, min=0,
+               help="A snapshot taken on behalf of a user creates a Keystone trust from the user to fastsnap's "
+                    "user (the user's roles on its project) so that 'recover' can roll it forward or back after a "
+                    "crash; the trust is deleted once the operation is settled and expires after this many hours "
+                    "in any case. 0: no trust (recover then cannot undo such an image)."),
 ]
 
 RUNNING = "running"
@@ -67,7 +77,49 @@ class Operation:
         return step in self.steps
 
 
-_SCHEMA = """
+# Job states (the REST service's view of one request).
+JOB_PLANNING, JOB_RUNNING, JOB_REGISTERING, JOB_DONE, JOB_FAILED, JOB_CANCELLED = (
+    "planning", "running", "registering", "done", "failed", "cancelled")
+JOB_ACTIVE = (JOB_PLANNING, JOB_RUNNING, JOB_REGISTERING)
+JOB_FINAL_FAILED = (JOB_FAILED, JOB_CANCELLED)
+
+
+@dataclass
+class Job:
+    """One REST request for a snapshot. ``image_id`` references the operation (``operations.op_id``) that acts
+    for it; ``project_id`` is the project it belongs to (None: fastsnap's own, on the local socket)."""
+
+    id: str
+    key: str | None
+    request: dict[str, Any]
+    state: str = JOB_PLANNING
+    image_id: str | None = None
+    path: str | None = None
+    store: str | None = None
+    reason: str | None = None
+    bytes_done: int = 0
+    bytes_total: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    project_id: str | None = None
+    request_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, record: str) -> Job:
+        data = json.loads(record)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+SCHEMA_VERSION = 2
+# Version 1 (before the jobs moved into the journal): operations only; the service added its own ``jobs`` table
+# with a globally unique key and no project or image columns. Version 2: one schema for both.
+_OPERATIONS = """
 create table if not exists operations (
     op_id text primary key,
     state text not null,
@@ -76,6 +128,67 @@ create table if not exists operations (
 );
 create index if not exists operations_state on operations(state);
 """
+_JOBS = """
+create table if not exists jobs (
+    id text primary key,
+    key text,
+    project text not null default '',
+    image_id text,
+    state text not null,
+    record text not null,
+    created_at real not null
+);
+create unique index if not exists jobs_key on jobs(project, key) where key is not null;
+create index if not exists jobs_image on jobs(image_id);
+create index if not exists jobs_state on jobs(state);
+"""
+
+
+class Schema:
+    """Creates or migrates the journal database to :data:`SCHEMA_VERSION` (in one immediate transaction, so
+    processes opening it at once migrate it once)."""
+
+    @staticmethod
+    def ensure(db: sqlite3.Connection) -> None:
+        if db.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        db.execute("begin immediate")
+        try:
+            version = db.execute("pragma user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"journal schema {version} is newer than this fastsnap ({SCHEMA_VERSION})")
+            if version < SCHEMA_VERSION:
+                Schema._run(db, _OPERATIONS)  # idempotent
+                cols = [r[1] for r in db.execute("pragma table_info(jobs)").fetchall()]
+                if cols and "project" not in cols:  # the service's old table: carry its jobs over
+                    db.execute("alter table jobs rename to jobs_v1")
+                    Schema._create_jobs(db)
+                    for jid, rec, created in db.execute(
+                            "select id, record, created_at from jobs_v1").fetchall():
+                        job = Job.load(rec)
+                        db.execute("insert into jobs(id, key, project, image_id, state, record, created_at) "
+                                   "values (?, ?, ?, ?, ?, ?, ?)",
+                                   (jid, job.key, job.project_id or "", job.image_id, job.state, job.dump(),
+                                    created))
+                    db.execute("drop table jobs_v1")
+                else:
+                    Schema._create_jobs(db)
+                db.execute(f"pragma user_version = {SCHEMA_VERSION}")
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+
+    @staticmethod
+    def _run(db: sqlite3.Connection, script: str) -> None:
+        # statement by statement: executescript would commit the open transaction
+        for stmt in script.split(";"):
+            if stmt.strip():
+                db.execute(stmt)
+
+    @staticmethod
+    def _create_jobs(db: sqlite3.Connection) -> None:
+        Schema._run(db, _JOBS)
 
 
 class Journal:
@@ -84,7 +197,7 @@ class Journal:
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, "journal.sqlite")
         with self._db() as db:
-            db.executescript(_SCHEMA)
+            Schema.ensure(db)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Journal:
@@ -155,3 +268,73 @@ class Journal:
             else:
                 rows = db.execute("select record from operations order by updated_at").fetchall()
         return [Operation(**json.loads(r[0])) for r in rows]
+
+    # -- jobs of the REST service -------------------------------------------------------------------------
+
+    def insert_job(self, job: Job) -> Job:
+        """Insert a job, atomically. Returns the job already standing for the same request instead when there
+        is one: the same ``(project, key)``, or a job for the same image id that did not fail (one image id,
+        one operation: a second job must never act on it)."""
+        with self._db() as db:
+            db.execute("begin immediate")
+            try:
+                row = None
+                if job.key is not None:
+                    row = db.execute("select record from jobs where project = ? and key = ?",
+                                     (job.project_id or "", job.key)).fetchone()
+                if row is None and job.image_id is not None:
+                    row = db.execute(
+                        "select record from jobs where image_id = ? and state not in (?, ?) "
+                        "order by created_at desc limit 1", (job.image_id, *JOB_FINAL_FAILED)).fetchone()
+                if row is not None:
+                    db.execute("rollback")
+                    return Job.load(row[0])
+                db.execute("insert into jobs(id, key, project, image_id, state, record, created_at) "
+                           "values (?, ?, ?, ?, ?, ?, ?)",
+                           (job.id, job.key, job.project_id or "", job.image_id, job.state, job.dump(),
+                            job.created_at))
+                db.execute("commit")
+                return job
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("rollback")
+                raise
+
+    def save_job(self, job: Job) -> None:
+        job.updated_at = time.time()
+        with self._db() as db:
+            db.execute("update jobs set state = ?, image_id = ?, record = ? where id = ?",
+                       (job.state, job.image_id, job.dump(), job.id))
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._db() as db:
+            row = db.execute("select record from jobs where id = ?", (job_id,)).fetchone()
+        return Job.load(row[0]) if row else None
+
+    def job_by_key(self, project: str | None, key: str) -> Job | None:
+        with self._db() as db:
+            row = db.execute("select record from jobs where project = ? and key = ?",
+                             (project or "", key)).fetchone()
+        return Job.load(row[0]) if row else None
+
+    def job_for_image(self, image_id: str) -> Job | None:
+        """The newest job for an image id that did not fail (failed ones left the image id free again)."""
+        with self._db() as db:
+            row = db.execute("select record from jobs where image_id = ? and state not in (?, ?) "
+                             "order by created_at desc limit 1", (image_id, *JOB_FINAL_FAILED)).fetchone()
+        return Job.load(row[0]) if row else None
+
+    def list_jobs(self, state: str | None = None, project: str | None = None, all_projects: bool = True,
+                  limit: int = 200) -> builtins.list[Job]:
+        """Jobs, newest first; only ``project``'s (None: fastsnap's own) unless ``all_projects``."""
+        q, args = "select record from jobs where 1 = 1", []
+        if state:
+            q += " and state = ?"
+            args.append(state)
+        if not all_projects:
+            q += " and project = ?"
+            args.append(project or "")
+        q += " order by created_at desc limit ?"
+        with self._db() as db:
+            rows = db.execute(q, (*args, limit)).fetchall()
+        return [Job.load(r[0]) for r in rows]

@@ -171,12 +171,15 @@ def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Cal
 
 
 def queue_flatten(ctx: Context, op: jr.Operation, mgr_timeout: int) -> None:
-    """Hand the flatten to Ceph's mgr; when it cannot take it, leave it for an in-process flatten."""
+    """Hand the flatten to Ceph's mgr; "queued" only once the mgr accepted the task (the ``ceph`` child exited 0
+    with a task id); otherwise "local" with the reason, left for an in-process flatten."""
     assert op.pool is not None
     info = dict(op.extra.get("flatten", {}))
     try:
-        fl.queue_background(ctx.cluster, ctx.conf, ImageSpec(op.pool, op.op_id), mgr_timeout)
+        info["task"] = fl.queue_background(ctx.cluster, ctx.conf, ImageSpec(op.pool, op.op_id), mgr_timeout,
+                                           wait=True)
         info["state"] = "queued"
+        info.pop("error", None)
     except FastsnapError as exc:
         LOG.warning("%s; flatten of %s/%s left for an in-process flatten", exc, op.pool, op.op_id)
         info["state"] = "local"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -20,7 +21,7 @@ from prometheus_client import generate_latest
 from werkzeug.exceptions import HTTPException
 
 from fastsnap import journal as jr
-from fastsnap.api import Fastsnap, SnapshotRequest, validate_request
+from fastsnap.api import Fastsnap, SnapshotRequest, SnapshotResult, check_text, validate_request
 from fastsnap.errors import BadRequest, Conflict, FastsnapError, Forbidden
 from fastsnap.plan import Plan
 from fastsnap.service import metrics as m
@@ -34,9 +35,9 @@ from fastsnap.service.jobs import (
     RUNNING,
     Cancelled,
     Job,
-    JobStore,
     Runner,
     new_job,
+    view,
 )
 from fastsnap.service.openapi import DOCUMENT
 
@@ -53,15 +54,27 @@ service_opts = [
     cfg.ListOpt("allowed_roles", default=["service", "admin"],
                 help="Keystone roles allowed to call the service. A caller with neither 'service' nor 'admin' "
                      "(if allowed here) snapshots on its own behalf."),
+    cfg.IntOpt("backlog", default=256, min=5,
+               help="Connections the kernel queues for the service before it accepts them (listen backlog). "
+                    "cheroot's default (5) resets connections in a burst of concurrent requests."),
     cfg.IntOpt("retry_after", default=5, min=1, help="Retry-After seconds sent with 429 when the host is busy."),
     cfg.IntOpt("flatten_poll_interval", default=30, min=1,
                help="Seconds between checks of queued background flattens (and in-process fallbacks)."),
 ]
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-          409: "Conflict", 415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error",
+          409: "Conflict", 413: "Request Entity Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
+          500: "Internal Server Error",
           503: "Service Unavailable"}
 PRIVILEGED = {"service", "admin"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the project of the caller's token, and whether it may see every project's jobs."""
+
+    project: str | None
+    privileged: bool
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -83,28 +96,50 @@ class Service:
         self.conf = conf
         self.local_only = local_only
         self.fs = Fastsnap(conf)
-        self.jobs = JobStore(self.fs.journal)
-        self.runner = Runner(self.jobs, conf.snapshot.max_concurrent)
+        self.journal = self.fs.journal
+        self.runner = Runner(conf.snapshot.max_concurrent)
         self._stop = threading.Event()
 
     # -- start-up -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous process left, settle its jobs, start the flatten poller."""
+        """Recover what a previous process left, settle its jobs from their operations, start the flatten
+        poller."""
         for action in self.fs.recover():
             LOG.info("recover: %s", action)
-        for job in self.jobs.list():
-            if job.state not in ACTIVE_STATES:
-                continue
-            op = self.fs.journal.get(job.image_id) if job.image_id else None
-            if op is not None and op.state == jr.DONE:
-                job.state = DONE
-            else:
-                job.state = FAILED
-                job.error = {"code": 500, "title": "Interrupted",
-                             "message": "the service stopped during this snapshot; it was rolled back"}
-            self.jobs.save(job)
+        for job in self.journal.list_jobs(limit=1 << 30):
+            if job.state in ACTIVE_STATES:
+                self.settle(job, at_start=True)
         threading.Thread(target=self._flatten_loop, name="fastsnap-flatten", daemon=True).start()
+
+    def settle(self, job: Job, at_start: bool = False) -> Job:
+        """Bring a job that no thread of this process runs up to date with its operation in the journal (a job
+        a killed service left, or one standing for an operation the CLI or the Python API runs)."""
+        if job.state not in ACTIVE_STATES or (not at_start and self.runner.running(job.id)):
+            return job
+        if not at_start:  # read again: a thread of ours may have finished it since it was read
+            fresh = self.journal.get_job(job.id)
+            if fresh is None or fresh.state not in ACTIVE_STATES:
+                return fresh or job
+            job = fresh
+        op = self.journal.get(job.image_id) if job.image_id else None
+        if op is not None and op.state == jr.DONE:
+            res = SnapshotResult.of(op)
+            job.state, job.result, job.error = DONE, res.to_dict(), None
+            job.path, job.store, job.reason = res.path, res.store, res.reason
+        elif op is not None and op.state in jr.REUSABLE:
+            job.state = FAILED
+            job.error = {"code": 500, "title": "Interrupted" if at_start else "failed",
+                         "message": ("the service stopped during this snapshot; it was rolled back" if at_start
+                                     else f"the operation failed and was rolled back: {op.error}")}
+        elif op is None and at_start:
+            job.state = FAILED
+            job.error = {"code": 500, "title": "Interrupted",
+                         "message": "the service stopped before this snapshot began; nothing was created"}
+        else:
+            return job  # still running (in another process, or left for the next recover)
+        self.journal.save_job(job)
+        return job
 
     def stop(self) -> None:
         self._stop.set()
@@ -128,14 +163,14 @@ class Service:
         def on_plan(plan: Plan, image_id: str) -> None:
             job.path, job.store, job.reason, job.image_id = plan.path.value, plan.store, plan.reason, image_id
             job.state = RUNNING
-            self.jobs.save(job)
+            self.journal.save_job(job)
 
         def on_step(step: str) -> None:
             if self.runner.cancelled(job.id):
                 raise Cancelled(f"cancelled at step {step}")
             if step in REGISTER_STEPS and job.state != REGISTERING:
                 job.state = REGISTERING
-                self.jobs.save(job)
+                self.journal.save_job(job)
 
         def progress(done: int, total: int) -> None:
             if self.runner.cancelled(job.id):
@@ -144,7 +179,7 @@ class Service:
             now = time.monotonic()
             if now - last[0] > 0.5 or done >= total:
                 last[0] = now
-                self.jobs.save(job)
+                self.journal.save_job(job)
 
         try:
             res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step, **auth)
@@ -174,7 +209,7 @@ class Service:
         finally:
             m.IN_FLIGHT.dec()
             job.updated_at = time.time()
-            self.jobs.save(job)
+            self.journal.save_job(job)
             LOG.info("job %s (request %s) %s in %.2fs", job.id, job.request_id, job.state, time.monotonic() - t0)
 
     def _rotate(self, job: Job, req: SnapshotRequest, new_id: str, auth: dict[str, Any]) -> list[str]:
@@ -204,16 +239,20 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     allowed = set(DOCUMENT["components"]["schemas"]["SnapshotRequest"]["properties"])
     unknown = set(body) - allowed
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise BadRequest(f"unknown field(s): {', '.join(repr(u)[:80] for u in sorted(unknown))}")
     for f in ("disk", "name"):
         if not isinstance(body.get(f), str):
             raise BadRequest(f"'{f}' is required and must be a string")
     for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token", "quiesce_domain"):
         if body.get(f) is not None and not isinstance(body[f], str):
             raise BadRequest(f"'{f}' must be a string")
-    props = body.get("properties") or {}
-    if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
-        raise BadRequest("'properties' must be an object of strings")
+    props = body.get("properties")
+    props = {} if props is None else props
+    if not isinstance(props, dict):
+        raise BadRequest(f"'properties' must be an object of strings, not {type(props).__name__}")
+    for k, v in props.items():
+        if not isinstance(v, str):
+            raise BadRequest(f"property {k!r} must be a string, not {type(v).__name__}")
     kind = body.get("type") or "snapshot"
     if kind not in ("snapshot", "backup"):
         raise BadRequest("'type' must be snapshot or backup")
@@ -223,6 +262,7 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     if kind == "backup":
         if not body.get("backup_type") or not body.get("instance_uuid"):
             raise BadRequest("a backup needs 'backup_type' and 'instance_uuid'")
+        check_text("backup type", body["backup_type"])
         props = {**props, "backup_type": body["backup_type"]}
     keep = body.get("keep_image_on_error", False)
     if not isinstance(keep, bool):
@@ -281,32 +321,82 @@ def create_app(svc: Service) -> Flask:
         except FastsnapError as exc:
             return error(503, str(exc))
 
+    def caller() -> Caller:
+        if svc.local_only:  # the socket's file mode is the guard: whoever may call is the host's operator
+            return Caller(project=None, privileged=True)
+        return Caller(project=request.headers.get("X-Project-Id") or None, privileged=bool(roles() & PRIVILEGED))
+
+    def visible(job: Job, who: Caller) -> bool:
+        return who.privileged or (job.project_id or None) == who.project
+
     @app.get("/v1/snapshots")
     def list_jobs() -> Response:
-        jobs = svc.jobs.list(request.args.get("state"))
+        who = caller()
+        state = request.args.get("state")
+        jobs = [svc.settle(j) for j in svc.journal.list_jobs(None, who.project, all_projects=who.privileged)]
+        jobs = [j for j in jobs if not state or j.state == state]
         for f in ("disk", "image_id"):
             v = request.args.get(f)
             if v:
                 jobs = [j for j in jobs if (j.request.get("disk") if f == "disk" else j.image_id) == v]
-        return jsonify({"snapshots": [j.view() for j in jobs]})
+        return jsonify({"snapshots": [view(j) for j in jobs]})
+
+    def _visible_job(job_id: str) -> Job | None:
+        job = svc.journal.get_job(job_id)
+        return svc.settle(job) if job is not None and visible(job, caller()) else None
 
     @app.get("/v1/snapshots/<job_id>")
     def get_job(job_id: str) -> Response:
-        job = svc.jobs.get(job_id)
+        job = _visible_job(job_id)
         if job is None:
             return error(404, f"no snapshot job {job_id}")
-        return jsonify(job.view())
+        return jsonify(view(job))
 
     @app.delete("/v1/snapshots/<job_id>")
     def cancel_job(job_id: str) -> Response:
-        job = svc.jobs.get(job_id)
+        job = _visible_job(job_id)
         if job is None:
             return error(404, f"no snapshot job {job_id}")
         if job.state not in ACTIVE_STATES or not svc.runner.cancel(job_id):
-            return error(409, f"job {job_id} is {job.state}; only running jobs can be cancelled")
-        resp = jsonify(job.view())
+            why = ("only running jobs can be cancelled" if job.state not in ACTIVE_STATES
+                   else "its operation runs in another process (the CLI) and cannot be cancelled here")
+            return error(409, f"job {job_id} is {job.state}; {why}")
+        resp = jsonify(view(job))
         resp.status_code = 202
         return resp
+
+    def _same(job: Job, req: SnapshotRequest) -> Job:
+        """The earlier job for this key or image id, when it was for the same disk (else Conflict)."""
+        if job.request.get("disk") != req.disk:
+            what = f"image {req.image_id}" if req.image_id and job.image_id == req.image_id else "this key"
+            raise Conflict(f"{what} belongs to a snapshot of {job.request.get('disk')} (job {job.id}), "
+                           f"not of {req.disk}")
+        return svc.settle(job)
+
+    def _earlier(req: SnapshotRequest, body: dict[str, Any], key: str | None, project: str | None,
+                 who: Caller) -> Job | None:
+        """The job that already stands for ``req.image_id`` (one image id, one operation), made from the journal
+        when the operation was started by the CLI or the Python API. None when the image id is free."""
+        assert req.image_id is not None
+        op = svc.journal.get(req.image_id)
+        if op is not None and op.state not in jr.REUSABLE:
+            owner = (op.extra.get("acting_as") or {}).get("project_id")
+            if not who.privileged and owner != who.project:
+                raise BadRequest(f"image {req.image_id} does not exist")
+            if op.disk != req.disk:
+                raise Conflict(f"image {req.image_id} belongs to a snapshot of {op.disk} ({op.state}), "
+                               f"not of {req.disk}")
+        job = svc.journal.job_for_image(req.image_id)
+        if job is not None:
+            if not visible(job, who):
+                raise BadRequest(f"image {req.image_id} does not exist")
+            return _same(job, req)
+        if op is None or op.state in jr.REUSABLE:
+            return None
+        adopted = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
+        adopted.state, adopted.path, adopted.store = RUNNING, op.path, op.store
+        adopted.reason = str(op.extra.get("reason", ""))
+        return svc.settle(svc.journal.insert_job(adopted))
 
     @app.post("/v1/snapshots")
     def create() -> Response:
@@ -316,11 +406,11 @@ def create_app(svc: Service) -> Flask:
             req, body = _request_from_body(request.get_json(silent=True))
         except BadRequest as exc:
             return error(400, str(exc))
-        key = request.headers.get("Idempotency-Key") or req.image_id
-        if key:
-            existing = svc.jobs.by_key(key)
-            if existing is not None:
-                return _job_response(existing, 200)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and (not key or len(key) > 255 or not key.isprintable()):
+            return error(400, "Idempotency-Key must be 1 to 255 printable characters")
+        key = key or req.image_id
+        who = caller()
         auth: dict[str, Any] = {}
         if body.get("user_token"):
             if not roles() & PRIVILEGED and not svc.local_only:
@@ -329,7 +419,17 @@ def create_app(svc: Service) -> Flask:
         elif not svc.local_only and not roles() & PRIVILEGED:
             auth["user_auth"] = request.environ.get("keystone.token_auth")
         try:  # validate and plan before accepting: bad input gets a 400 and nothing is created
-            glance, _ = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
+            glance, ident = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
+            # The job belongs to the project the snapshot is taken for: the user's, else the caller's.
+            project = ident.project_id if ident.mode == "user" else who.project
+            if key:
+                existing = svc.journal.job_by_key(project, key)
+                if existing is not None:
+                    return _job_response(_same(existing, req), 200)
+            if req.image_id:
+                earlier = _earlier(req, body, key, project, who)
+                if earlier is not None:
+                    return _job_response(earlier, 200)
             svc.fs.plan(req, glance)
         except Conflict as exc:
             return error(409, str(exc))
@@ -339,20 +439,22 @@ def create_app(svc: Service) -> Flask:
             return error(403, str(exc))
         except FastsnapError as exc:
             return error(503, str(exc))
-        job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID))
+        job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
         if not svc.runner.try_reserve(job):
             m.REJECTED.inc()
             return error(429, f"this host already runs {svc.runner.slots} snapshots",
                          {"Retry-After": str(svc.conf.service.retry_after)})
-        stored = svc.jobs.insert(job)
-        if stored.id != job.id:  # a concurrent request with the same key won
+        stored = svc.journal.insert_job(job)
+        if stored.id != job.id:  # a concurrent request for the same key or image id won
             svc.runner.release(job)
-            return _job_response(stored, 200)
+            if not visible(stored, who):
+                return error(400, f"image {req.image_id} does not exist")
+            return _job_response(svc.settle(stored), 200)
         svc.runner.submit(job, lambda j: svc.run(j, req, auth))
         return _job_response(job, 202)
 
     def _job_response(job: Job, code: int) -> Response:
-        resp = jsonify(job.view())
+        resp = jsonify(view(job))
         resp.status_code = code
         resp.headers["Location"] = f"/v1/snapshots/{job.id}"
         return resp

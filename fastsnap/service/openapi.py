@@ -22,7 +22,8 @@ _REQUEST = {
         "store": {"type": ["string", "null"], "description": "target Glance store id"},
         "image_id": {"type": ["string", "null"], "description": "a queued image to fill; also an idempotency key"},
         "instance_uuid": {"type": ["string", "null"]},
-        "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+        "properties": {"type": "object", "maxProperties": 128,
+                       "additionalProperties": {"type": "string", "maxLength": 255}},
         "type": {"type": "string", "enum": ["snapshot", "backup"], "default": "snapshot"},
         "backup_type": {"type": ["string", "null"], "description": "with type=backup, e.g. daily"},
         "rotation": {"type": ["integer", "null"], "minimum": 1, "description": "with type=backup"},
@@ -45,7 +46,9 @@ _JOB = {
         "store": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
         "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},
         "result": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
-        "request": {"type": "object"}, "project_id": {"type": ["string", "null"]},
+        "request": {"type": "object"},
+        "project_id": {"type": ["string", "null"], "description": "the project the job belongs to (visible to it "
+                                                                    "and to service/admin callers only)"},
         "request_id": {"type": ["string", "null"]},
         "created_at": {"type": "number"}, "updated_at": {"type": "number"},
     },
@@ -79,9 +82,14 @@ DOCUMENT: dict[str, Any] = {
                                 "schema": {"type": "string", "maxLength": 255}}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/SnapshotRequest"}}}},
-                "responses": {"202": _job_resp("accepted; see Location"), "200": _job_resp("the same request again"),
-                              "400": _err("bad input; nothing created"), "429": _err("host busy; retry later"),
-                              **COMMON},
+                "responses": {"202": _job_resp("accepted; see Location"),
+                              "200": _job_resp("the same request again, or the job of the operation that already "
+                                               "holds image_id (done or running, also one the CLI started)"),
+                              "400": _err("bad input; nothing created"),
+                              "409": _err("image_id or Idempotency-Key already used for another disk"),
+                              "413": _err("body over 1 MiB"), "415": _err("not application/json"),
+                              "429": _err("host busy; retry later"),
+                              "503": _err("Glance or Ceph unavailable; nothing created"), **COMMON},
             },
             "get": {
                 "operationId": "listSnapshots",

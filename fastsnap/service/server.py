@@ -57,7 +57,7 @@ def serve(config_file: str | None = None) -> int:
     else:
         bind = (conf.bind_host, conf.bind_port)
     server = wsgi.Server(bind, app, numthreads=max(8, svc.conf.snapshot.max_concurrent * 2),
-                         server_name="fastsnap")
+                         server_name="fastsnap", request_queue_size=conf.backlog)
     _bind(server, conf.unix_socket, int(conf.unix_socket_mode, 8))
     LOG.info("fastsnap service listening on %s", bind)
     print(f"fastsnap service listening on {bind}", flush=True)

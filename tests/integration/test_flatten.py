@@ -157,3 +157,29 @@ def test_mgr_stopped_falls_back_to_local_flatten(stack: Stack, make_fs: Any, mak
         assert stack.glance_sha256(res.image_id) == want
     finally:
         stack_up()
+
+
+def test_mgr_gone_but_not_yet_noticed_is_local_not_queued(stack: Stack, make_fs: Any, make_disk: Writer,
+                                                           bases: dict[str, str]) -> None:
+    """Issue 11 point 5: the mgr died and the monitors still list it (beacon grace): the flatten task is not
+    accepted, so the state is "local" with the reason, never "queued"."""
+    fs = make_fs(mgr_timeout=3)
+    disk = make_disk()
+    stack.kill("mgr-a")
+    try:
+        from fastsnap import flatten as fl
+
+        assert fl.mgr_available(fs.cluster, 5)  # the monitors have not noticed yet
+        res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="mgr-gone", base_image=bases["fast"]))
+        stack.snapshots.append(res.image_id)
+        assert res.flatten["state"] == "local", res.flatten
+        assert "did not answer the flatten task" in res.flatten["error"] and "within 3s" in res.flatten["error"]
+        assert "task" not in res.flatten
+        assert stack.glance().images.get(res.image_id)["status"] == "active"
+    finally:
+        stack.restart("mgr-a")
+    # With the mgr back, the pending flatten is handed over again and is accepted this time.
+    rows = {r["image_id"]: r for r in fs.flatten_status()}
+    assert rows[res.image_id]["state"] in ("queued", "done") and rows[res.image_id].get("task")
+    _wait_flat(fs, res.image_id)
+    assert _parent(stack, res.image_id) is None

@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, stack: Stack, tmp: Path, slots: int = 3) -> None:
+    def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "") -> None:
         self.stack = stack
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,7 +44,7 @@ class Service:
                     ("user_domain_name", "Default"), ("project_domain_name", "Default"))) + "\n"
         self.conf.write_text(base + f"\n[journal]\nstate_dir = {tmp / 'state'}\n[service]\nbind_host = 127.0.0.1\n"
                              f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
-                             f"[snapshot]\nmax_concurrent = {slots}\n")
+                             f"{extra}\n[snapshot]\nmax_concurrent = {slots}\n")
         self.proc: subprocess.Popen[str] | None = None
         self.tokens: dict[str, str] = {}
 
@@ -252,7 +252,7 @@ def test_killed_mid_job_then_restarted(stack: Stack, service: Service, make_disk
 def test_openapi_fuzz_no_server_errors(service: Service) -> None:
     out = subprocess.run(
         [str(ROOT / ".venv/bin/st"), "run", f"{service.url}/openapi.json", "-H",
-         f"X-Auth-Token: {service.token()}", "--checks", "not_a_server_error", "--max-examples", "25",
+         f"X-Auth-Token: {service.token()}", "--checks", "not_a_server_error", "--max-examples", "100",
          "--exclude-checks", "unsupported_method"],
         capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-6000:]

@@ -1,0 +1,96 @@
+"""``recover`` goes on past any one failure, and can finish or undo what a snapshot taken for a user left
+(issue 11, point 4). Real crashes: the CLI is killed (SIGKILL) at a step, then ``fastsnap recover`` runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastsnap import journal as jr
+from tests.integration.conftest import Stack, Writer
+
+
+@pytest.fixture
+def conf(stack: Stack, tmp_path: Path) -> str:
+    """The stack's fastsnap.conf with a journal of the test's own (so recover sees only this test's work)."""
+    text = Path(stack.config_file).read_text().replace("[journal]\n", "[journal_unused]\n")
+    path = tmp_path / "fastsnap.conf"
+    path.write_text(text + f"\n[journal]\nstate_dir = {tmp_path / 'state'}\n")
+    return str(path)
+
+
+def _killed(stack: Stack, conf: str, step: str, *args: str) -> str:
+    """Start a snapshot that is SIGKILLed when it reaches ``step``; returns the image id it journaled."""
+    out = stack.fastsnap("--config-file", conf, "snapshot", *args, env={"FASTSNAP_TEST_CRASH_AT": step})
+    assert out.returncode == -9, (out.returncode, out.stderr)
+    running = jr.Journal(str(Path(conf).parent / "state")).list(jr.RUNNING)
+    return max(running, key=lambda o: o.created_at).op_id
+
+
+def _recover(stack: Stack, conf: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    out = stack.fastsnap("--config-file", conf, "recover", "--json")
+    assert out.stdout, out.stderr
+    return out.returncode, {a["op_id"]: a for a in json.loads(out.stdout)}
+
+
+def _rbd(stack: Stack, *args: str) -> None:
+    subprocess.run(["rbd", "-c", stack.env["CEPH_CONF"], *args], check=True, capture_output=True, timeout=120)
+
+
+def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: str, make_disk: Writer,
+                                                           bases: dict[str, str]) -> None:
+    demo2 = stack.session("demo2")
+    token, project = demo2.get_token(), demo2.get_project_id()
+    user_base = stack.upload_base("fast", b"\0" * (1 << 20), user="demo2")
+    disks = {k: make_disk(size=16 << 20) for k in ("user_back", "user_forward", "stream", "bad")}
+    ids = {
+        # for a user: killed after the user's image was created → must be deleted (it is the user project's)
+        "user_back": _killed(stack, conf, "disk_snap", "--disk", f"vms/{disks['user_back']}", "--name", "ub",
+                             "--base-image", user_base, "--os-token", token),
+        # for a user: killed with the clone complete → must be registered and activated in the user's project
+        "user_forward": _killed(stack, conf, "location", "--disk", f"vms/{disks['user_forward']}", "--name",
+                                "uf", "--base-image", user_base, "--os-token", token),
+        "stream": _killed(stack, conf, "upload", "--disk", f"vms/{disks['stream']}", "--name", "s",
+                          "--store", "cheap"),
+        "bad": _killed(stack, conf, "clone", "--disk", f"vms/{disks['bad']}", "--name", "b",
+                       "--base-image", bases["fast"]),
+    }
+    stack.snapshots.extend(ids.values())
+    admin = stack.glance("admin")
+    assert admin.images.get(ids["user_back"])["owner"] == project
+    # Someone made a (format 1) clone of the bad operation's temporary snapshot: it cannot be removed now.
+    bad_snap = f"vms/{disks['bad']}@fastsnap-{ids['bad']}"
+    _rbd(stack, "snap", "protect", bad_snap)
+    _rbd(stack, "clone", "--rbd-default-clone-format", "1", bad_snap, f"vms/{disks['bad']}-blocker")
+    try:
+        code, actions = _recover(stack, conf)
+        assert code == 1
+        assert actions[ids["bad"]]["action"] == "failed"
+        assert f"fastsnap-{ids['bad']}" in actions[ids["bad"]]["error"]
+        assert actions[ids["user_back"]]["action"] == "rolled_back", actions
+        assert actions[ids["user_forward"]]["action"] == "rolled_forward", actions[ids["user_forward"]]
+        assert actions[ids["stream"]]["action"] == "rolled_back", actions
+        # The user's image was deleted (fastsnap's own user could not even see it) and nothing else is left.
+        assert ids["user_back"] not in stack.image_ids()
+        assert [s for s in stack.snaps("vms", disks["user_back"]) if s[1] == 0] == []
+        fwd = admin.images.get(ids["user_forward"])
+        assert fwd["status"] == "active" and fwd["owner"] == project
+        assert stack.glance_sha256(ids["user_forward"], "demo2") == stack.disk_sha256("vms", disks["user_forward"])
+        assert ids["stream"] not in stack.image_ids()
+        assert [s for s in stack.snaps("vms", disks["stream"]) if s[1] == 0] == []
+        # The recovered user operations' trusts are gone; the bad one stays for the next recover.
+        journal = jr.Journal(str(Path(conf).parent / "state"))
+        for k in ("user_back", "user_forward"):
+            op = journal.get(ids[k])
+            assert op is not None and "trust_id" not in op.extra
+        assert [op.op_id for op in journal.list(jr.RUNNING)] == [ids["bad"]]
+    finally:
+        _rbd(stack, "rm", f"vms/{disks['bad']}-blocker")
+    code, actions = _recover(stack, conf)
+    assert code == 0 and list(actions) == [ids["bad"]] and actions[ids["bad"]]["action"] == "rolled_back"
+    assert [s for s in stack.snaps("vms", disks["bad"]) if s[1] == 0] == []
+    assert ids["bad"] not in stack.image_ids()
