@@ -68,8 +68,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(service_opts, group="service")
 
 
-def error(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    resp = jsonify({"error": {"code": code, "title": TITLES.get(code, "Error"), "message": message}})
+def error(code: int, message: str, headers: dict[str, str] | None = None, kind: str | None = None) -> Response:
+    """An error answer; ``kind`` (e.g. ``unknown_store``) lets a program tell errors of one code apart."""
+    body: dict[str, Any] = {"code": code, "title": TITLES.get(code, "Error"), "message": message}
+    if kind:
+        body["kind"] = kind
+    resp = jsonify({"error": body})
     resp.status_code = code
     for k, v in (headers or {}).items():
         resp.headers[k] = v
@@ -162,7 +166,7 @@ class Service:
             job.state = CANCELLED if cancelled else FAILED
             kind = "cancelled" if cancelled else getattr(exc, "kind", type(exc).__name__)
             code = 400 if isinstance(exc, BadRequest) else 403 if isinstance(exc, Forbidden) else 500
-            job.error = {"code": code, "title": kind, "message": str(exc)}
+            job.error = {"code": code, "title": kind, "message": str(exc), "kind": kind}
             m.ERRORS.labels(kind).inc()
             LOG.warning("job %s (request %s) %s: %s", job.id, job.request_id, job.state, exc)
             if not isinstance(exc, Exception):
@@ -204,7 +208,8 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     for f in ("disk", "name"):
         if not isinstance(body.get(f), str):
             raise BadRequest(f"'{f}' is required and must be a string")
-    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token"):
+    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token", "container_format",
+              "quiesce_domain"):
         if body.get(f) is not None and not isinstance(body[f], str):
             raise BadRequest(f"'{f}' must be a string")
     props = body.get("properties") or {}
@@ -225,7 +230,9 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
         raise BadRequest("'keep_image_on_error' must be a boolean")
     req = SnapshotRequest(disk=body["disk"], name=body["name"], base_image=body.get("base_image"),
                           store=body.get("store"), image_id=body.get("image_id"), properties=props,
-                          instance_uuid=body.get("instance_uuid"), image_type=kind, keep_image_on_error=keep)
+                          instance_uuid=body.get("instance_uuid"), image_type=kind, keep_image_on_error=keep,
+                          container_format=body.get("container_format") or "bare",
+                          quiesce_domain=body.get("quiesce_domain"))
     validate_request(req)
     return req, body
 
@@ -307,7 +314,7 @@ def create_app(svc: Service) -> Flask:
         try:
             req, body = _request_from_body(request.get_json(silent=True))
         except BadRequest as exc:
-            return error(400, str(exc))
+            return error(400, str(exc), kind=exc.kind)
         key = request.headers.get("Idempotency-Key") or req.image_id
         if key:
             existing = svc.jobs.by_key(key)
@@ -324,11 +331,11 @@ def create_app(svc: Service) -> Flask:
             glance, _ = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
             svc.fs.plan(req, glance)
         except BadRequest as exc:
-            return error(400, str(exc))
+            return error(400, str(exc), kind=exc.kind)
         except Forbidden as exc:
-            return error(403, str(exc))
+            return error(403, str(exc), kind=exc.kind)
         except FastsnapError as exc:
-            return error(503, str(exc))
+            return error(503, str(exc), kind=exc.kind)
         job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID))
         if not svc.runner.try_reserve(job):
             m.REJECTED.inc()
