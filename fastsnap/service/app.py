@@ -370,9 +370,9 @@ def build(config_file: str | None = None) -> tuple[Service, Any]:
     from fastsnap import config
 
     conf = config.load(config_file)
-    logging.setup(conf, "fastsnap")
-    if conf.log_dir:
+    if conf.log_dir:  # before logging.setup, which opens the file there
         os.makedirs(conf.log_dir, exist_ok=True)
+    logging.setup(conf, "fastsnap")
     svc = Service(conf, local_only=bool(conf.service.unix_socket))
     svc.start()
     return svc, wsgi_stack(svc)
