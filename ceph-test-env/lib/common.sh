@@ -18,10 +18,28 @@ ADMIN_PASSWORD=${FASTSNAP_TEST_ADMIN_PASSWORD:-admin-secret}
 SERVICE_PASSWORD=${FASTSNAP_TEST_SERVICE_PASSWORD:-service-secret}
 DEMO_PASSWORD=${FASTSNAP_TEST_DEMO_PASSWORD:-demo-secret}
 export CEPH_OSD_SIZE=${FASTSNAP_TEST_CEPH_OSD_SIZE:-24G}
+# The Nova compute host (lib/nova.sh), only with FASTSNAP_TEST_NOVA=1 (or `up --nova`).
+NOVA=${FASTSNAP_TEST_NOVA:-0}
+NOVA_VENV=${FASTSNAP_NOVA_VENV:-$ROOT/.venv-nova}
+NOVA_API_BIND=${FASTSNAP_TEST_NOVA_API_BIND:-127.0.0.1:38774}
+PLACEMENT_BIND=${FASTSNAP_TEST_PLACEMENT_BIND:-127.0.0.1:38778}
+NEUTRON_BIND=${FASTSNAP_TEST_NEUTRON_BIND:-127.0.0.1:38696}
+RABBIT_PORT=${FASTSNAP_TEST_RABBIT_PORT:-38670}                              # AMQP, on 127.0.0.1
+RABBIT_EPMD_PORT=${FASTSNAP_TEST_RABBIT_EPMD_PORT:-$((RABBIT_PORT + 1))}      # this stack's own epmd
+RABBIT_DIST_PORT=${FASTSNAP_TEST_RABBIT_DIST_PORT:-$((RABBIT_PORT + 5))}      # Erlang distribution
+NOVA_URL=${FASTSNAP_TEST_NOVA_PUBLIC_URL:-http://$NOVA_API_BIND/v2.1}
+PLACEMENT_URL=${FASTSNAP_TEST_PLACEMENT_PUBLIC_URL:-http://$PLACEMENT_BIND}
+NEUTRON_URL=${FASTSNAP_TEST_NEUTRON_PUBLIC_URL:-http://$NEUTRON_BIND}
+NOVA_DRIVER=${FASTSNAP_TEST_NOVA_DRIVER:-libvirt.LibvirtDriver}              # Nova's [DEFAULT] compute_driver
+# Names this stack gives machine-wide libvirt objects (domains, the Ceph secret), so that two stacks never collide.
+STACK_ID=$(printf '%s' "$(realpath -m "$RUN")" | sha256sum | cut -c1-8)
+NOVA_INSTANCE_PREFIX=${FASTSNAP_TEST_NOVA_INSTANCE_PREFIX:-fs$STACK_ID}
 export CEPH_OSD_SIZE_REMOTE=${FASTSNAP_TEST_CEPH_OSD_SIZE_REMOTE:-12G}
 
 DEBIAN_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd python3-venv
                  postgresql uuid-runtime qemu-utils qemu-block-extra procps curl gawk)
+# With Nova (the guest's own packages are installed by lib/guest/build).
+NOVA_DEBIAN_PACKAGES=(rabbitmq-server libvirt-daemon-system libvirt-clients qemu-system-x86 python3-libvirt)
 
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }
@@ -39,8 +57,7 @@ pid_alive() {
 # stop_pidfile FILE NAME: TERM, wait up to 10 s, then KILL.
 stop_pidfile() {
   local f=$1 name=$2 p
-  [ -f "$f" ] || return 0
-  p=$(cat "$f")
+  p=$(cat "$f" 2>/dev/null) || return 0   # (gone meanwhile: some daemons remove their own pid file)
   if kill -0 "$p" 2>/dev/null; then
     log "stopping $name (pid $p)"
     kill "$p" 2>/dev/null || true
@@ -127,4 +144,6 @@ export FASTSNAP_TEST_ADMIN_PASSWORD=$ADMIN_PASSWORD
 export FASTSNAP_TEST_SERVICE_PASSWORD=$SERVICE_PASSWORD
 export FASTSNAP_TEST_DEMO_PASSWORD=$DEMO_PASSWORD
 ENV
+  # The Nova part (lib/nova.sh nova_client_env), while this stack has one.
+  if [ -s "$RUN/nova/client.env" ]; then cat "$RUN/nova/client.env" >>"$out/env.sh"; fi
 }

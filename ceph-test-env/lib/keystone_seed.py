@@ -19,6 +19,10 @@ def main() -> None:
     ap.add_argument("--service-password", required=True)
     ap.add_argument("--demo-password", required=True)
     ap.add_argument("--glance-url", required=True)
+    # The Nova part (lib/nova.sh): its service users and catalogue entries, when given.
+    ap.add_argument("--nova-url")
+    ap.add_argument("--placement-url")
+    ap.add_argument("--neutron-url")
     a = ap.parse_args()
     auth = v3.Password(auth_url=a.auth_url, username="admin", password=a.admin_password,
                        project_name="admin", user_domain_id="default", project_domain_id="default")
@@ -52,20 +56,34 @@ def main() -> None:
     user("demo", a.demo_password, "demo", ("member", "reader"))
     user("demo2", a.demo_password, "demo2", ("member", "reader"))
 
-    svc = find("services", "glance")
-    if svc is None:
-        svc = s.post("/services", endpoint_filter=ep,
-                     json={"service": {"name": "glance", "type": "image", "enabled": True}}).json()["service"]
-    existing = s.get("/endpoints", endpoint_filter=ep, params={"service_id": svc["id"]}).json()["endpoints"]
-    have = {e["interface"]: e for e in existing}
-    for iface in ("public", "internal", "admin"):
-        if iface in have and have[iface]["url"] == a.glance_url:
-            continue
-        if iface in have:
-            s.delete(f"/endpoints/{have[iface]['id']}", endpoint_filter=ep)
-        s.post("/endpoints", endpoint_filter=ep, json={"endpoint": {
-            "service_id": svc["id"], "interface": iface, "url": a.glance_url, "region_id": "RegionOne"}})
-    print("keystone seeded: projects service, demo, demo2; users glance, fastsnap, demo, demo2; image endpoint")
+    def service(name: str, kind: str, url: str) -> None:
+        """The service and its public, internal and admin endpoints at url (replaced when the url changed)."""
+        svc = find("services", name)
+        if svc is None:
+            svc = s.post("/services", endpoint_filter=ep,
+                         json={"service": {"name": name, "type": kind, "enabled": True}}).json()["service"]
+        existing = s.get("/endpoints", endpoint_filter=ep, params={"service_id": svc["id"]}).json()["endpoints"]
+        have = {e["interface"]: e for e in existing}
+        for iface in ("public", "internal", "admin"):
+            if iface in have and have[iface]["url"] == url:
+                continue
+            if iface in have:
+                s.delete(f"/endpoints/{have[iface]['id']}", endpoint_filter=ep)
+            s.post("/endpoints", endpoint_filter=ep, json={"endpoint": {
+                "service_id": svc["id"], "interface": iface, "url": url, "region_id": "RegionOne"}})
+
+    service("glance", "image", a.glance_url)
+    done = "projects service, demo, demo2; users glance, fastsnap, demo, demo2; image endpoint"
+    if a.nova_url and a.placement_url and a.neutron_url:
+        # Service users with the service role only: Placement's, Neutron's and Keystone's default policies grant
+        # their service-to-service calls to it; nova's service token unlocks Glance's location API.
+        for name in ("nova", "placement", "neutron"):
+            user(name, a.service_password, "service", ("service",))
+        service("nova", "compute", a.nova_url)
+        service("placement", "placement", a.placement_url)
+        service("neutron", "network", a.neutron_url)
+        done += "; users nova, placement, neutron; compute, placement, network endpoints"
+    print(f"keystone seeded: {done}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-# PostgreSQL for Keystone and Glance (sourced by up/down). A private cluster under $RUN/pg on loopback,
+# PostgreSQL for Keystone and Glance (and Nova, Placement, Neutron: lib/nova.sh) (sourced by up/down).
+# A private cluster under $RUN/pg on loopback,
 # owned by the 'postgres' system user when running as root (PostgreSQL refuses to run as root).
 # In a container it listens on its network (FASTSNAP_TEST_PG_LISTEN) and trusts FASTSNAP_TEST_PG_TRUST_NET.
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -28,8 +29,13 @@ pg_start() {
       -o "-c listen_addresses=$PG_LISTEN -p $PG_PORT -k $PG_SOCK -c max_connections=200 -c fsync=off" \
       start >/dev/null || die "PostgreSQL did not start (log: $RUN/pg/postgres.log)"
   fi
+  pg_ensure_db keystone glance
+}
+
+# pg_ensure_db NAME...: create the databases that do not exist yet.
+pg_ensure_db() {
   local db
-  for db in keystone glance; do
+  for db in "$@"; do
     if ! as_pg psql -h "$PG_SOCK" -p "$PG_PORT" -U postgres -tAc "select 1 from pg_database where datname='$db'" | grep -q 1; then
       as_pg psql -h "$PG_SOCK" -p "$PG_PORT" -U postgres -qc "create database $db" >/dev/null
     fi

@@ -194,7 +194,7 @@ def stack_up() -> None:
     """(Re)start whatever part of the stack is not running."""
     _native_only("stack_up()")
     up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, check=False,
-                        timeout=600)
+                        timeout=1200)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up failed:\n{up.stderr[-4000:]}")
 
@@ -239,8 +239,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         why = NATIVE_ONLY.get(getattr(item, "originalname", item.name))
+        if item.get_closest_marker("nova"):
+            why = "the container stack has no Nova"
         if why:
             item.add_marker(pytest.mark.skip(reason=f"native stack only: {why}"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Tests marked ``nova`` among the selected ones: the session's ceph-test-env/up brings the Nova part too."""
+    if stack_mode() == "native" and any(item.get_closest_marker("nova") for item in session.items):
+        os.environ["FASTSNAP_TEST_NOVA"] = "1"
 
 
 def _start_stack() -> Stack:
@@ -356,3 +364,7 @@ def bases(stack: Stack) -> dict[str, str]:
         stack.base_images = {store: stack.upload_base(store, data, os_distro="debian", hw_disk_bus="scsi")
                              for store in ("fast", "cheap", "remote")}
     return stack.base_images
+
+
+# The Nova compute host's fixtures (tests marked ``nova``).
+from tests.integration.nova import nova, nova_server  # noqa: E402,F401
