@@ -27,6 +27,19 @@ nova_venv() {
   echo "$want" >"$stamp"
 }
 
+# fastsnap's hook for Nova (nova-fastsnap/, README "Enabling fastsnap in Nova") in the Nova venv, as an operator
+# installs it: always there; nova-compute uses it when compute_driver = fastsnap.FastsnapLibvirtDriver.
+nova_hook_install() {
+  local stamp=$NOVA_VENV/.nova-fastsnap-stamp want
+  want=$(cat "$ROOT/nova-fastsnap/pyproject.toml" "$ROOT"/nova-fastsnap/nova/virt/fastsnap/*.py | sha256sum | cut -c1-16)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  log "nova venv: installing fastsnap's Nova hook (pip install ./nova-fastsnap)"
+  { "$NOVA_VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/nova-fastsnap" &&
+    "$NOVA_VENV/bin/python" -c 'from nova.virt.fastsnap import FastsnapLibvirtDriver'
+  } >>"$RUN/nova-venv.log" 2>&1 || die "installing nova-fastsnap failed (log: $RUN/nova-venv.log)"
+  echo "$want" >"$stamp"
+}
+
 # --- RabbitMQ: this stack's own node, epmd and directories ------------------------------------------------------
 rmq_env() {
   env HOME="$RMQ_DIR" RABBITMQ_NODENAME="$RMQ_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
@@ -304,6 +317,9 @@ $(ksa_section service_user nova)
 send_service_user_token = true
 $(ksa_section placement placement)
 $(ksa_section neutron neutron)
+[fastsnap]
+# fastsnap's service on this host, for compute_driver = fastsnap.FastsnapLibvirtDriver (the tests start it).
+unix_socket = $FASTSNAP_SOCKET
 CONF
   # nova-compute gets no database access (as on a real compute host): the same file without the databases.
   awk '/^\[/ { skip = ($0 == "[database]" || $0 == "[api_database]") } !skip' "$NV_DIR/nova.conf" |
@@ -329,15 +345,35 @@ nova_services_start() {
   gunicorn_start nova-api "$NV_DIR" "$NOVA_API_BIND" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$NV_DIR"
   local s
   local conf
+  # A running nova-compute whose configuration changed (e.g. FASTSNAP_TEST_NOVA_DRIVER) restarts; up returns once
+  # it has started again (its start-up resource report, just before it consumes RPC).
+  local want log_from=""
+  want=$(sha256sum "$NV_DIR/nova-compute.conf" | cut -c1-16)
+  if pid_alive "$NV_DIR/nova-compute.pid" && [ "$(cat "$NV_DIR/.compute-conf" 2>/dev/null)" != "$want" ]; then
+    log "nova-compute: configuration changed (compute_driver $NOVA_DRIVER): restarting"
+    stop_pidfile "$NV_DIR/nova-compute.pid" nova-compute
+    log_from=$(stat -c %s "$NV_DIR/log/nova-compute.log" 2>/dev/null || echo 0)
+  fi
   for s in "${NOVA_SERVICES[@]}"; do
     conf=$NV_DIR/nova.conf
     [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf
     start_daemon "nova-$s" "$NV_DIR/nova-$s.pid" "$NV_DIR/log/nova-$s.log" \
       "$NOVA_VENV/bin/nova-$s" --config-file "$conf" --log-file "$NV_DIR/log/nova-$s.log"
   done
+  echo "$want" >"$NV_DIR/.compute-conf"
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"
   wait_http "$NEUTRON_URL/" 60 neutron "$NE_DIR/log/gunicorn.log"
+  if [ -n "$log_from" ]; then
+    local i
+    for i in $(seq 1 240); do
+      tail -c +"$((log_from + 1))" "$NV_DIR/log/nova-compute.log" | grep -q "Final resource view" && return 0
+      pid_alive "$NV_DIR/nova-compute.pid" ||
+        { tail -n 30 "$NV_DIR/log/nova-compute.log" >&2; die "nova-compute exited (log: $NV_DIR/log/nova-compute.log)"; }
+      sleep 0.5
+    done
+    die "nova-compute did not start within 120 s (log: $NV_DIR/log/nova-compute.log)"
+  fi
 }
 
 # The compute host is up in its cell and reported to placement (once: the host mapping stays in the database).
@@ -376,7 +412,6 @@ export OS_COMPUTE_API_VERSION=2.95
 export FASTSNAP_TEST_NOVA=1
 export FASTSNAP_TEST_NOVA_CONF=$NV_DIR/nova.conf
 export FASTSNAP_TEST_NOVA_INSTANCE_PREFIX=$NOVA_INSTANCE_PREFIX
-export FASTSNAP_TEST_NOVA_DRIVER=$NOVA_DRIVER
 export FASTSNAP_TEST_LIBVIRT_URI=qemu:///system
 export FASTSNAP_TEST_NOVA_VENV=$NOVA_VENV
 export FASTSNAP_TEST_GUEST_DIR=$GUEST_DIR
@@ -395,6 +430,7 @@ nova_early() {
   "$ENV_DIR/lib/guest/build" "$GUEST_DIR" 2>>"$NV_DIR/log/guest-build.log" \
     || die "guest build failed (log: $NV_DIR/log/guest-build.log)"
   wait "$venv_pid" || die "nova venv set-up failed (log: $RUN/nova-venv.log)"
+  nova_hook_install
 }
 
 # nova_up [PID]: the rest, once the base stack is up (PID: a background nova_early to wait for).
@@ -424,6 +460,9 @@ nova_up() {
   nova_services_start
   nova_discover
   nova_seed
+  # What changes without reseeding (client.env is kept while the guest is unchanged).
+  printf 'export FASTSNAP_TEST_NOVA_DRIVER=%s\nexport FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET=%s\n' "$NOVA_DRIVER" \
+    "$FASTSNAP_SOCKET" >"$NV_DIR/driver.env"
   t1=$(date +%s.%N)
   log "nova part up in $(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')s after the base stack (API $NOVA_URL)"
 }

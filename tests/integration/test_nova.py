@@ -1,9 +1,11 @@
-"""Nova drives fastsnap (issue 12): real Nova API, nova-compute with ``compute_driver =
-fastsnap.FastsnapLibvirtDriver``, libvirt TCG guests writing a counter to their rbd disks, the fastsnap service on
-the compute host's unix socket (started here from the stack's fastsnap.conf).
+"""Nova drives fastsnap (issue 12): the stack's real Nova (ceph-test-env/up --nova), its nova-compute switched to
+``compute_driver = fastsnap.FastsnapLibvirtDriver`` for this module (and back afterwards), libvirt TCG guests
+writing a counter to their rbd disks, the fastsnap service on the compute host's unix socket (started here from
+the stack's fastsnap.conf).
 
-Servers are booted from the test guest's images (fast / remote / cheap); every server and image a test makes is
-deleted afterwards."""
+Nova is driven through its REST API as the member user ``demo`` (and the documented ``openstack`` commands where
+the README shows them). Servers boot from the test guest's images (fast / remote / cheap); every server and image
+a test makes is deleted afterwards."""
 
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ import pytest
 import requests
 from keystoneauth1 import session as ks_session
 
-from tests.integration.conftest import ROOT, Stack
+from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
+from tests.integration.nova import Nova as NovaCLI
+from tests.integration.nova import Server
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
@@ -39,7 +43,7 @@ SNAP_TIMEOUT = 600
 
 
 @dataclass
-class Nova:
+class NovaAPI:
     """The Nova API as a user (``sess``) and as admin (``admin``), plus the compute host's files."""
 
     stack: Stack
@@ -244,21 +248,44 @@ def _ini(path: Path) -> dict[str, dict[str, str]]:
     return {s: dict(cp[s]) for s in cp.sections()} | {"DEFAULT": dict(cp.defaults())}
 
 
+HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
+
+
+def _switch_driver(stack: Stack, driver: str) -> None:
+    """ceph-test-env/up with another compute_driver: it rewrites nova.conf and restarts nova-compute."""
+    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
+    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
+                        check=False)
+    if up.returncode != 0:
+        pytest.fail(f"ceph-test-env/up (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
+    stack.env.update(_read_env(RUN / "env.sh"))
+
+
 @pytest.fixture(scope="module")
-def nova(stack: Stack) -> Iterator[Nova]:
+def fastsnap_driver(stack: Stack) -> Iterator[str]:
+    """nova-compute runs fastsnap's hook for this module; the driver it ran before comes back afterwards."""
+    if stack_mode() != "native":
+        pytest.fail("Nova runs in the native stack only")
+    NovaCLI(stack)  # fails the test when the stack has no Nova part
+    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    if before != HOOK_DRIVER:
+        _switch_driver(stack, HOOK_DRIVER)
+    try:
+        yield HOOK_DRIVER
+    finally:
+        if before != HOOK_DRIVER:
+            _switch_driver(stack, before)
+
+
+@pytest.fixture(scope="module")
+def hook_nova(stack: Stack, fastsnap_driver: str) -> Iterator[NovaAPI]:
     env = stack.env
-    if env.get("FASTSNAP_TEST_NOVA") != "1":
-        pytest.fail("the stack runs without Nova: bring it up with FASTSNAP_TEST_NOVA=1 ceph-test-env/up "
-                    "(or deselect these tests with -m 'not nova')")
     conf = Path(env["FASTSNAP_TEST_NOVA_CONF"])
     ini = _ini(conf)
-    driver = ini["DEFAULT"].get("compute_driver")
-    if driver != "fastsnap.FastsnapLibvirtDriver":
-        pytest.fail(f"nova-compute runs compute_driver = {driver}; these tests need fastsnap.FastsnapLibvirtDriver "
-                    "(FASTSNAP_TEST_NOVA_DRIVER)")
+    assert ini["DEFAULT"].get("compute_driver") == fastsnap_driver
     instances = Path(ini["DEFAULT"].get("instances_path", conf.parent / "instances"))
     snapshots_dir = Path(ini.get("libvirt", {}).get("snapshots_directory") or instances / "snapshots")
-    n = Nova(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
+    n = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
              snapshots_dir, env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
     try:
         yield n
@@ -267,8 +294,8 @@ def nova(stack: Stack) -> Iterator[Nova]:
 
 
 @pytest.fixture(scope="module")
-def fastsnap_service(stack: Stack, nova: Nova) -> Iterator[FastsnapService]:
-    sock = Path(_ini(nova.conf).get("fastsnap", {}).get("unix_socket") or "/run/fastsnap/api.sock")
+def fastsnap_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapService]:
+    sock = Path(_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
     with tempfile.TemporaryDirectory(prefix="fastsnap-nova-") as tmp:
         svc = FastsnapService(stack, sock, Path(tmp))
         svc.start()
@@ -292,10 +319,10 @@ def images(stack: Stack) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def server_fast(nova: Nova, fastsnap_service: FastsnapService) -> dict[str, Any]:
+def server_fast(hook_nova: NovaAPI, fastsnap_service: FastsnapService) -> dict[str, Any]:
     """A running guest booted from the guest image in `fast` (its disk is a clone of it on cluster A)."""
-    srv = nova.boot(nova.stack.env["FASTSNAP_NOVA_IMAGE"])
-    nova.ready_counter(srv["id"])
+    srv = hook_nova.boot(hook_nova.stack.env["FASTSNAP_NOVA_IMAGE"])
+    hook_nova.ready_counter(srv["id"])
     return srv
 
 
@@ -305,7 +332,7 @@ def server_fast(nova: Nova, fastsnap_service: FastsnapService) -> dict[str, Any]
 class Watch:
     """During a snapshot: the libvirt state of the guest's domain and the files under snapshots_directory."""
 
-    def __init__(self, nova: Nova, sid: str) -> None:
+    def __init__(self, nova: NovaAPI, sid: str) -> None:
         import libvirt  # type: ignore[import-untyped]
 
         self.conn = libvirt.openReadOnly(nova.libvirt_uri)
@@ -351,131 +378,154 @@ def read_counter(stack: Stack, spec: str) -> dict[str, Any]:
     return result
 
 
-def glance_counter(stack: Stack, image_id: str) -> int:
-    """The counter in a snapshot image, read from Glance's copy (any store)."""
+def resumes_from(found: dict[str, Any]) -> int:
+    """The value a guest booted from this disk continues from (as its /init decides: the counter file after
+    journal recovery, else the last line of its log)."""
+    if found.get("counter_recovered") is not None:
+        return int(found["counter_recovered"])
+    last = (found.get("last_log") or "").split()
+    assert last and last[0].isdigit(), f"no counter on the disk: {found}"
+    return int(last[0])
+
+
+def snapshot_counter(stack: Stack, image_id: str, rbd_spec: str | None = None) -> int:
+    """The counter in a snapshot image: from its RBD image (clone path) or Glance's copy (any store)."""
+    if rbd_spec:
+        return resumes_from(read_counter(stack, rbd_spec))
     with tempfile.NamedTemporaryFile(suffix=".img") as f:
         for chunk in stack.glance("admin").images.data(image_id):
             f.write(chunk)
         f.flush()
-        return int(read_counter(stack, f.name)["counter_recovered"])
+        return resumes_from(read_counter(stack, f.name))
 
 
-def live_counter(stack: Stack, sid: str) -> int:
-    return int(read_counter(stack, f"rbd:vms/{sid}_disk")["counter_recovered"])
+def live_counter(stack: Stack, hook_nova: NovaAPI, sid: str) -> int:
+    """The guest's counter now, read inside the guest through its agent."""
+    cli = NovaCLI(stack)
+    server = Server(sid, sid, hook_nova.domain(sid), 0.0)
+    cli.wait_agent(server)
+    return cli.counter(server)
 
 
-def fastsnap_event(nova: Nova, sid: str, request_id: str) -> dict[str, Any]:
+def fastsnap_event(nova: NovaAPI, sid: str, request_id: str) -> dict[str, Any]:
     evs = [e for e in nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
     assert len(evs) == 1, f"events of request {request_id}: {nova.events(sid, request_id)}"
     return evs[0]
 
 
-def wait_idle(nova: Nova, sid: str) -> dict[str, Any]:
+def wait_idle(nova: NovaAPI, sid: str) -> dict[str, Any]:
     return nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
 
 
 # -- the tests -------------------------------------------------------------------------------------------------
 
 
-def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, nova: Nova,
+def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, hook_nova: NovaAPI,
                                                           fastsnap_service: FastsnapService,
                                                           server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
-    before = live_counter(stack, sid)
+    before = live_counter(stack, hook_nova, sid)
     assert before > 0, "the guest has not written its counter yet"
-    with Watch(nova, sid) as watch:
+    with Watch(hook_nova, sid) as watch:
         t0 = time.monotonic()
-        image_id, request_id = nova.image_create(sid, "fs-clone")
+        image_id, request_id = hook_nova.image_create(sid, "fs-clone")
         images.append(image_id)
-        img = wait_image(stack, image_id)
-        wait_idle(nova, sid)
+        wait_image(stack, image_id)
+        wait_idle(hook_nova, sid)  # Nova updates the image's metadata after fastsnap activated it
         took = time.monotonic() - t0
+    img = stack.glance("admin").images.get(image_id)
     watch.assert_live_and_no_local_file()
     job = fastsnap_service.job_for(image_id)
     assert job["state"] == "done" and job["path"] == "clone" and job["store"] == "fast", job
-    assert job["request"]["quiesce_domain"] == nova.domain(sid)
+    assert job["request"]["quiesce_domain"] == hook_nova.domain(sid)
     assert img["stores"] == "fast" and img["disk_format"] == "raw"
     # Nova's own metadata update ran on the active image, and Nova registered no location of its own.
     assert img["image_location"] == "snapshot" and img["instance_uuid"] == sid and img["image_type"] == "snapshot"
-    assert fastsnap_event(nova, sid, request_id)["result"] == "Success"
-    snap_counter = int(read_counter(stack, f"rbd:images/{image_id}@snap")["counter_recovered"])
+    assert fastsnap_event(hook_nova, sid, request_id)["result"] == "Success"
+    snap_counter = snapshot_counter(stack, image_id, f"rbd:images/{image_id}@snap")
     assert snap_counter >= before
 
-    booted = nova.boot(image_id)
+    booted = hook_nova.boot(image_id)
     try:
-        assert nova.ready_counter(booted["id"]) == snap_counter, "the new server does not resume from the snapshot"
+        assert hook_nova.ready_counter(booted["id"]) == snap_counter, "the new server does not resume from the snapshot"
     finally:  # its disk is a clone of the snapshot: it goes first, then the image can
-        nova.delete_servers(booted["id"])
+        hook_nova.delete_servers(booted["id"])
     print(f"clone path through Nova: image active {took:.1f}s after the request; counter {before} -> {snap_counter}")
 
 
 @pytest.mark.parametrize("base", ["remote", "cheap"])
-def test_stream_path_guest_not_suspended(stack: Stack, nova: Nova, fastsnap_service: FastsnapService,
+def test_stream_path_guest_not_suspended(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                                          images: list[str], base: str) -> None:
-    srv = nova.boot(stack.env[f"FASTSNAP_NOVA_IMAGE_{base.upper()}"])
+    srv = hook_nova.boot(stack.env[f"FASTSNAP_NOVA_IMAGE_{base.upper()}"])
     sid = srv["id"]
     try:
-        nova.ready_counter(sid)
-        before = live_counter(stack, sid)
+        hook_nova.ready_counter(sid)
+        before = live_counter(stack, hook_nova, sid)
         default_store = "cheap"
-        with Watch(nova, sid) as watch:
-            image_id, request_id = nova.image_create(sid, f"fs-stream-{base}")
+        with Watch(hook_nova, sid) as watch:
+            image_id, request_id = hook_nova.image_create(sid, f"fs-stream-{base}")
             images.append(image_id)
             img = wait_image(stack, image_id)
-            wait_idle(nova, sid)
+            wait_idle(hook_nova, sid)
         watch.assert_live_and_no_local_file()
-        assert fastsnap_event(nova, sid, request_id)["result"] == "Success"
+        assert fastsnap_event(hook_nova, sid, request_id)["result"] == "Success"
     finally:
-        nova.delete_servers(sid)
+        hook_nova.delete_servers(sid)
     job = fastsnap_service.job_for(image_id)
     assert job["state"] == "done" and job["path"] == "stream" and job["store"] == default_store, job
     assert img["stores"] == default_store
-    assert glance_counter(stack, image_id) >= before
+    assert snapshot_counter(stack, image_id) >= before
 
 
-def test_store_property_selects_the_store(stack: Stack, nova: Nova, fastsnap_service: FastsnapService,
+def test_store_property_selects_the_store(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                                           server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
-    before = live_counter(stack, sid)
-    image_id, _ = nova.image_create(sid, "fs-cheap", fastsnap_store="cheap")
+    before = live_counter(stack, hook_nova, sid)
+    # The command the README documents.
+    made = NovaCLI(stack).openstack("server", "image", "create", "--property", "fastsnap_store=cheap", "--wait",
+                                    "--name", "fs-cheap", sid)
+    image_id = made["id"]
     images.append(image_id)
     img = wait_image(stack, image_id)
-    wait_idle(nova, sid)
+    wait_idle(hook_nova, sid)
     job = fastsnap_service.job_for(image_id)
     assert job["path"] == "stream" and job["store"] == "cheap", job
     assert img["stores"] == "cheap"
     assert "fastsnap_store" not in img, "the store property must not stay on the snapshot (it would be inherited)"
-    assert glance_counter(stack, image_id) >= before
+    assert snapshot_counter(stack, image_id) >= before
 
 
-def test_unknown_store_fails_cleanly(stack: Stack, nova: Nova, fastsnap_service: FastsnapService,
+def test_unknown_store_fails_cleanly(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                                      server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
     disk_snaps = stack.snaps("vms", f"{sid}_disk")
     pool_images = stack.rbd_images("images")
-    image_id, request_id = nova.image_create(sid, "fs-nowhere", fastsnap_store="nowhere")
+    image_id, request_id = hook_nova.image_create(sid, "fs-nowhere", fastsnap_store="nowhere")
     images.append(image_id)
-    srv = wait_idle(nova, sid)
+    srv = wait_idle(hook_nova, sid)
     deadline = time.monotonic() + 60
     while not image_gone(stack, image_id) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert image_gone(stack, image_id), "the queued image was not deleted"
     assert srv["status"] == "ACTIVE" and srv["OS-EXT-STS:task_state"] is None
-    ev = fastsnap_event(nova, sid, request_id)
+    ev = fastsnap_event(hook_nova, sid, request_id)
     assert ev["result"] == "Error" and "nowhere" in (ev.get("details") or ""), ev
     assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
 
 
-def test_backup_rotation(stack: Stack, nova: Nova, fastsnap_service: FastsnapService,
+def test_backup_rotation(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                          server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
     made = []
+    cli = NovaCLI(stack)
     for i in range(3):
-        image_id, _ = nova.backup(sid, f"fs-backup-{i}", "daily", 2)
+        # The command the README documents (`openstack server backup create --type daily --rotate 2`).
+        image_id = cli.openstack("server", "backup", "create", "--name", f"fs-backup-{i}", "--type", "daily",
+                                 "--rotate", "2", "--wait", sid)["id"]
         images.append(image_id)
         made.append(image_id)
         wait_image(stack, image_id)
-        wait_idle(nova, sid)
+        wait_idle(hook_nova, sid)
         job = fastsnap_service.job_for(image_id)
         assert job["state"] == "done" and job["request"]["type"] == "backup", job
         assert job["result"]["rotated"] == [], "fastsnap rotated: Nova does that"
@@ -487,20 +537,20 @@ def test_backup_rotation(stack: Stack, nova: Nova, fastsnap_service: FastsnapSer
         assert img["status"] == "active" and img["backup_type"] == "daily"
 
 
-def test_service_stopped_nova_falls_back(stack: Stack, nova: Nova, fastsnap_service: FastsnapService,
+def test_service_stopped_nova_falls_back(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                                          server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
     fastsnap_service.stop()
     try:
-        offset = nova.log_size()
-        image_id, request_id = nova.image_create(sid, "fs-fallback")
+        offset = hook_nova.log_size()
+        image_id, request_id = hook_nova.image_create(sid, "fs-fallback")
         images.append(image_id)
         wait_image(stack, image_id)
-        wait_idle(nova, sid)
-        log = nova.log_since(offset)
+        wait_idle(hook_nova, sid)
+        log = hook_nova.log_since(offset)
         lines = [ln for ln in log.splitlines() if f"fastsnap did not take snapshot {image_id}" in ln]
         assert len(lines) == 1 and "WARNING" in lines[0], log[-3000:]
         assert "fastsnap unreachable" in lines[0] and str(fastsnap_service.socket) in lines[0], lines[0]
-        assert not [e for e in nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
+        assert not [e for e in hook_nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
     finally:
         fastsnap_service.start()
