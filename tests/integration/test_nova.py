@@ -551,6 +551,7 @@ def test_service_stopped_nova_falls_back(stack: Stack, hook_nova: NovaAPI, fasts
         lines = [ln for ln in log.splitlines() if f"fastsnap did not take snapshot {image_id}" in ln]
         assert len(lines) == 1 and "WARNING" in lines[0], log[-3000:]
         assert "fastsnap unreachable" in lines[0] and str(fastsnap_service.socket) in lines[0], lines[0]
+        assert "Declined" not in lines[0], f"one plain line, no exception appended: {lines[0]}"
         assert not [e for e in hook_nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
     finally:
         fastsnap_service.start()
