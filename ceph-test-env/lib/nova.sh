@@ -346,13 +346,13 @@ nova_services_start() {
   local s
   local conf
   # A running nova-compute whose configuration changed (e.g. FASTSNAP_TEST_NOVA_DRIVER) restarts; up returns once
-  # it has started again (its start-up resource report, just before it consumes RPC).
-  local want log_from=""
+  # it consumes its RPC queue again.
+  local want restarted=""
   want=$(sha256sum "$NV_DIR/nova-compute.conf" | cut -c1-16)
   if pid_alive "$NV_DIR/nova-compute.pid" && [ "$(cat "$NV_DIR/.compute-conf" 2>/dev/null)" != "$want" ]; then
     log "nova-compute: configuration changed (compute_driver $NOVA_DRIVER): restarting"
     stop_pidfile "$NV_DIR/nova-compute.pid" nova-compute
-    log_from=$(stat -c %s "$NV_DIR/log/nova-compute.log" 2>/dev/null || echo 0)
+    restarted=1
   fi
   for s in "${NOVA_SERVICES[@]}"; do
     conf=$NV_DIR/nova.conf
@@ -364,15 +364,16 @@ nova_services_start() {
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"
   wait_http "$NEUTRON_URL/" 60 neutron "$NE_DIR/log/gunicorn.log"
-  if [ -n "$log_from" ]; then
+  if [ -n "$restarted" ]; then
     local i
-    for i in $(seq 1 240); do
-      tail -c +"$((log_from + 1))" "$NV_DIR/log/nova-compute.log" | grep -q "Final resource view" && return 0
+    for i in $(seq 1 120); do
+      rmq_env "$RMQ_SBIN/rabbitmqctl" -q list_queues name consumers 2>/dev/null |
+        awk -v q="compute.fastsnap-$STACK_ID" '$1 == q && $2 > 0 { ok = 1 } END { exit !ok }' && return 0
       pid_alive "$NV_DIR/nova-compute.pid" ||
         { tail -n 30 "$NV_DIR/log/nova-compute.log" >&2; die "nova-compute exited (log: $NV_DIR/log/nova-compute.log)"; }
-      sleep 0.5
+      sleep 1
     done
-    die "nova-compute did not start within 120 s (log: $NV_DIR/log/nova-compute.log)"
+    die "nova-compute did not consume its RPC queue within 120 s (log: $NV_DIR/log/nova-compute.log)"
   fi
 }
 

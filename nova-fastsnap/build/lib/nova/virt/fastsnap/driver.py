@@ -80,8 +80,10 @@ class FastsnapRbd(imagebackend.Rbd):
                 self._fastsnap(context, image_format, image_id, base_image_id)
                 return None  # image active, filled by fastsnap: no location for Nova to register
             except fc.Declined as exc:
-                LOG.warning("fastsnap did not take snapshot %(image)s, using Nova's own RBD snapshot: %(reason)s",
-                            {"image": image_id, "reason": exc.reason}, instance=self.instance)
+                reason = exc.reason
+            # (outside the except block: oslo.log would append the exception to the one line)
+            LOG.warning("fastsnap did not take snapshot %(image)s, using Nova's own RBD snapshot: %(reason)s",
+                        {"image": image_id, "reason": reason}, instance=self.instance)
         return super().direct_snapshot(context, snapshot_name, image_format, image_id, base_image_id)
 
     def _fastsnap(self, context, image_format, image_id, base_image_id):
