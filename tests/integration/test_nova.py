@@ -513,6 +513,39 @@ def test_unknown_store_fails_cleanly(stack: Stack, hook_nova: NovaAPI, fastsnap_
     assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
 
 
+def test_job_failing_midway_fails_the_action(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                            server_fast: dict[str, Any], images: list[str]) -> None:
+    """fastsnap accepted the snapshot, then its job ends badly (cancelled mid-stream here): no fallback to Nova's
+    path (the image was being filled), the action fails the Nova way and fastsnap leaves nothing behind."""
+    sid = server_fast["id"]
+    disk_snaps = stack.snaps("vms", f"{sid}_disk")
+    image_id, request_id = hook_nova.image_create(sid, "fs-cancelled", fastsnap_store="cheap")
+    images.append(image_id)
+    deadline = time.monotonic() + 120
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        code, body = fastsnap_service.call("GET", f"/v1/snapshots?image_id={image_id}")
+        jobs = body["snapshots"] if code == 200 else []
+        if jobs and jobs[0]["state"] == "running" and jobs[0]["bytes_done"] > 0:
+            job = jobs[0]
+            break
+        assert not jobs or jobs[0]["state"] in ("planning", "running"), jobs
+        time.sleep(0.05)
+    assert job, "the stream job was not seen running"
+    code, _ = fastsnap_service.call("DELETE", f"/v1/snapshots/{job['id']}")
+    assert code == 202
+    srv = wait_idle(hook_nova, sid)
+    assert srv["status"] == "ACTIVE"
+    deadline = time.monotonic() + 60
+    while not image_gone(stack, image_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert image_gone(stack, image_id), "the queued image was not deleted"
+    ev = fastsnap_event(hook_nova, sid, request_id)
+    assert ev["result"] == "Error" and "cancelled" in (ev.get("details") or ""), ev
+    assert fastsnap_service.job_for(image_id)["state"] == "cancelled"
+    assert stack.snaps("vms", f"{sid}_disk") == disk_snaps
+
+
 def test_backup_rotation(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
                          server_fast: dict[str, Any], images: list[str]) -> None:
     sid = server_fast["id"]
