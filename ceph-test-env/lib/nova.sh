@@ -359,26 +359,20 @@ nova_services_start() {
   gunicorn_start nova-api "$NV_DIR" "$NOVA_API_BIND" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$NV_DIR"
   local s
   local conf
-  # A running nova-compute whose configuration changed (e.g. FASTSNAP_TEST_NOVA_DRIVER) restarts; up returns once
-  # it consumes its RPC queue again.
-  local want restarted=""
-  want=$(sha256sum "$NV_DIR/nova-compute.conf" | cut -c1-16)
-  if pid_alive "$NV_DIR/nova-compute.pid" && [ "$(cat "$NV_DIR/.compute-conf" 2>/dev/null)" != "$want" ]; then
-    log "nova-compute: configuration changed (compute_driver $NOVA_DRIVER): restarting"
-    stop_pidfile "$NV_DIR/nova-compute.pid" nova-compute
-    restarted=1
-  fi
+  # A nova-compute (re)started here (e.g. nova_conf stopped it for another FASTSNAP_TEST_NOVA_DRIVER): up returns
+  # once it consumes its RPC queue.
+  local started=""
+  pid_alive "$NV_DIR/nova-compute.pid" || started=1
   for s in "${NOVA_SERVICES[@]}"; do
     conf=$NV_DIR/nova.conf
     [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf
     start_daemon "nova-$s" "$NV_DIR/nova-$s.pid" "$NV_DIR/log/nova-$s.log" \
       "$NOVA_VENV/bin/nova-$s" --config-file "$conf" --log-file "$NV_DIR/log/nova-$s.log"
   done
-  echo "$want" >"$NV_DIR/.compute-conf"
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"
   wait_http "$NEUTRON_URL/" 60 neutron "$NE_DIR/log/gunicorn.log"
-  if [ -n "$restarted" ]; then
+  if [ -n "$started" ]; then
     local i
     for i in $(seq 1 120); do
       rmq_env "$RMQ_SBIN/rabbitmqctl" -q list_queues name consumers 2>/dev/null |
