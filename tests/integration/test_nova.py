@@ -438,6 +438,9 @@ def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, hook_nov
     job = fastsnap_service.job_for(image_id)
     assert job["state"] == "done" and job["path"] == "clone" and job["store"] == "fast", job
     assert job["request"]["quiesce_domain"] == hook_nova.domain(sid)
+    # On behalf of the user whose token Nova's request carried: the image is the user's project's.
+    assert job["result"]["acting_as"]["mode"] == "user", job["result"]["acting_as"]
+    assert img["owner"] == hook_nova.sess.get_project_id()
     assert img["stores"] == "fast" and img["disk_format"] == "raw"
     # Nova's own metadata update ran on the active image, and Nova registered no location of its own.
     assert img["image_location"] == "snapshot" and img["instance_uuid"] == sid and img["image_type"] == "snapshot"
