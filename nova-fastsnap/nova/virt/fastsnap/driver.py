@@ -114,9 +114,8 @@ class FastsnapRbd(imagebackend.Rbd):
         except fc.Rejected as exc:
             with _event(context, instance):
                 raise FastsnapSnapshotFailed(reason=exc.reason, code=400) from exc
-        LOG.info("fastsnap job %(job)s fills image %(image)s from %(disk)s (store %(store)s, path %(path)s)",
-                 {"job": job.get("id"), "image": image_id, "disk": order.disk, "store": job.get("store"),
-                  "path": job.get("path")}, instance=instance)
+        LOG.info("fastsnap job %(job)s fills image %(image)s from %(disk)s",
+                 {"job": job.get("id"), "image": image_id, "disk": order.disk}, instance=instance)
         with _event(context, instance):
             try:
                 job = client.wait(job, poll_interval=CONF.fastsnap.poll_interval,
