@@ -40,6 +40,8 @@ RESERVED_PROPERTIES = frozenset({
     "disk_format", "container_format", "os_hash_algo", "os_hash_value", "min_disk", "min_ram",
 })
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
+# Glance's default container formats; the data is always a raw disk image.
+CONTAINER_FORMATS = ("bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class SnapshotRequest:
     instance_uuid: str | None = None
     image_type: str = "snapshot"                # snapshot | backup
     keep_image_on_error: bool = False
+    container_format: str = "bare"              # what the caller will keep calling it (Nova: the base's)
     quiesce_domain: str | None = None           # libvirt domain of the running instance: freeze it (issue 14)
     require_quiesce: bool | None = None         # None: as the base image's os_require_quiesce says
 
@@ -155,6 +158,9 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
                          f"(Glance's default image_property_quota)")
     if req.quiesce_domain is not None:
         check_text("quiesce domain (a libvirt domain name)", req.quiesce_domain)
+    if req.container_format not in CONTAINER_FORMATS:
+        raise BadRequest(f"container format must be one of {', '.join(CONTAINER_FORMATS)}, "
+                         f"not {req.container_format!r}")
     for k, v in req.properties.items():
         check_text("property name", k, GLANCE_NAME_MAX)
         if "=" in k:
@@ -166,6 +172,31 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
         if v:  # an empty value is allowed
             check_text(f"property {k!r}", v, PROPERTY_VALUE_MAX)
     return disk
+
+
+def snapshot_properties(req: SnapshotRequest, base_raw: dict[str, Any] | None,
+                        queued: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The properties fastsnap sets on the snapshot image.
+
+    A new image inherits the base image's properties the way Nova copies them. A queued image made by the caller
+    (``queued``: nova-api's, which already applied Nova's inheritance rules, ``non_inheritable_image_properties``
+    and a ``min_disk`` of at least the flavor's root disk) keeps what it has: fastsnap adds only what it lacks, and
+    the request's explicit properties."""
+    props: dict[str, Any] = {}
+    if base_raw and queued is None:
+        props.update(inheritable(base_raw))
+        for k in ("min_disk", "min_ram"):
+            if base_raw.get(k):
+                props[k] = int(base_raw[k])
+    if base_raw:
+        props["base_image_ref"] = base_raw["id"]
+    props["image_type"] = req.image_type
+    if req.instance_uuid:
+        props["instance_uuid"] = req.instance_uuid
+    if queued is not None:
+        props = {k: v for k, v in props.items() if queued.get(k) in (None, "")}
+    props.update(req.properties)
+    return props
 
 
 class Fastsnap:
@@ -272,6 +303,12 @@ class Fastsnap:
     # -- planning (validates everything before anything is created) --------------------------------------
 
     def plan(self, req: SnapshotRequest, glance: Glance | None = None) -> tuple[Plan, dict[str, Any] | None, int]:
+        """Validate the request against Ceph and Glance and plan it; returns (plan, base image, disk size)."""
+        plan, base_raw, size, _ = self._plan(req, glance)
+        return plan, base_raw, size
+
+    def _plan(self, req: SnapshotRequest, glance: Glance | None = None
+              ) -> tuple[Plan, dict[str, Any] | None, int, dict[str, Any] | None]:
         """Validate the request against Ceph and Glance and plan it. Creates nothing.
 
         Store details come from fastsnap's own view (service role); the base image and a given image id are
@@ -296,7 +333,8 @@ class Fastsnap:
                 raise BadRequest(f"image {req.image_id} does not exist")
             if existing.get("status") != "queued":
                 raise BadRequest(f"image {req.image_id} is {existing.get('status')}, not queued")
-        return plan, base_raw, size
+            return plan, base_raw, size, dict(existing)
+        return plan, base_raw, size, None
 
     # -- snapshot ---------------------------------------------------------------------------------------
 
@@ -349,10 +387,10 @@ class Fastsnap:
                   on_step: Callable[[str], None] | None) -> SnapshotResult:
         t0 = time.monotonic()
         glance, ident = self.glance_for(user_token, user_auth)
-        plan, base_raw, size = self.plan(req, glance)
+        plan, base_raw, size, queued = self._plan(req, glance)
         if on_plan is not None:
             on_plan(plan, op_id)
-        props = self._properties(req, base_raw)
+        props = snapshot_properties(req, base_raw, queued)
         freeze = self._freeze_plan(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
@@ -421,7 +459,7 @@ class Fastsnap:
                 ctx.glance.create(op.op_id, req.name, props)
             else:
                 ctx.glance.call(f"updating image {op.op_id}", lambda: ctx.glance.client.images.update(
-                    op.op_id, name=req.name, disk_format="raw", container_format="bare", **props))
+                    op.op_id, name=req.name, disk_format="raw", container_format=req.container_format, **props))
 
         try:
             if plan.path is SnapshotPath.CLONE:
@@ -443,21 +481,6 @@ class Fastsnap:
                           wf.describe(undo_exc))
             raise
         return outcome
-
-    @staticmethod
-    def _properties(req: SnapshotRequest, base_raw: dict[str, Any] | None) -> dict[str, Any]:
-        props: dict[str, Any] = {}
-        if base_raw:
-            props.update(inheritable(base_raw))
-            props["base_image_ref"] = base_raw["id"]
-            for k in ("min_disk", "min_ram"):
-                if base_raw.get(k):
-                    props[k] = int(base_raw[k])
-        props.update(req.properties)
-        props["image_type"] = req.image_type
-        if req.instance_uuid:
-            props["instance_uuid"] = req.instance_uuid
-        return props
 
     # -- recover ----------------------------------------------------------------------------------------
 

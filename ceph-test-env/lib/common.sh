@@ -31,6 +31,8 @@ NOVA_URL=${FASTSNAP_TEST_NOVA_PUBLIC_URL:-http://$NOVA_API_BIND/v2.1}
 PLACEMENT_URL=${FASTSNAP_TEST_PLACEMENT_PUBLIC_URL:-http://$PLACEMENT_BIND}
 NEUTRON_URL=${FASTSNAP_TEST_NEUTRON_PUBLIC_URL:-http://$NEUTRON_BIND}
 NOVA_DRIVER=${FASTSNAP_TEST_NOVA_DRIVER:-libvirt.LibvirtDriver}              # Nova's [DEFAULT] compute_driver
+# fastsnap.FastsnapLibvirtDriver: fastsnap's Nova hook (nova-fastsnap/), asking the service on this socket.
+FASTSNAP_SOCKET=${FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET:-$RUN/fastsnap/api.sock}
 # Names this stack gives machine-wide libvirt objects (domains, the Ceph secret), so that two stacks never collide.
 STACK_ID=$(printf '%s' "$(realpath -m "$RUN")" | sha256sum | cut -c1-8)
 NOVA_INSTANCE_PREFIX=${FASTSNAP_TEST_NOVA_INSTANCE_PREFIX:-fs$STACK_ID}
@@ -148,4 +150,5 @@ export FASTSNAP_TEST_DEMO_PASSWORD=$DEMO_PASSWORD
 ENV
   # The Nova part (lib/nova.sh nova_client_env), while this stack has one.
   if [ -s "$RUN/nova/client.env" ]; then cat "$RUN/nova/client.env" >>"$out/env.sh"; fi
+  if [ -s "$RUN/nova/driver.env" ]; then cat "$RUN/nova/driver.env" >>"$out/env.sh"; fi
 }

@@ -27,6 +27,20 @@ nova_venv() {
   echo "$want" >"$stamp"
 }
 
+# fastsnap's hook for Nova (nova-fastsnap/, README "Enabling fastsnap in Nova") in the Nova venv, as an operator
+# installs it: always there; nova-compute uses it when compute_driver = fastsnap.FastsnapLibvirtDriver.
+nova_hook_install() {
+  local stamp=$NOVA_VENV/.nova-fastsnap-stamp want
+  want=$(cat "$ROOT/nova-fastsnap/pyproject.toml" "$ROOT"/nova-fastsnap/nova/virt/fastsnap/*.py | sha256sum | cut -c1-16)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  log "nova venv: installing fastsnap's Nova hook (pip install ./nova-fastsnap)"
+  { "$NOVA_VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/nova-fastsnap" &&
+    "$NOVA_VENV/bin/python" -c 'from nova.virt.fastsnap import FastsnapLibvirtDriver'
+  } >>"$RUN/nova-venv.log" 2>&1 || die "installing nova-fastsnap failed (log: $RUN/nova-venv.log)"
+  rm -rf "$ROOT/nova-fastsnap/build"   # pip's in-tree build
+  echo "$want" >"$stamp"
+}
+
 # --- RabbitMQ: this stack's own node, epmd and directories ------------------------------------------------------
 rmq_env() {
   env HOME="$RMQ_DIR" RABBITMQ_NODENAME="$RMQ_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
@@ -306,6 +320,9 @@ $(ksa_section service_user nova)
 send_service_user_token = true
 $(ksa_section placement placement)
 $(ksa_section neutron neutron)
+[fastsnap]
+# fastsnap's service on this host, for compute_driver = fastsnap.FastsnapLibvirtDriver (the tests start it).
+unix_socket = $FASTSNAP_SOCKET
 CONF
   # nova-compute gets no database access (as on a real compute host): the same file without the databases.
   awk '/^\[/ { skip = ($0 == "[database]" || $0 == "[api_database]") } !skip' "$NV_DIR/nova.conf" |
@@ -343,6 +360,10 @@ nova_services_start() {
   gunicorn_start nova-api "$NV_DIR" "$NOVA_API_BIND" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$NV_DIR"
   local s
   local conf
+  # A nova-compute (re)started here (e.g. nova_conf stopped it for another FASTSNAP_TEST_NOVA_DRIVER): up returns
+  # once it consumes its RPC queue.
+  local started=""
+  pid_alive "$NV_DIR/nova-compute.pid" || started=1
   for s in "${NOVA_SERVICES[@]}"; do
     conf=$NV_DIR/nova.conf
     [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf
@@ -352,6 +373,17 @@ nova_services_start() {
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"
   wait_http "$NEUTRON_URL/" 60 neutron "$NE_DIR/log/gunicorn.log"
+  if [ -n "$started" ]; then
+    local i
+    for i in $(seq 1 120); do
+      rmq_env "$RMQ_SBIN/rabbitmqctl" -q list_queues name consumers 2>/dev/null |
+        awk -v q="compute.fastsnap-$STACK_ID" '$1 == q && $2 > 0 { ok = 1 } END { exit !ok }' && return 0
+      pid_alive "$NV_DIR/nova-compute.pid" ||
+        { tail -n 30 "$NV_DIR/log/nova-compute.log" >&2; die "nova-compute exited (log: $NV_DIR/log/nova-compute.log)"; }
+      sleep 1
+    done
+    die "nova-compute did not consume its RPC queue within 120 s (log: $NV_DIR/log/nova-compute.log)"
+  fi
 }
 
 # The compute host is up in its cell and reported to placement (once: the host mapping stays in the database).
@@ -390,7 +422,6 @@ export OS_COMPUTE_API_VERSION=2.95
 export FASTSNAP_TEST_NOVA=1
 export FASTSNAP_TEST_NOVA_CONF=$NV_DIR/nova.conf
 export FASTSNAP_TEST_NOVA_INSTANCE_PREFIX=$NOVA_INSTANCE_PREFIX
-export FASTSNAP_TEST_NOVA_DRIVER=$NOVA_DRIVER
 export FASTSNAP_TEST_LIBVIRT_URI=qemu:///system
 export FASTSNAP_TEST_NOVA_VENV=$NOVA_VENV
 export FASTSNAP_TEST_GUEST_DIR=$GUEST_DIR
@@ -409,6 +440,7 @@ nova_early() {
   "$ENV_DIR/lib/guest/build" "$GUEST_DIR" 2>>"$NV_DIR/log/guest-build.log" \
     || die "guest build failed (log: $NV_DIR/log/guest-build.log)"
   wait "$venv_pid" || die "nova venv set-up failed (log: $RUN/nova-venv.log)"
+  nova_hook_install
 }
 
 # nova_up [PID]: the rest, once the base stack is up (PID: a background nova_early to wait for).
@@ -438,6 +470,9 @@ nova_up() {
   nova_services_start
   nova_discover
   nova_seed
+  # What changes without reseeding (client.env is kept while the guest is unchanged).
+  printf 'export FASTSNAP_TEST_NOVA_DRIVER=%s\nexport FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET=%s\n' "$NOVA_DRIVER" \
+    "$FASTSNAP_SOCKET" >"$NV_DIR/driver.env"
   t1=$(date +%s.%N)
   log "nova part up in $(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')s after the base stack (API $NOVA_URL)"
 }

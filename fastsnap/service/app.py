@@ -81,8 +81,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(service_opts, group="service")
 
 
-def error(code: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    resp = jsonify({"error": {"code": code, "title": TITLES.get(code, "Error"), "message": message}})
+def error(code: int, message: str, headers: dict[str, str] | None = None, kind: str | None = None) -> Response:
+    """An error answer; ``kind`` (e.g. ``unknown_store``) lets a program tell errors of one code apart."""
+    body: dict[str, Any] = {"code": code, "title": TITLES.get(code, "Error"), "message": message}
+    if kind:
+        body["kind"] = kind
+    resp = jsonify({"error": body})
     resp.status_code = code
     for k, v in (headers or {}).items():
         resp.headers[k] = v
@@ -201,7 +205,7 @@ class Service:
             kind = "cancelled" if cancelled else getattr(exc, "kind", type(exc).__name__)
             code = (409 if isinstance(exc, Conflict) else 400 if isinstance(exc, BadRequest)
                     else 403 if isinstance(exc, Forbidden) else 500)
-            job.error = {"code": code, "title": kind, "message": str(exc)}
+            job.error = {"code": code, "title": kind, "message": str(exc), "kind": kind}
             m.ERRORS.labels(kind).inc()
             LOG.warning("job %s (request %s) %s: %s", job.id, job.request_id, job.state, exc)
             if not isinstance(exc, Exception):
@@ -243,7 +247,8 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     for f in ("disk", "name"):
         if not isinstance(body.get(f), str):
             raise BadRequest(f"'{f}' is required and must be a string")
-    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token", "quiesce_domain"):
+    for f in ("base_image", "store", "image_id", "instance_uuid", "backup_type", "user_token", "container_format",
+              "quiesce_domain"):
         if body.get(f) is not None and not isinstance(body[f], str):
             raise BadRequest(f"'{f}' must be a string")
     props = body.get("properties")
@@ -273,6 +278,7 @@ def _request_from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
     req = SnapshotRequest(disk=body["disk"], name=body["name"], base_image=body.get("base_image"),
                           store=body.get("store"), image_id=body.get("image_id"), properties=props,
                           instance_uuid=body.get("instance_uuid"), image_type=kind, keep_image_on_error=keep,
+                          container_format=body.get("container_format") or "bare",
                           quiesce_domain=body.get("quiesce_domain"), require_quiesce=require_quiesce)
     validate_request(req)
     return req, body
@@ -405,7 +411,7 @@ def create_app(svc: Service) -> Flask:
         try:
             req, body = _request_from_body(request.get_json(silent=True))
         except BadRequest as exc:
-            return error(400, str(exc))
+            return error(400, str(exc), kind=exc.kind)
         key = request.headers.get("Idempotency-Key")
         if key is not None and (not key or len(key) > 255 or not key.isprintable()):
             return error(400, "Idempotency-Key must be 1 to 255 printable characters")
@@ -432,13 +438,13 @@ def create_app(svc: Service) -> Flask:
                     return _job_response(earlier, 200)
             svc.fs.plan(req, glance)
         except Conflict as exc:
-            return error(409, str(exc))
+            return error(409, str(exc), kind=exc.kind)
         except BadRequest as exc:
-            return error(400, str(exc))
+            return error(400, str(exc), kind=exc.kind)
         except Forbidden as exc:
-            return error(403, str(exc))
+            return error(403, str(exc), kind=exc.kind)
         except FastsnapError as exc:
-            return error(503, str(exc))
+            return error(503, str(exc), kind=exc.kind)
         job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
         if not svc.runner.try_reserve(job):
             m.REJECTED.inc()
@@ -475,9 +481,9 @@ def build(config_file: str | None = None) -> tuple[Service, Any]:
     from fastsnap import config
 
     conf = config.load(config_file)
-    logging.setup(conf, "fastsnap")
-    if conf.log_dir:
+    if conf.log_dir:  # before logging.setup, which opens the file there
         os.makedirs(conf.log_dir, exist_ok=True)
+    logging.setup(conf, "fastsnap")
     svc = Service(conf, local_only=bool(conf.service.unix_socket))
     svc.start()
     return svc, wsgi_stack(svc)

@@ -8,7 +8,8 @@ _ERROR = {
     "type": "object",
     "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "title", "message"], "properties": {
-        "code": {"type": "integer"}, "title": {"type": "string"}, "message": {"type": "string"}}}},
+        "code": {"type": "integer"}, "title": {"type": "string"}, "message": {"type": "string"},
+        "kind": {"type": "string", "description": "machine-readable cause, e.g. unknown_store, bad_request"}}}},
 }
 
 _REQUEST = {
@@ -30,6 +31,9 @@ _REQUEST = {
         "user_token": {"type": ["string", "null"],
                        "description": "trusted service callers (e.g. Nova): act on behalf of this user token"},
         "keep_image_on_error": {"type": "boolean", "default": False},
+        "container_format": {"type": ["string", "null"], "default": "bare",
+                             "enum": ["bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed", None],
+                             "description": "container format of the result (Nova keeps the base image's)"},
         "quiesce_domain": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
                            "description": "libvirt domain of the running instance: freeze it around the snapshot"},
         "require_quiesce": {"type": ["boolean", "null"],

@@ -150,14 +150,17 @@ def test_auth(service: Service) -> None:
 def test_bad_input_is_400_and_creates_nothing(stack: Stack, service: Service, make_disk: Writer) -> None:
     disk = make_disk()
     before = (stack.rbd_images("vms"), stack.rbd_images("images"), stack.image_ids())
-    for body, needle in (({"disk": f"vms/{disk}", "name": "x", "store": "nowhere"}, "nowhere"),
-                         ({"disk": "vms/none", "name": "x"}, "does not exist"),
-                         ({"disk": f"vms/{disk}"}, "name"),
-                         ({"disk": f"vms/{disk}", "name": "x", "bogus": 1}, "bogus"),
-                         ({"disk": f"vms/{disk}", "name": "x", "type": "backup"}, "backup_type")):
+    for body, needle, kind in (
+            ({"disk": f"vms/{disk}", "name": "x", "store": "nowhere"}, "nowhere", "unknown_store"),
+            ({"disk": "vms/none", "name": "x"}, "does not exist", "bad_request"),
+            ({"disk": f"vms/{disk}"}, "name", "bad_request"),
+            ({"disk": f"vms/{disk}", "name": "x", "bogus": 1}, "bogus", "bad_request"),
+            ({"disk": f"vms/{disk}", "name": "x", "container_format": "zip"}, "container format", "bad_request"),
+            ({"disk": f"vms/{disk}", "name": "x", "type": "backup"}, "backup_type", "bad_request")):
         r = service.call("POST", "/v1/snapshots", json=body)
         assert r.status_code == 400, r.text
         assert needle in r.json()["error"]["message"]
+        assert r.json()["error"]["kind"] == kind  # what Nova's hook tells a user's error from "not for me" by
     assert (stack.rbd_images("vms"), stack.rbd_images("images"), stack.image_ids()) == before
     assert service.call("GET", "/v1/snapshots").json()["snapshots"] == []
 

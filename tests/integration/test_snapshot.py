@@ -116,12 +116,17 @@ def test_fills_a_queued_image_created_by_the_caller(stack: Stack, fs: Fastsnap, 
                                                     bases: dict[str, str]) -> None:
     disk = make_disk()
     g = stack.glance()
-    queued = g.images.create(name="nova-made", disk_format="raw", container_format="bare")
+    queued = g.images.create(name="nova-made", min_disk=3, os_distro="nova-said", image_type="backup")
     stack.snapshots.append(queued["id"])
-    res = _snap(stack, fs, disk=f"vms/{disk}", base_image=bases["fast"], image_id=queued["id"], name="filled")
+    res = _snap(stack, fs, disk=f"vms/{disk}", base_image=bases["fast"], image_id=queued["id"], name="filled",
+                container_format="ami")
     assert res.image_id == queued["id"] and res.path == "clone"
     img = g.images.get(queued["id"])
     assert img["status"] == "active" and img["name"] == "filled"
+    # What the caller (nova-api) put on the queued image stays; its creator did the inheriting, not fastsnap.
+    assert (img["min_disk"], img["os_distro"], img["image_type"]) == (3, "nova-said", "backup")
+    assert "hw_disk_bus" not in img and img["base_image_ref"] == bases["fast"]
+    assert (img["disk_format"], img["container_format"]) == ("raw", "ami")
 
 
 # -- bad input: a precise error and nothing created ------------------------------------------------------

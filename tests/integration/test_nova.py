@@ -1,0 +1,593 @@
+"""Nova drives fastsnap (issue 12): the stack's real Nova (ceph-test-env/up --nova), its nova-compute switched to
+``compute_driver = fastsnap.FastsnapLibvirtDriver`` for this module (and back afterwards), libvirt TCG guests
+writing a counter to their rbd disks, the fastsnap service on the compute host's unix socket (started here from
+the stack's fastsnap.conf).
+
+Nova is driven through its REST API as the member user ``demo`` (and the documented ``openstack`` commands where
+the README shows them). Servers boot from the test guest's images (fast / remote / cheap); every server and image
+a test makes is deleted afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from keystoneauth1 import session as ks_session
+
+from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
+from tests.integration.nova import Nova as NovaCLI
+from tests.integration.nova import Server
+
+pytestmark = [pytest.mark.stack, pytest.mark.nova]
+
+MICROVERSION = "2.95"
+BOOT_TIMEOUT = 420
+SNAP_TIMEOUT = 600
+
+
+# -- Nova through its REST API -------------------------------------------------------------------------------
+
+
+@dataclass
+class NovaAPI:
+    """The Nova API as a user (``sess``) and as admin (``admin``), plus the compute host's files."""
+
+    stack: Stack
+    sess: ks_session.Session
+    admin: ks_session.Session
+    conf: Path
+    compute_log: Path
+    snapshots_dir: Path
+    libvirt_uri: str
+    servers: list[str] = field(default_factory=list)
+
+    def _call(self, method: str, path: str, admin: bool = False, **kw: Any) -> requests.Response:
+        s = self.admin if admin else self.sess
+        headers = {"OpenStack-API-Version": f"compute {MICROVERSION}", **kw.pop("headers", {})}
+        r: requests.Response = s.request(path, method, endpoint_filter={"service_type": "compute",
+                                                                        "interface": "public"},
+                                         headers=headers, raise_exc=False, **kw)
+        return r
+
+    def get(self, path: str, admin: bool = False) -> Any:
+        r = self._call("GET", path, admin)
+        assert r.status_code == 200, f"GET {path}: {r.status_code} {r.text[:500]}"
+        return r.json()
+
+    # servers
+
+    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
+        body = {"server": {"name": name or f"fs-{uuid.uuid4().hex[:6]}", "imageRef": image,
+                           "flavorRef": self.flavor, "networks": "none"}}
+        r = self._call("POST", "/servers", json=body)
+        assert r.status_code == 202, r.text
+        sid = r.json()["server"]["id"]
+        self.servers.append(sid)
+        return self.wait_server(sid, "ACTIVE", BOOT_TIMEOUT)
+
+    @property
+    def flavor(self) -> str:
+        name = self.stack.env["FASTSNAP_NOVA_FLAVOR"]
+        flavors = self.get("/flavors")["flavors"]
+        return str(next(f["id"] for f in flavors if f["name"] == name or f["id"] == name))
+
+    def server(self, sid: str, admin: bool = False) -> dict[str, Any]:
+        return dict(self.get(f"/servers/{sid}", admin)["server"])
+
+    def wait_server(self, sid: str, status: str, timeout: float, idle: bool = True) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        srv: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            srv = self.server(sid)
+            if srv["status"] == "ERROR":
+                raise AssertionError(f"server {sid} in ERROR: {srv.get('fault')}")
+            if srv["status"] == status and (not idle or srv.get("OS-EXT-STS:task_state") is None):
+                return srv
+            time.sleep(1)
+        raise AssertionError(f"server {sid} not {status} after {timeout}s: {srv.get('status')} "
+                             f"task {srv.get('OS-EXT-STS:task_state')}")
+
+    def domain(self, sid: str) -> str:
+        return str(self.server(sid, admin=True)["OS-EXT-SRV-ATTR:instance_name"])
+
+    def console(self, sid: str) -> str:
+        r = self._call("POST", f"/servers/{sid}/action", json={"os-getConsoleOutput": {"length": -1}})
+        assert r.status_code == 200, r.text
+        return str(r.json()["output"])
+
+    def ready_counter(self, sid: str, timeout: float = 180) -> int:
+        """The counter the guest found on its disk at boot (its FASTSNAP-GUEST-READY console line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"FASTSNAP-GUEST-READY counter=(\d+)", self.console(sid))
+            if m:
+                return int(m.group(1))
+            time.sleep(2)
+        raise AssertionError(f"server {sid}: no FASTSNAP-GUEST-READY line on its console")
+
+    def delete_servers(self, only: str | None = None) -> None:
+        """Delete this session's servers (or only one) and wait until Nova has removed them."""
+        asked = [only] if only else list(self.servers)
+        for sid in asked:
+            self._call("DELETE", f"/servers/{sid}")
+        left = asked
+        deadline = time.monotonic() + 300
+        while left and time.monotonic() < deadline:
+            left = [s for s in left if self._call("GET", f"/servers/{s}").status_code != 404]
+            time.sleep(2)
+        self.servers = [s for s in self.servers if s not in asked or s in left]
+        assert not left, f"servers not deleted: {left}"
+
+    # snapshots
+
+    def action(self, sid: str, body: dict[str, Any]) -> tuple[str, str]:
+        """Run a server action that makes an image; returns (image id, request id)."""
+        r = self._call("POST", f"/servers/{sid}/action", json=body)
+        assert r.status_code == 202, r.text
+        return str(r.json()["image_id"]), r.headers["x-openstack-request-id"]
+
+    def image_create(self, sid: str, name: str, **metadata: str) -> tuple[str, str]:
+        return self.action(sid, {"createImage": {"name": name, "metadata": metadata}})
+
+    def backup(self, sid: str, name: str, backup_type: str, rotation: int) -> tuple[str, str]:
+        return self.action(sid, {"createBackup": {"name": name, "backup_type": backup_type,
+                                                  "rotation": rotation}})
+
+    def events(self, sid: str, request_id: str) -> list[dict[str, Any]]:
+        action = self.get(f"/servers/{sid}/os-instance-actions/{request_id}", admin=True)["instanceAction"]
+        return list(action.get("events") or [])
+
+    def log_since(self, offset: int) -> str:
+        with open(self.compute_log, errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+
+    def log_size(self) -> int:
+        return self.compute_log.stat().st_size
+
+
+def wait_image(stack: Stack, image_id: str, timeout: float = SNAP_TIMEOUT) -> dict[str, Any]:
+    g = stack.glance("admin")
+    deadline = time.monotonic() + timeout
+    img: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        img = dict(g.images.get(image_id))
+        if img["status"] == "active":
+            return img
+        if img["status"] in ("killed", "deleted"):
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"image {image_id} is {img.get('status')} after {timeout}s")
+
+
+def image_gone(stack: Stack, image_id: str) -> bool:
+    return not list(stack.glance("admin").images.list(filters={"id": image_id}))
+
+
+# -- the fastsnap service on the compute host ----------------------------------------------------------------
+
+
+class FastsnapService:
+    """``fastsnap serve`` on the unix socket nova.conf's [fastsnap] unix_socket names."""
+
+    def __init__(self, stack: Stack, socket_path: Path, work: Path) -> None:
+        self.stack = stack
+        self.socket = socket_path
+        self.work = work
+        self.conf = work / "fastsnap.conf"
+        self.log = work / "service.log"
+        base = Path(stack.config_file).read_text()
+        base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
+        self.conf.write_text(base + f"\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
+                             f"unix_socket = {socket_path}\nunix_socket_mode = 0660\nflatten_poll_interval = 5\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf),
+                                          "serve"], stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **self.stack.env})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            with contextlib.suppress(OSError):
+                if self.call("GET", "/v1/stores")[0] == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError("fastsnap service did not start: " + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.proc = None
+
+    def call(self, method: str, path: str) -> tuple[int, Any]:
+        out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-X", method, "--unix-socket", str(self.socket),
+                              f"http://localhost{path}"], capture_output=True, text=True, timeout=60, check=False)
+        if out.returncode != 0:
+            raise OSError(f"curl exit {out.returncode}: {out.stderr}")
+        body, _, code = out.stdout.rpartition("\n")
+        return int(code), json.loads(body) if body else None
+
+    def job_for(self, image_id: str) -> dict[str, Any]:
+        code, body = self.call("GET", f"/v1/snapshots?image_id={image_id}")
+        assert code == 200, body
+        jobs = body["snapshots"]
+        assert len(jobs) == 1, f"fastsnap jobs for image {image_id}: {jobs}"
+        return dict(jobs[0])
+
+
+# -- fixtures ------------------------------------------------------------------------------------------------
+
+
+def _ini(path: Path) -> dict[str, dict[str, str]]:
+    import configparser
+
+    cp = configparser.ConfigParser(interpolation=None, strict=False)
+    cp.read(path)
+    return {s: dict(cp[s]) for s in cp.sections()} | {"DEFAULT": dict(cp.defaults())}
+
+
+HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
+
+
+def _switch_driver(stack: Stack, driver: str) -> None:
+    """ceph-test-env/up with another compute_driver: it rewrites nova.conf and restarts nova-compute."""
+    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
+    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
+                        check=False)
+    if up.returncode != 0:
+        pytest.fail(f"ceph-test-env/up (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
+    stack.env.update(_read_env(RUN / "env.sh"))
+
+
+@pytest.fixture(scope="module")
+def fastsnap_driver(stack: Stack) -> Iterator[str]:
+    """nova-compute runs fastsnap's hook for this module; the driver it ran before comes back afterwards."""
+    if stack_mode() != "native":
+        pytest.fail("Nova runs in the native stack only")
+    NovaCLI(stack)  # fails the test when the stack has no Nova part
+    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    if before != HOOK_DRIVER:
+        _switch_driver(stack, HOOK_DRIVER)
+    try:
+        yield HOOK_DRIVER
+    finally:
+        if before != HOOK_DRIVER:
+            _switch_driver(stack, before)
+
+
+@pytest.fixture(scope="module")
+def hook_nova(stack: Stack, fastsnap_driver: str) -> Iterator[NovaAPI]:
+    env = stack.env
+    conf = Path(env["FASTSNAP_TEST_NOVA_CONF"])
+    ini = _ini(conf)
+    assert ini["DEFAULT"].get("compute_driver") == fastsnap_driver
+    instances = Path(ini["DEFAULT"].get("instances_path", conf.parent / "instances"))
+    snapshots_dir = Path(ini.get("libvirt", {}).get("snapshots_directory") or instances / "snapshots")
+    n = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
+             snapshots_dir, env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+    try:
+        yield n
+    finally:
+        n.delete_servers()
+
+
+@pytest.fixture(scope="module")
+def fastsnap_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapService]:
+    sock = Path(_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
+    with tempfile.TemporaryDirectory(prefix="fastsnap-nova-") as tmp:
+        svc = FastsnapService(stack, sock, Path(tmp))
+        svc.start()
+        try:
+            yield svc
+        finally:
+            svc.stop()
+            log = svc.log.read_text(errors="replace")
+            assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.fixture
+def images(stack: Stack) -> Iterator[list[str]]:
+    """Images a test makes through Nova: deleted afterwards (those Nova or fastsnap already deleted are fine)."""
+    made: list[str] = []
+    yield made
+    g = stack.glance("admin")
+    for image_id in made:
+        with contextlib.suppress(Exception):
+            g.images.delete(image_id)
+
+
+@pytest.fixture(scope="module")
+def server_fast(hook_nova: NovaAPI, fastsnap_service: FastsnapService) -> dict[str, Any]:
+    """A running guest booted from the guest image in `fast` (its disk is a clone of it on cluster A)."""
+    srv = hook_nova.boot(hook_nova.stack.env["FASTSNAP_NOVA_IMAGE"])
+    hook_nova.ready_counter(srv["id"])
+    return srv
+
+
+# -- what a test watches while Nova snapshots ---------------------------------------------------------------
+
+
+class Watch:
+    """During a snapshot: the libvirt state of the guest's domain and the files under snapshots_directory."""
+
+    def __init__(self, nova: NovaAPI, sid: str) -> None:
+        import libvirt  # type: ignore[import-untyped]
+
+        self.conn = libvirt.openReadOnly(nova.libvirt_uri)
+        self.dom = self.conn.lookupByName(nova.domain(sid))
+        self.snapshots_dir = nova.snapshots_dir
+        self.states: set[int] = set()
+        self.files: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.running = libvirt.VIR_DOMAIN_RUNNING
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.states.add(self.dom.state()[0])
+            if self.snapshots_dir.exists():
+                for root, dirs, files in os.walk(self.snapshots_dir):
+                    self.files.update(os.path.join(root, x) for x in dirs + files)
+            time.sleep(0.05)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.conn.close()
+
+    def assert_live_and_no_local_file(self) -> None:
+        assert self.states == {self.running}, f"the guest left RUNNING during the snapshot: states {self.states}"
+        assert not self.files, f"files under [libvirt] snapshots_directory: {sorted(self.files)}"
+
+
+def read_counter(stack: Stack, spec: str) -> dict[str, Any]:
+    """The guest's counter on a disk: ``rbd:POOL/IMAGE[@SNAP]`` (cluster A) or an image file."""
+    args = [str(ROOT / "ceph-test-env/lib/guest/read_counter"), "--json"]
+    if spec.startswith("rbd:"):
+        args += ["-c", stack.env["CEPH_CONF"], "--id", "admin"]
+    out = subprocess.run([*args, spec], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, f"read_counter {spec}: {out.stderr[-2000:]}"
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def resumes_from(found: dict[str, Any]) -> int:
+    """The value a guest booted from this disk continues from (as its /init decides: the counter file after
+    journal recovery, else the last line of its log)."""
+    if found.get("counter_recovered") is not None:
+        return int(found["counter_recovered"])
+    last = (found.get("last_log") or "").split()
+    assert last and last[0].isdigit(), f"no counter on the disk: {found}"
+    return int(last[0])
+
+
+def snapshot_counter(stack: Stack, image_id: str, rbd_spec: str | None = None) -> int:
+    """The counter in a snapshot image: from its RBD image (clone path) or Glance's copy (any store)."""
+    if rbd_spec:
+        return resumes_from(read_counter(stack, rbd_spec))
+    with tempfile.NamedTemporaryFile(suffix=".img") as f:
+        for chunk in stack.glance("admin").images.data(image_id):
+            f.write(chunk)
+        f.flush()
+        return resumes_from(read_counter(stack, f.name))
+
+
+def live_counter(stack: Stack, hook_nova: NovaAPI, sid: str) -> int:
+    """The guest's counter now, read inside the guest through its agent."""
+    cli = NovaCLI(stack)
+    server = Server(sid, sid, hook_nova.domain(sid), 0.0)
+    cli.wait_agent(server)
+    return cli.counter(server)
+
+
+def fastsnap_event(nova: NovaAPI, sid: str, request_id: str) -> dict[str, Any]:
+    evs = [e for e in nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
+    assert len(evs) == 1, f"events of request {request_id}: {nova.events(sid, request_id)}"
+    return evs[0]
+
+
+def wait_idle(nova: NovaAPI, sid: str) -> dict[str, Any]:
+    return nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
+
+
+# -- the tests -------------------------------------------------------------------------------------------------
+
+
+def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, hook_nova: NovaAPI,
+                                                          fastsnap_service: FastsnapService,
+                                                          server_fast: dict[str, Any], images: list[str]) -> None:
+    sid = server_fast["id"]
+    before = live_counter(stack, hook_nova, sid)
+    assert before > 0, "the guest has not written its counter yet"
+    with Watch(hook_nova, sid) as watch:
+        t0 = time.monotonic()
+        image_id, request_id = hook_nova.image_create(sid, "fs-clone")
+        images.append(image_id)
+        wait_image(stack, image_id)
+        wait_idle(hook_nova, sid)  # Nova updates the image's metadata after fastsnap activated it
+        took = time.monotonic() - t0
+    img = stack.glance("admin").images.get(image_id)
+    watch.assert_live_and_no_local_file()
+    job = fastsnap_service.job_for(image_id)
+    assert job["state"] == "done" and job["path"] == "clone" and job["store"] == "fast", job
+    assert job["request"]["quiesce_domain"] == hook_nova.domain(sid)
+    # On behalf of the user whose token Nova's request carried: the image is the user's project's.
+    assert job["result"]["acting_as"]["mode"] == "user", job["result"]["acting_as"]
+    assert img["owner"] == hook_nova.sess.get_project_id()
+    assert img["stores"] == "fast" and img["disk_format"] == "raw"
+    # Nova's own metadata update ran on the active image, and Nova registered no location of its own.
+    assert img["image_location"] == "snapshot" and img["instance_uuid"] == sid and img["image_type"] == "snapshot"
+    assert fastsnap_event(hook_nova, sid, request_id)["result"] == "Success"
+    snap_counter = snapshot_counter(stack, image_id, f"rbd:images/{image_id}@snap")
+    assert snap_counter >= before
+
+    booted = hook_nova.boot(image_id)
+    try:
+        assert hook_nova.ready_counter(booted["id"]) == snap_counter, "the new server does not resume from the snapshot"
+    finally:  # its disk is a clone of the snapshot: it goes first, then the image can
+        hook_nova.delete_servers(booted["id"])
+    print(f"clone path through Nova: image active {took:.1f}s after the request; counter {before} -> {snap_counter}")
+
+
+@pytest.mark.parametrize("base", ["remote", "cheap"])
+def test_stream_path_guest_not_suspended(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                         images: list[str], base: str) -> None:
+    srv = hook_nova.boot(stack.env[f"FASTSNAP_NOVA_IMAGE_{base.upper()}"])
+    sid = srv["id"]
+    try:
+        hook_nova.ready_counter(sid)
+        before = live_counter(stack, hook_nova, sid)
+        default_store = "cheap"
+        with Watch(hook_nova, sid) as watch:
+            image_id, request_id = hook_nova.image_create(sid, f"fs-stream-{base}")
+            images.append(image_id)
+            img = wait_image(stack, image_id)
+            wait_idle(hook_nova, sid)
+        watch.assert_live_and_no_local_file()
+        assert fastsnap_event(hook_nova, sid, request_id)["result"] == "Success"
+    finally:
+        hook_nova.delete_servers(sid)
+    job = fastsnap_service.job_for(image_id)
+    assert job["state"] == "done" and job["path"] == "stream" and job["store"] == default_store, job
+    assert img["stores"] == default_store
+    assert snapshot_counter(stack, image_id) >= before
+
+
+def test_store_property_selects_the_store(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                          server_fast: dict[str, Any], images: list[str]) -> None:
+    sid = server_fast["id"]
+    before = live_counter(stack, hook_nova, sid)
+    # The command the README documents.
+    made = NovaCLI(stack).openstack("server", "image", "create", "--property", "fastsnap_store=cheap", "--wait",
+                                    "--name", "fs-cheap", sid)
+    image_id = made["id"]
+    images.append(image_id)
+    img = wait_image(stack, image_id)
+    wait_idle(hook_nova, sid)
+    job = fastsnap_service.job_for(image_id)
+    assert job["path"] == "stream" and job["store"] == "cheap", job
+    assert img["stores"] == "cheap"
+    assert "fastsnap_store" not in img, "the store property must not stay on the snapshot (it would be inherited)"
+    assert snapshot_counter(stack, image_id) >= before
+
+
+def test_unknown_store_fails_cleanly(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                     server_fast: dict[str, Any], images: list[str]) -> None:
+    sid = server_fast["id"]
+    disk_snaps = stack.snaps("vms", f"{sid}_disk")
+    pool_images = stack.rbd_images("images")
+    image_id, request_id = hook_nova.image_create(sid, "fs-nowhere", fastsnap_store="nowhere")
+    images.append(image_id)
+    srv = wait_idle(hook_nova, sid)
+    deadline = time.monotonic() + 60
+    while not image_gone(stack, image_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert image_gone(stack, image_id), "the queued image was not deleted"
+    assert srv["status"] == "ACTIVE" and srv["OS-EXT-STS:task_state"] is None
+    ev = fastsnap_event(hook_nova, sid, request_id)
+    assert ev["result"] == "Error" and "nowhere" in (ev.get("details") or ""), ev
+    assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
+
+
+def test_job_failing_midway_fails_the_action(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                            server_fast: dict[str, Any], images: list[str]) -> None:
+    """fastsnap accepted the snapshot, then its job ends badly (cancelled mid-stream here): no fallback to Nova's
+    path (the image was being filled), the action fails the Nova way and fastsnap leaves nothing behind."""
+    sid = server_fast["id"]
+    disk_snaps = stack.snaps("vms", f"{sid}_disk")
+    image_id, request_id = hook_nova.image_create(sid, "fs-cancelled", fastsnap_store="cheap")
+    images.append(image_id)
+    deadline = time.monotonic() + 120
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        code, body = fastsnap_service.call("GET", f"/v1/snapshots?image_id={image_id}")
+        jobs = body["snapshots"] if code == 200 else []
+        if jobs and jobs[0]["state"] == "running":
+            job = jobs[0]
+            break
+        assert not jobs or jobs[0]["state"] in ("planning", "running"), jobs
+        time.sleep(0.05)
+    assert job, "the stream job was not seen running"  # (a 1 GiB disk with ~260 MiB written: seconds)
+    code, _ = fastsnap_service.call("DELETE", f"/v1/snapshots/{job['id']}")
+    assert code == 202
+    srv = wait_idle(hook_nova, sid)
+    assert srv["status"] == "ACTIVE"
+    deadline = time.monotonic() + 60
+    while not image_gone(stack, image_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert image_gone(stack, image_id), "the queued image was not deleted"
+    ev = fastsnap_event(hook_nova, sid, request_id)
+    assert ev["result"] == "Error" and "cancelled" in (ev.get("details") or ""), ev
+    assert fastsnap_service.job_for(image_id)["state"] == "cancelled"
+    assert stack.snaps("vms", f"{sid}_disk") == disk_snaps
+
+
+def test_backup_rotation(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                         server_fast: dict[str, Any], images: list[str]) -> None:
+    sid = server_fast["id"]
+    made = []
+    cli = NovaCLI(stack)
+    for i in range(3):
+        # The command the README documents (`openstack server backup create --type daily --rotate 2`).
+        image_id = cli.openstack("server", "backup", "create", "--name", f"fs-backup-{i}", "--type", "daily",
+                                 "--rotate", "2", "--wait", sid)["id"]
+        images.append(image_id)
+        made.append(image_id)
+        wait_image(stack, image_id)
+        wait_idle(hook_nova, sid)
+        job = fastsnap_service.job_for(image_id)
+        assert job["state"] == "done" and job["request"]["type"] == "backup", job
+        assert job["result"]["rotated"] == [], "fastsnap rotated: Nova does that"
+    g = stack.glance("admin")
+    left = [i["id"] for i in g.images.list(filters={"instance_uuid": sid, "image_type": "backup"})]
+    assert sorted(left) == sorted(made[1:]), f"backups left {left}, made {made}"
+    for image_id in made[1:]:
+        img = g.images.get(image_id)
+        assert img["status"] == "active" and img["backup_type"] == "daily"
+
+
+def test_service_stopped_nova_falls_back(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                         server_fast: dict[str, Any], images: list[str]) -> None:
+    sid = server_fast["id"]
+    fastsnap_service.stop()
+    try:
+        offset = hook_nova.log_size()
+        image_id, request_id = hook_nova.image_create(sid, "fs-fallback")
+        images.append(image_id)
+        wait_image(stack, image_id)
+        wait_idle(hook_nova, sid)
+        log = hook_nova.log_since(offset)
+        lines = [ln for ln in log.splitlines() if f"fastsnap did not take snapshot {image_id}" in ln]
+        assert len(lines) == 1 and "WARNING" in lines[0], log[-3000:]
+        assert "fastsnap unreachable" in lines[0] and str(fastsnap_service.socket) in lines[0], lines[0]
+        assert "Declined" not in lines[0], f"one plain line, no exception appended: {lines[0]}"
+        assert not [e for e in hook_nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
+    finally:
+        fastsnap_service.start()
