@@ -18,3 +18,14 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = config.getoption("--stack")
     if mode:
         os.environ["FASTSNAP_TEST_MODE"] = mode
+
+
+STACK_DIRS = ("integration", "containers")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration and tests/containers needs the real stack: mark it ``stack`` (a
+    ``pytestmark`` in a conftest would not apply), so that ``-m "not stack"`` selects the pure-logic tests."""
+    for item in items:
+        if item.path.parent.name in STACK_DIRS or item.path.parent.parent.name in STACK_DIRS:
+            item.add_marker(pytest.mark.stack)

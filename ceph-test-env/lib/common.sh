@@ -45,6 +45,11 @@ DEBIAN_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rb
 # are installed by lib/guest/build).
 NOVA_DEBIAN_PACKAGES=(rabbitmq-server)
 
+# gunicorn closes idle keep-alive connections after 2 s by default: exactly the poll interval of
+# `openstack server delete --wait`, so a poll could race the close and fail with "Remote end closed connection
+# without response". OpenStack's own deployments keep connections longer (Apache/uWSGI); so does the stack.
+GUNICORN_KEEPALIVE=${FASTSNAP_TEST_GUNICORN_KEEPALIVE:-75}
+
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }
 log() { printf '[%6ss] %s\n' "$(elapsed)" "$*" >&2; }

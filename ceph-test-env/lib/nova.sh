@@ -180,8 +180,8 @@ gunicorn_start() {
     log "$name: starting on $bind"
     rm -f "$dir/gunicorn.pid"
     env "$@" FASTSNAP_WSGI_APP="$module" PYTHONPATH="$ENV_DIR/lib" "$NOVA_VENV/bin/gunicorn" --no-control-socket \
-      -D -p "$dir/gunicorn.pid" -b "$bind" -w 1 --threads 4 --timeout 300 --error-logfile "$dir/log/gunicorn.log" \
-      argv_wsgi:application || die "$name did not start (log: $dir/log/gunicorn.log)"
+      -D -p "$dir/gunicorn.pid" -b "$bind" -w 1 --threads 4 --timeout 300 --keep-alive "$GUNICORN_KEEPALIVE" \
+      --error-logfile "$dir/log/gunicorn.log" argv_wsgi:application || die "$name did not start (log: $dir/log/gunicorn.log)"
   fi
 }
 

@@ -39,7 +39,7 @@ CONF
     rm -f "$KS_DIR/gunicorn.pid"  # stale: gunicorn refuses to start while its pid still exists (e.g. a zombie)
     OS_KEYSTONE_CONFIG_FILES="$KS_DIR/keystone.conf" PYTHONPATH="$ENV_DIR/lib" \
       "$VENV/bin/gunicorn" --no-control-socket -D -p "$KS_DIR/gunicorn.pid" -b "$KEYSTONE_BIND" \
-      -w 2 --threads 4 --timeout 120 --error-logfile "$KS_DIR/log/gunicorn.log" keystone_wsgi:application \
+      -w 2 --threads 4 --timeout 120 --keep-alive "$GUNICORN_KEEPALIVE" --error-logfile "$KS_DIR/log/gunicorn.log" keystone_wsgi:application \
       || die "keystone did not start (log: $KS_DIR/log/gunicorn.log)"
   fi
   wait_http "$KEYSTONE_URL" 60 keystone "$KS_DIR/log/gunicorn.log"
@@ -110,7 +110,7 @@ CONF
     log "glance: starting on $GLANCE_BIND (stores fast, cheap (default), remote)"
     rm -f "$GL_DIR/gunicorn.pid"
     OS_GLANCE_CONFIG_DIR="$GL_DIR/etc" "$VENV/bin/gunicorn" --no-control-socket -D -p "$GL_DIR/gunicorn.pid" \
-      -b "$GLANCE_BIND" -w 2 --threads 8 --timeout 600 --error-logfile "$GL_DIR/log/gunicorn.log" \
+      -b "$GLANCE_BIND" -w 2 --threads 8 --timeout 600 --keep-alive "$GUNICORN_KEEPALIVE" --error-logfile "$GL_DIR/log/gunicorn.log" \
       glance.wsgi.api:application || die "glance did not start (log: $GL_DIR/log/gunicorn.log)"
   fi
   wait_http "$GLANCE_URL/versions" 90 glance "$GL_DIR/log/gunicorn.log"

@@ -30,7 +30,6 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.stack
 
 
 def _read_env(path: Path) -> dict[str, str]:

@@ -445,6 +445,12 @@ def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, hook_nov
     # Nova's own metadata update ran on the active image, and Nova registered no location of its own.
     assert img["image_location"] == "snapshot" and img["instance_uuid"] == sid and img["image_type"] == "snapshot"
     assert fastsnap_event(hook_nova, sid, request_id)["result"] == "Success"
+    # The guest image has hw_qemu_guest_agent=yes and the hook passed the domain: frozen around the disk snapshot,
+    # so the snapshot is a clean filesystem (Nova's own rbd snapshot never quiesces).
+    assert job["result"]["quiesced"] is True, job["result"]["quiesce"]
+    assert 0 < job["result"]["quiesce"]["freeze_seconds"] < 5
+    rc = read_counter(stack, f"rbd:images/{image_id}@snap")
+    assert rc["needs_recovery"] is False and rc["fsck_rc"] == 0, rc
     snap_counter = snapshot_counter(stack, image_id, f"rbd:images/{image_id}@snap")
     assert snap_counter >= before
 
