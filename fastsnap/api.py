@@ -26,7 +26,7 @@ from fastsnap import quiesce as qs
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
 from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, Conflict, FastsnapError
+from fastsnap.errors import BadRequest, Conflict, FastsnapError, QuiesceRequired
 from fastsnap.glance import Glance, inheritable, session_from_conf
 from fastsnap.location import RbdLocation
 from fastsnap.locks import Locks
@@ -260,7 +260,7 @@ class Fastsnap:
                 hv.ping(decision.domain)
             except FastsnapError as exc:
                 if decision.required:
-                    raise qs.QuiesceRequired(f"quiesce is required but the guest cannot be frozen: {exc}") from None
+                    raise QuiesceRequired(f"quiesce is required but the guest cannot be frozen: {exc}") from None
                 decision, hv = qs.Decision(False, False, decision.domain, str(exc)), None
         return wf.Freeze(hv, decision, self.conf.snapshot.max_freeze_seconds, qs.Outcome(False, decision.reason))
 

@@ -72,3 +72,21 @@ class Forbidden(FastsnapError):
     """The caller may not do this (Glance answered 401/403)."""
 
     kind = "forbidden"
+
+
+class QuiesceError(FastsnapError):
+    """The guest could not be frozen (or thawed)."""
+
+    kind = "quiesce"
+
+
+class NoDomain(QuiesceError):
+    """The libvirt domain does not exist (any more)."""
+
+    kind = "no_domain"
+
+
+class QuiesceRequired(BadRequest):
+    """``os_require_quiesce=yes`` but the guest cannot be frozen; nothing was created."""
+
+    kind = "quiesce_required"

@@ -30,7 +30,7 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, ConfigError, FastsnapError
+from fastsnap.errors import ConfigError, NoDomain, QuiesceError, QuiesceRequired
 
 try:  # Debian's python3-libvirt; only needed on hosts that quiesce guests
     import libvirt
@@ -60,24 +60,6 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(libvirt_group)
     conf.register_opts(libvirt_opts, group=libvirt_group)
     conf.register_opts(quiesce_opts, group="snapshot")
-
-
-class QuiesceError(FastsnapError):
-    """The guest could not be frozen (or thawed)."""
-
-    kind = "quiesce"
-
-
-class NoDomain(QuiesceError):
-    """The libvirt domain does not exist (any more)."""
-
-    kind = "no_domain"
-
-
-class QuiesceRequired(BadRequest):
-    """``os_require_quiesce=yes`` but the guest cannot be frozen; nothing was created."""
-
-    kind = "quiesce_required"
 
 
 def _yes(value: Any) -> bool:

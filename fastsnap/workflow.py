@@ -18,7 +18,7 @@ from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, FastsnapError, GlanceError
+from fastsnap.errors import BadRequest, FastsnapError, GlanceError, NoDomain
 from fastsnap.glance import Glance
 from fastsnap.location import RbdLocation
 from fastsnap.stream import SnapshotReader, StreamStats
@@ -126,7 +126,7 @@ def thaw_left(op: jr.Operation, journal: jr.Journal, hypervisor: Callable[[str],
     try:
         hypervisor(str(q["uri"])).thaw(str(q["domain"]))
         did = f"thawed guest {q['domain']}"
-    except qs.NoDomain:
+    except NoDomain:
         did = f"guest {q['domain']} no longer exists: nothing to thaw"
     q["frozen"] = False
     journal.save(op)

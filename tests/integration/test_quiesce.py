@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fastsnap import Fastsnap, SnapshotRequest
-from fastsnap.quiesce import QuiesceRequired
+from fastsnap.errors import QuiesceRequired
 from tests.integration.conftest import Stack
 from tests.integration.guest import RunningGuest, running_guest
 
