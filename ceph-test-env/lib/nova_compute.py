@@ -10,9 +10,8 @@ never came up. Here the list holds only this stack's domains (named ``<FASTSNAP_
 import os
 import sys
 
-from nova.cmd import compute  # first: it decides on eventlet before anything imports it
-
-from nova.virt.libvirt import host  # noqa: E402
+from nova.cmd import compute  # before nova.virt: it decides on eventlet before anything imports it
+from nova.virt.libvirt import host
 
 PREFIX = os.environ["FASTSNAP_NOVA_INSTANCE_PREFIX"] + "-"
 _list_instance_domains = host.Host.list_instance_domains

@@ -13,6 +13,8 @@ FALLBACKS = Counter("fastsnap_stream_fallbacks_total", "Snapshots that streamed 
 BYTES = Counter("fastsnap_bytes_streamed_total", "Bytes streamed into Glance", registry=REGISTRY)
 IN_FLIGHT = Gauge("fastsnap_jobs_in_flight", "Snapshot jobs running now", registry=REGISTRY)
 FLATTEN_BACKLOG = Gauge("fastsnap_flatten_backlog", "Clones waiting to be flattened", registry=REGISTRY)
+PARKED_DISKS = Gauge("fastsnap_parked_disks", "Deleted instance disks parked in the RBD trash until the fastsnap "
+                     "clones that depend on them are flattened", registry=REGISTRY)
 ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
 REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429 (host busy)", registry=REGISTRY)
 
