@@ -265,6 +265,8 @@ my_ip = 127.0.0.1
 enabled_apis = osapi_compute
 # Servers are booted with --nic none: no port to heal.
 heal_instance_info_cache_interval = -1
+# Shelving offloads at once (Nova's default, stated): the disk is removed right after the shelve snapshot.
+shelved_offload_time = 0
 # QEMU TCG on 2 shared cores: boots, snapshots and deletes are slow.
 rpc_response_timeout = 180
 graceful_shutdown_timeout = 5
