@@ -37,6 +37,7 @@ nova_hook_install() {
   { "$NOVA_VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$ROOT/nova-fastsnap" &&
     "$NOVA_VENV/bin/python" -c 'from nova.virt.fastsnap import FastsnapLibvirtDriver'
   } >>"$RUN/nova-venv.log" 2>&1 || die "installing nova-fastsnap failed (log: $RUN/nova-venv.log)"
+  rm -rf "$ROOT/nova-fastsnap/build"   # pip's in-tree build
   echo "$want" >"$stamp"
 }
 

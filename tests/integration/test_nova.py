@@ -529,12 +529,12 @@ def test_job_failing_midway_fails_the_action(stack: Stack, hook_nova: NovaAPI, f
     while time.monotonic() < deadline:
         code, body = fastsnap_service.call("GET", f"/v1/snapshots?image_id={image_id}")
         jobs = body["snapshots"] if code == 200 else []
-        if jobs and jobs[0]["state"] == "running" and jobs[0]["bytes_done"] > 0:
+        if jobs and jobs[0]["state"] == "running":
             job = jobs[0]
             break
         assert not jobs or jobs[0]["state"] in ("planning", "running"), jobs
         time.sleep(0.05)
-    assert job, "the stream job was not seen running"
+    assert job, "the stream job was not seen running"  # (a 1 GiB disk with ~260 MiB written: seconds)
     code, _ = fastsnap_service.call("DELETE", f"/v1/snapshots/{job['id']}")
     assert code == 202
     srv = wait_idle(hook_nova, sid)
