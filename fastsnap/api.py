@@ -402,6 +402,9 @@ class Fastsnap:
             depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
             op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
+            # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
+            # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
+            op.extra["disk_id"] = self.cluster.image_id(ImageSpec.parse(req.disk))
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
             if ident.mode == "user" and self.conf.journal.trust_hours:
                 # Lets recover act for the user after a crash (the image belongs to the user's project).
@@ -534,6 +537,13 @@ class Fastsnap:
             return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": wf.describe(exc)}
 
     # -- background flatten -------------------------------------------------------------------------------
+
+    def parked_disks(self, run: bool = False) -> list[dict[str, Any]]:
+        """Instance disks parked in the RBD trash (by the Nova hook) while fastsnap clones depend on them. With
+        ``run``: flatten those clones first, in this process, and remove each disk without snapshots left."""
+        from fastsnap import parked
+
+        return [p.to_dict() for p in parked.drain(self.cluster, self.journal, run=run)]
 
     def flatten_status(self, run_local: bool = False) -> list[dict[str, Any]]:
         """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.

@@ -174,6 +174,11 @@ class Cluster:
         with self.image(spec, read_only=True) as img, ceph_call(f"reading the size of {spec}"):
             return int(img.size())
 
+    def image_id(self, spec: ImageSpec) -> str:
+        """The RBD image id (stable across renames and the trash; a re-created name gets a new one)."""
+        with self.image(spec, read_only=True) as img:
+            return str(img.id())
+
     def parent(self, spec: ImageSpec) -> Parent | None:
         with self.image(spec, read_only=True) as img:
             try:

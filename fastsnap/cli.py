@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stores", help="list Glance stores and whether this host can clone into them")
     st.add_argument("--json", action="store_true")
 
-    f = sub.add_parser("flatten-status", help="show queued background flattens (and finish local ones)")
-    f.add_argument("--run", action="store_true", help="flatten here the clones the Ceph mgr could not take")
+    f = sub.add_parser("flatten-status", help="show queued background flattens and parked disks (and drain them)")
+    f.add_argument("--run", action="store_true",
+                   help="flatten here the dependents of parked disks (first) and the clones the Ceph mgr could "
+                        "not take; remove parked disks nothing depends on any more")
     f.add_argument("--json", action="store_true")
 
     sub.add_parser("serve", help="run the REST service (recovers first)")
@@ -146,11 +148,15 @@ def _recover(fs: Fastsnap, a: argparse.Namespace) -> int:
 
 
 def _flatten_status(fs: Fastsnap, a: argparse.Namespace) -> int:
+    parked = fs.parked_disks(run=a.run)  # first: their dependents are flattened ahead of the rest
     rows = fs.flatten_status(run_local=a.run)
     if a.json:
-        print(json.dumps(rows, sort_keys=True))
+        print(json.dumps({"flattens": rows, "parked_disks": parked}, sort_keys=True))
     else:
         _print_table(rows, ("image_id", "disk", "policy", "state", "task", "why"))
+        if parked:
+            print("\nparked disks (in the RBD trash until their fastsnap clones are flattened):")
+            _print_table(parked, ("pool", "id", "name", "parked_at", "snapshots", "state", "dependents"))
     return 0
 
 

@@ -266,6 +266,8 @@ my_ip = 127.0.0.1
 enabled_apis = osapi_compute
 # Servers are booted with --nic none: no port to heal.
 heal_instance_info_cache_interval = -1
+# Shelving offloads at once (Nova's default, stated): the disk is removed right after the shelve snapshot.
+shelved_offload_time = 0
 # QEMU TCG on 2 shared cores: boots, snapshots and deletes are slow.
 rpc_response_timeout = 180
 graceful_shutdown_timeout = 5
@@ -358,17 +360,19 @@ nova_db() {
 
 nova_services_start() {
   gunicorn_start nova-api "$NV_DIR" "$NOVA_API_BIND" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$NV_DIR"
-  local s
-  local conf
+  local s conf cmd
   # A nova-compute (re)started here (e.g. nova_conf stopped it for another FASTSNAP_TEST_NOVA_DRIVER): up returns
   # once it consumes its RPC queue.
   local started=""
   pid_alive "$NV_DIR/nova-compute.pid" || started=1
   for s in "${NOVA_SERVICES[@]}"; do
     conf=$NV_DIR/nova.conf
-    [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf
+    cmd=("$NOVA_VENV/bin/nova-$s")
+    # nova-compute through lib/nova_compute.py: it sees only this stack's domains of the shared libvirtd.
+    [ "$s" = compute ] && conf=$NV_DIR/nova-compute.conf &&
+      cmd=(env FASTSNAP_NOVA_INSTANCE_PREFIX="$NOVA_INSTANCE_PREFIX" "$NOVA_VENV/bin/python" "$ENV_DIR/lib/nova_compute.py")
     start_daemon "nova-$s" "$NV_DIR/nova-$s.pid" "$NV_DIR/log/nova-$s.log" \
-      "$NOVA_VENV/bin/nova-$s" --config-file "$conf" --log-file "$NV_DIR/log/nova-$s.log"
+      "${cmd[@]}" --config-file "$conf" --log-file "$NV_DIR/log/nova-$s.log"
   done
   wait_http "http://$NOVA_API_BIND/" 120 nova-api "$NV_DIR/log/gunicorn.log"
   wait_http "$PLACEMENT_URL/" 60 placement "$PL_DIR/log/gunicorn.log"

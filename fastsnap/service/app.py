@@ -103,6 +103,7 @@ class Service:
         self.journal = self.fs.journal
         self.runner = Runner(conf.snapshot.max_concurrent)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a parked disk was reported: drain now, not at the next poll
 
     # -- start-up -------------------------------------------------------------------------------------
 
@@ -147,10 +148,27 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.runner.shutdown()
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def _flatten_loop(self) -> None:
-        while not self._stop.wait(self.conf.service.flatten_poll_interval):
+        first = True
+        while not self._stop.is_set():
+            # At start (a killed service's parked disks), every poll, and at once when the hook reports one.
+            if not first:
+                self._wake.wait(self.conf.service.flatten_poll_interval)
+            first = False
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                parked = self.fs.parked_disks(run=True)  # their dependents first: ahead of the mgr's queue
+                m.PARKED_DISKS.set(sum(1 for p in parked if p.get("state") != "removed"))
+            except Exception:
+                LOG.exception("draining parked disks failed")
             try:
                 rows = self.fs.flatten_status(run_local=True)
                 m.FLATTEN_BACKLOG.set(sum(1 for r in rows if r.get("state") in ("queued", "local")))
@@ -334,6 +352,27 @@ def create_app(svc: Service) -> Flask:
 
     def visible(job: Job, who: Caller) -> bool:
         return who.privileged or (job.project_id or None) == who.project
+
+    @app.get("/v1/parked")
+    def list_parked() -> Response:
+        try:
+            return jsonify({"parked_disks": svc.fs.parked_disks(run=False)})
+        except FastsnapError as exc:
+            return error(503, str(exc))
+
+    @app.post("/v1/parked")
+    def report_parked() -> Response:
+        """The Nova hook moved a disk to the RBD trash: drain now. fastsnap finds parked disks itself (by the
+        ids its journal recorded); the report only wakes the poller."""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k)
+                                                 for k in ("pool", "name", "id")):
+            return error(400, "body must be an object with strings pool, name and id", kind="bad_request")
+        LOG.info("parked disk reported: %s/%s (id %s)", body["pool"], body["name"], body["id"])
+        svc.wake()
+        resp = jsonify({"accepted": True})
+        resp.status_code = 202
+        return resp
 
     @app.get("/v1/snapshots")
     def list_jobs() -> Response:

@@ -13,6 +13,8 @@ FALLBACKS = Counter("fastsnap_stream_fallbacks_total", "Snapshots that streamed 
 BYTES = Counter("fastsnap_bytes_streamed_total", "Bytes streamed into Glance", registry=REGISTRY)
 IN_FLIGHT = Gauge("fastsnap_jobs_in_flight", "Snapshot jobs running now", registry=REGISTRY)
 FLATTEN_BACKLOG = Gauge("fastsnap_flatten_backlog", "Clones waiting to be flattened", registry=REGISTRY)
+PARKED_DISKS = Gauge("fastsnap_parked_disks", "Deleted instance disks parked in the RBD trash until the fastsnap "
+                     "clones that depend on them are flattened", registry=REGISTRY)
 ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
 FREEZE = Histogram("fastsnap_freeze_seconds", "How long guests were frozen around the disk snapshot",
                    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))

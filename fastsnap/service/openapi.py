@@ -114,6 +114,21 @@ DOCUMENT: dict[str, Any] = {
                        "responses": {"202": _job_resp("cancelling"), "404": _err("no such job"),
                                      "409": _err("job already finished"), **COMMON}},
         },
+        "/v1/parked": {
+            "get": {"operationId": "listParkedDisks", "responses": {"200": {
+                "description": "instance disks parked in the RBD trash until fastsnap clones are flattened",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "parked_disks": {"type": "array", "items": {"type": "object"}}}}}}},
+                "503": _err("Ceph unreachable"), **COMMON}},
+            "post": {"operationId": "reportParkedDisk",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["pool", "name", "id"], "properties": {
+                             "pool": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
+                             "id": {"type": "string", "minLength": 1, "description": "RBD image id"}}}}}},
+                     "responses": {"202": {"description": "the flatten poller drains parked disks now",
+                                           "content": {"application/json": {"schema": {"type": "object"}}}},
+                                   "400": _err("bad body"), **COMMON}},
+        },
         "/v1/stores": {"get": {"operationId": "listStores", "responses": {"200": {
             "description": "the store catalogue as this host sees it", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {"stores": {"type": "array",

@@ -380,3 +380,40 @@ def test_service_back_within_the_grace_is_followed() -> None:
 
         c.call = flaky
         assert c.wait({"id": "j1", "state": "running"}, poll_interval=5, unreachable_timeout=30)["state"] == "done"
+
+
+# -- parking a disk fastsnap snapshots depend on -------------------------------------------------------------
+
+TRASH = 2
+
+
+def trashed(original: str, sid: int = 4) -> dict[str, Any]:
+    """A trashed snapshot as librbd's list_snaps() shows it."""
+    return {"id": sid, "name": str(uuid.uuid4()), "namespace": TRASH, "trash": {"original_name": original}}
+
+
+def test_only_fastsnap_trashed_snapshots_make_a_disk_parkable() -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    assert fc.fastsnap_dependents([trashed(f"fastsnap-{a}"), trashed(f"fastsnap-{b}", 5)], TRASH) == [a, b]
+
+
+@pytest.mark.parametrize("snaps", [
+    [],                                                                      # nothing holds it: plain remove
+    [{"id": 3, "name": f"fastsnap-{IMAGE_ID}", "namespace": 0}],             # a snapshot still being taken
+    [trashed(f"fastsnap-{IMAGE_ID}"), {"id": 5, "name": "nova-resize", "namespace": 0}],
+    [trashed("someone-elses")],                                              # not fastsnap's clone
+    [trashed("fastsnap-")],
+    [{"id": 6, "name": "x", "namespace": TRASH}],                            # no original name known
+])
+def test_other_snapshots_keep_novas_behaviour(snaps: list[dict[str, Any]]) -> None:
+    assert fc.fastsnap_dependents(snaps, TRASH) is None
+
+
+def test_parked_disk_is_reported_and_a_missing_service_is_no_error() -> None:
+    fake = Fake()
+    fake.answers[("POST", "/v1/parked")] = [(202, {"accepted": True}, {})]
+    with serve(fake) as path:
+        assert client(path).parked("vms", f"{INSTANCE}_disk", "1234abcd") is True
+    assert fake.seen[0][:3] == ("POST", "/v1/parked", {"pool": "vms", "name": f"{INSTANCE}_disk", "id": "1234abcd"})
+    with tempfile.TemporaryDirectory() as tmp:
+        assert client(os.path.join(tmp, "api.sock")).parked("vms", "d", "1") is False

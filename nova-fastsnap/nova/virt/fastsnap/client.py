@@ -152,6 +152,28 @@ def classify_job(job: dict[str, Any]) -> bool:
     raise JobFailed(f"fastsnap job {job.get('id')} is in an unknown state {state!r}")
 
 
+#: Prefix of the disk snapshots fastsnap takes (``<disk>@fastsnap-<image id>``); the clone path removes them at
+#: once, so with clone v2 they wait in the RBD snapshot trash until the Glance image's clone is flattened.
+SNAPSHOT_PREFIX = "fastsnap-"
+
+
+def fastsnap_dependents(snaps: list[dict[str, Any]], trash_namespace: int = 2) -> list[str] | None:
+    """The fastsnap image ids that keep a disk alive when *only* fastsnap's trashed snapshots do; else None.
+
+    ``snaps`` is librbd's ``Image.list_snaps()`` (every namespace; trashed ones carry ``trash.original_name``).
+    Any other snapshot (a user-namespace one, e.g. a fastsnap snapshot still being taken or Nova's
+    ``nova-resize``, or someone else's trashed snapshot) means the disk is not fastsnap's to park."""
+    ids = []
+    for snap in snaps:
+        if snap.get("namespace") != trash_namespace:
+            return None
+        original = str((snap.get("trash") or {}).get("original_name") or "")
+        if not original.startswith(SNAPSHOT_PREFIX) or len(original) == len(SNAPSHOT_PREFIX):
+            return None
+        ids.append(original[len(SNAPSHOT_PREFIX):])
+    return ids or None
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP over a unix socket. ``timeout`` bounds the connect and each read."""
 
@@ -260,6 +282,16 @@ class FastsnapClient:
         with contextlib.suppress(OSError, http.client.HTTPException):
             self.call("DELETE", f"/v1/snapshots/{job_id}")
 
+    def parked(self, pool: str, name: str, image_id: str) -> bool:
+        """Tell fastsnap that disk ``pool/name`` (RBD image id ``image_id``) was moved to the RBD trash because
+        its snapshots still have clones: it flattens those first and then removes the disk. Best effort (fastsnap
+        also finds parked disks by itself): False when it could not be told."""
+        try:
+            ans = self.call("POST", "/v1/parked", {"pool": pool, "name": name, "id": image_id})
+        except (OSError, http.client.HTTPException):
+            return False
+        return ans.status in (200, 202)
+
     def wait(self, job: dict[str, Any], poll_interval: float = 0.5, job_timeout: float = 3600.0,
              unreachable_timeout: float = 60.0) -> dict[str, Any]:
         """Poll the job until it is done; raises :class:`JobFailed` when it fails, is cancelled, takes longer
@@ -293,6 +325,7 @@ def _retry_after(headers: dict[str, str]) -> float:
 
 __all__ = [
     "ACTIVE_STATES",
+    "SNAPSHOT_PREFIX",
     "STORE_PROPERTY",
     "TERMINAL_STATES",
     "Answer",
@@ -307,5 +340,6 @@ __all__ = [
     "build_request",
     "classify_create",
     "classify_job",
+    "fastsnap_dependents",
     "order_from_image",
 ]

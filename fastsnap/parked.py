@@ -1,0 +1,168 @@
+"""Instance disks parked in the RBD trash while fastsnap snapshots still depend on them.
+
+A clone-path snapshot leaves the disk with a trashed (clone v2) snapshot ``fastsnap-<image id>`` that the Glance
+image's clone ``<pool>/<image id>`` reads through until it is flattened. The disk cannot be removed before that.
+fastsnap's Nova hook therefore moves such a disk to the RBD trash when Nova deletes it (server delete, shelve
+offload, rebuild): its name is free at once, its data stays as long as a clone needs it. This module finds those
+parked disks, flattens their dependents first (in this process: ahead of the Ceph mgr's one-at-a-time queue),
+and removes a disk from the trash once it has no snapshot left.
+
+Only disks fastsnap can attribute to its own operations are touched: a trash entry is parked here when its RBD
+image id is the ``disk_id`` a clone-path operation recorded in the journal at snapshot time, it was moved to the
+trash by a user (source ``USER``) without a deferment (``rbd trash mv`` with no delay, what the hook does), and
+it has no snapshot besides fastsnap's. Anything else in the trash is left alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import rbd
+from oslo_log import log as logging
+
+from fastsnap import flatten as fl
+from fastsnap import journal as jr
+from fastsnap.ceph import TRASH_NAMESPACE, Cluster, ImageSpec
+from fastsnap.errors import BadRequest, CephError
+
+LOG = logging.getLogger(__name__)
+
+SNAP_PREFIX = "fastsnap-"
+CLONE = "clone"
+
+
+@dataclass
+class ParkedDisk:
+    pool: str
+    id: str                       # RBD image id (trash entries are addressed by id)
+    name: str                     # the name it had (<instance uuid>_disk)
+    parked_at: str                # when it was moved to the trash
+    snapshots: int                # snapshots left (trashed, each with clones)
+    dependents: list[str] = field(default_factory=list)   # fastsnap clones still reading through it
+    state: str = "waiting"        # waiting | flattening | removed | blocked
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Operation]]:
+    """Clone-path operations by (disk pool, disk RBD image id)."""
+    found: dict[tuple[str, str], list[jr.Operation]] = {}
+    for op in journal.list():
+        disk_id = op.extra.get("disk_id")
+        if op.path != CLONE or not disk_id:
+            continue
+        try:
+            pool = ImageSpec.parse(op.disk).pool
+        except BadRequest:
+            continue
+        found.setdefault((pool, str(disk_id)), []).append(op)
+    return found
+
+
+def _no_deferment(entry: dict[str, Any]) -> bool:
+    end, start = entry.get("deferment_end_time"), entry.get("deletion_time")
+    if isinstance(end, datetime.datetime) and isinstance(start, datetime.datetime):
+        return end <= start
+    return False
+
+
+def _snapshots(cluster: Cluster, pool: str, image_id: str) -> list[dict[str, Any]]:
+    with rbd.Image(cluster.ioctx(pool), image_id=image_id, read_only=True) as img:
+        return list(img.list_snaps())
+
+
+def _only_fastsnap_snapshots(snaps: list[dict[str, Any]]) -> bool:
+    for s in snaps:
+        original = (s.get("trash") or {}).get("original_name") or ""
+        if s.get("namespace") != TRASH_NAMESPACE or not original.startswith(SNAP_PREFIX):
+            return False
+    return True
+
+
+def _dependents(cluster: Cluster, ops: list[jr.Operation], disk_name: str, disk_pool: str) -> list[ImageSpec]:
+    """The operations' clones that still have this disk as parent."""
+    deps = []
+    for op in ops:
+        if not op.pool:
+            continue
+        clone = ImageSpec(op.pool, op.op_id)
+        try:
+            parent = cluster.parent(clone)
+        except BadRequest:
+            continue  # the clone is gone (image deleted): it no longer holds the disk
+        if parent is not None and parent.pool == disk_pool and parent.image == disk_name:
+            deps.append(clone)
+    return deps
+
+
+def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[ImageSpec]]]:
+    """The parked disks fastsnap can attribute to its operations, with the clones that still depend on them."""
+    by_id = _ops_by_disk_id(journal)
+    result: list[tuple[ParkedDisk, list[ImageSpec]]] = []
+    for pool in sorted({p for p, _ in by_id}):
+        try:
+            entries = list(rbd.RBD().trash_list(cluster.ioctx(pool)))
+        except BadRequest:
+            continue  # the pool is gone
+        except rbd.Error as exc:
+            raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
+        for entry in entries:
+            ops = by_id.get((pool, str(entry.get("id"))))
+            if not ops or entry.get("source") != "USER" or not _no_deferment(entry):
+                continue
+            try:
+                snaps = _snapshots(cluster, pool, str(entry["id"]))
+            except rbd.ImageNotFound:
+                continue
+            parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
+                                parked_at=str(entry.get("deletion_time")), snapshots=len(snaps))
+            if not _only_fastsnap_snapshots(snaps):
+                parked.state = "blocked"
+                parked.error = "it has snapshots that are not fastsnap's: left alone"
+                result.append((parked, []))
+                continue
+            deps = _dependents(cluster, ops, parked.name, pool) if snaps else []
+            parked.dependents = [str(d) for d in deps]
+            result.append((parked, deps))
+    return result
+
+
+def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[ParkedDisk]:
+    """With ``run``: flatten the dependents of each parked disk (in this process) and remove every parked disk
+    without snapshots from the trash. Returns the parked disks as found (and what became of them)."""
+    rows = []
+    for parked, deps in find(cluster, journal):
+        if run and parked.state != "blocked":
+            try:
+                for dep in deps:
+                    parked.state = "flattening"
+                    LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
+                             parked.name, parked.id)
+                    fl.flatten_now(cluster, dep)
+                snaps = _snapshots(cluster, parked.pool, parked.id)
+                parked.snapshots = len(snaps)
+                if not snaps:
+                    remove(cluster, parked.pool, parked.id)
+                    parked.state, parked.dependents = "removed", []
+                    LOG.info("removed parked disk %s/%s (id %s) from the RBD trash", parked.pool, parked.name,
+                             parked.id)
+                elif not _only_fastsnap_snapshots(snaps):
+                    parked.state, parked.error = "blocked", "it has snapshots that are not fastsnap's"
+                else:
+                    parked.state = "waiting"
+            except (CephError, rbd.Error) as exc:
+                parked.error = str(exc)
+                LOG.warning("parked disk %s/%s (id %s): %s", parked.pool, parked.name, parked.id, exc)
+        rows.append(parked)
+    return rows
+
+
+def remove(cluster: Cluster, pool: str, image_id: str) -> None:
+    try:
+        rbd.RBD().trash_remove(cluster.ioctx(pool), image_id)
+    except rbd.ImageNotFound:
+        return
