@@ -296,7 +296,8 @@ def section(result: dict[str, Any]) -> str:
     streams = [(c, {r["driver"]: r for r in c.get("runs", [])}) for c in result["cases"] if c["path"] == "stream"]
     parts = [f"{c['written_gib']} GiB: extraction {rs[STOCK_DRIVER]['nova_extract_s']:.1f} s + upload "
              f"{rs[STOCK_DRIVER]['nova_upload_s']:.1f} s vs fastsnap's stream "
-             f"{rs[HOOK_DRIVER]['fastsnap']['seconds']:.1f} s"
+             f"{rs[HOOK_DRIVER]['fastsnap']['seconds']:.1f} s "
+             f"({rs[HOOK_DRIVER]['fastsnap']['seconds'] / rs[STOCK_DRIVER]['nova_upload_s']:.2f}x the upload step)"
              for c, rs in streams if STOCK_DRIVER in rs and HOOK_DRIVER in rs
              and "nova_upload_s" in rs[STOCK_DRIVER] and "nova_extract_s" in rs[STOCK_DRIVER]]
     clones = [(c, {r["driver"]: r for r in c.get("runs", [])}) for c in result["cases"] if c["path"] == "clone"]
@@ -312,15 +313,33 @@ def section(result: dict[str, Any]) -> str:
         lines += ["", "Stream path, where the time goes (stock Nova's steps from nova-compute's log lines of the "
                   "request: extraction = from \"Beginning ... snapshot process\" to \"Snapshot extracted\", the guest "
                   "suspended for most of it; upload = from there to \"upload complete\"): " + "; ".join(parts) + ". "
-                  "Both uploads carry the whole virtual disk (holes included: Glance takes a byte stream) into "
-                  "Glance's file store at Glance's ingest rate on this machine; the difference between the two totals "
-                  "is mostly stock Nova's extraction step, during which its guest does not run."]
+                  "Both carry the whole virtual disk (holes included: Glance takes a byte stream) into Glance's "
+                  "file store, so both are bound by Glance's ingest here; what separates them is stock Nova's "
+                  "extraction step (its guest does not run during most of it) against how close fastsnap's stream, "
+                  "which reads the disk from the OSDs while it uploads, comes to an upload of a local file."]
+    for e in result.get("earlier_runs", []):
+        rs = ", ".join(f"{r['path']} {r['written_gib']} GiB {_ratio(r['ratio_stock_over_fastsnap']).strip('*')}"
+                       for r in e["ratios"])
+        lines += ["", f"Earlier run of this benchmark ({e['started']} - {e['ended']}, load average "
+                  f"{e['loadavg_1m'][0]} → {e['loadavg_1m'][1]}), stock / fastsnap: {rs}."]
     lines += ["", f"Load average (1 min) at start {f['loadavg_start'][0]:.2f}, at end {f['loadavg_end'][0]:.2f} "
               f"(2 cores shared with other sessions); nova-compute driver switches (`ceph-test-env/up --nova`) took "
               f"{', '.join(f'{x:.0f}' for x in f['switches'])} s. "
               "Raw rows (server idle times, Glance hashing and background flatten after activation, counter "
               "reads): `bench/nova.json`.", END]
     return "\n".join(lines) + "\n"
+
+
+def summarize(result: dict[str, Any], keep: int = 3) -> list[dict[str, Any]]:
+    """A run's ratios and load (for ``earlier_runs`` of the next one), followed by its own earlier runs."""
+    ratios(result.get("cases", []))
+    f = result.get("facts", {})
+    this = {"started": f.get("started"), "ended": f.get("ended"),
+            "loadavg_1m": [round((f.get("loadavg_start") or [0])[0], 2), round((f.get("loadavg_end") or [0])[0], 2)],
+            "ratios": [{"path": c["path"], "written_gib": c["written_gib"],
+                        "ratio_stock_over_fastsnap": c.get("ratio_stock_over_fastsnap")}
+                       for c in result.get("cases", [])]}
+    return [this, *result.get("earlier_runs", [])][:keep]
 
 
 def saved_section(bench_dir: str) -> str:
@@ -346,11 +365,14 @@ def main() -> int:
     out = Path(a.out)
     cases = [("clone", int(x)) for x in a.clone.split(",") if x] + [("stream", int(x)) for x in a.stream.split(",")
                                                                      if x]
+    earlier: list[dict[str, Any]] = []
+    if (out / "nova.json").exists():  # the previous runs' ratios stay beside this one's (noise on a shared host)
+        earlier = summarize(json.loads((out / "nova.json").read_text()))
     b = Bench(out)
     b.ceph.set_fast_trim()
     result: dict[str, Any] = {"facts": {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                         "loadavg_start": os.getloadavg(), "cpus": os.cpu_count(),
-                                        "switches": b.switches}, "cases": []}
+                                        "switches": b.switches}, "cases": [], "earlier_runs": earlier}
     with tempfile.TemporaryDirectory(prefix="fastsnap-bench-nova-") as tmp:
         svc = FastsnapService(b.env, Path(tmp))
         svc.start()
