@@ -323,6 +323,14 @@ def plot(result: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def foreign_sections(text: str) -> list[tuple[str, str]]:
+    """The ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` blocks of a RESULTS.md, in order: (NAME, block)."""
+    import re
+
+    return [(m.group(1), m.group(0)) for m in
+            re.finditer(r"<!-- ([a-z0-9_-]+):begin -->.*?<!-- \1:end -->", text, flags=re.S)]
+
+
 def write_all(result: dict[str, Any], out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -332,13 +340,24 @@ def write_all(result: dict[str, Any], out_dir: str) -> None:
     if os.path.exists(notes_path):
         with open(notes_path) as f:
             notes = f.read()
-    from bench.load import saved_section
+    from bench import load, nova
 
-    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
+    results_md = os.path.join(out_dir, "RESULTS.md")
+    old = ""
+    if os.path.exists(results_md):
+        with open(results_md) as f:
+            old = f.read()
+    # Sections other benchmarks keep between markers survive a regeneration: the service under load (bench.load)
+    # and through Nova (bench.nova) are redrawn from their JSON, the others (e.g. bench.freeze) kept as they are.
+    redrawn = {"load": load.saved_section(out_dir), "nova": nova.saved_section(out_dir)}
+    with open(results_md, "w") as f:
         f.write(markdown(result, notes))
-        load = saved_section(out_dir)  # the service-under-load section (bench.load) survives a regeneration
-        if load:
-            f.write("\n" + load)
+        for name, text in foreign_sections(old):
+            text = redrawn.pop(name, None) or text
+            f.write("\n" + text.rstrip("\n") + "\n")
+        for text in redrawn.values():
+            if text:
+                f.write("\n" + text.rstrip("\n") + "\n")
     plot(result, os.path.join(out_dir, "time_vs_size.png"))
 
 

@@ -1,0 +1,353 @@
+"""The stack's Nova compute host (``ceph-test-env/up --nova``) as the Nova demo (``scripts/demo --nova``) and the
+Nova benchmark (``python -m bench.nova``) drive it: Nova's REST API as the member user ``demo`` (and ``admin``
+for flavors and the hypervisor side), Glance as admin, the fastsnap service on the compute host's unix socket,
+nova-compute's ``compute_driver`` switched through ``ceph-test-env/up``, and the guest through libvirt (its state,
+its agent, the counter it writes).
+
+Run with the stack's ``env.sh`` sourced (``FASTSNAP_TEST_RUN_DIR`` for a stack elsewhere than
+``ceph-test-env/run``)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import glanceclient
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = Path(os.environ.get("FASTSNAP_TEST_RUN_DIR") or ROOT / "ceph-test-env/run")
+HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
+STOCK_DRIVER = "libvirt.LibvirtDriver"
+MICROVERSION = "2.95"
+
+
+def read_env(path: Path = RUN / "env.sh") -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            k, _, v = line[len("export "):].partition("=")
+            env[k] = v.strip().strip('"')
+    return env
+
+
+def switch_driver(driver: str) -> float:
+    """``ceph-test-env/up --nova`` with ``FASTSNAP_TEST_NOVA_DRIVER=driver``: rewrites nova.conf, restarts
+    nova-compute when it changed and returns once it consumes RPC again. Seconds it took."""
+    t0 = time.monotonic()
+    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
+    up = subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=env,
+                        timeout=1800, check=False)
+    if up.returncode != 0:
+        raise RuntimeError(f"ceph-test-env/up --nova (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
+    return time.monotonic() - t0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 60) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+class FastsnapService:
+    """``fastsnap serve`` on the unix socket nova.conf's ``[fastsnap] unix_socket`` names, configured from the
+    stack's fastsnap.conf with its own journal (``work/state``)."""
+
+    def __init__(self, env: dict[str, str], work: Path, extra_conf: str = "") -> None:
+        self.env = env
+        self.socket = Path(env["FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET"])
+        self.work = work
+        self.conf = work / "fastsnap.conf"
+        self.log = work / "service.log"
+        base = Path(env["FASTSNAP_CONFIG_FILE"]).read_text()
+        base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
+        work.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(base + f"\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
+                             f"unix_socket = {self.socket}\nunix_socket_mode = 0660\n{extra_conf}")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf),
+                                          "serve"], stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **self.env})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("fastsnap service exited: " + self.log.read_text()[-3000:])
+            with contextlib.suppress(OSError):
+                if self.call("GET", "/v1/stores")[0] == 200:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError("fastsnap service did not answer: " + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.proc = None
+
+    def call(self, method: str, path: str) -> tuple[int, Any]:
+        conn = UnixHTTPConnection(str(self.socket))
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            body = r.read()
+            return r.status, json.loads(body) if body else None
+        finally:
+            conn.close()
+
+    def job_for(self, image_id: str) -> dict[str, Any] | None:
+        code, body = self.call("GET", f"/v1/snapshots?image_id={image_id}")
+        jobs = body.get("snapshots", []) if code == 200 and body else []
+        return dict(jobs[0]) if jobs else None
+
+
+class Cloud:
+    """Nova (as ``demo``, or admin) and Glance (admin) of the stack."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.demo = self._session(env["OS_USERNAME"], env["OS_PASSWORD"], env["OS_PROJECT_NAME"])
+        self.admin = self._session("admin", env["FASTSNAP_TEST_ADMIN_PASSWORD"], "admin")
+        self.glance = glanceclient.Client("2", session=self.admin)
+
+    def _session(self, user: str, password: str, project: str) -> ks_session.Session:
+        return ks_session.Session(auth=v3.Password(
+            auth_url=self.env["OS_AUTH_URL"], username=user, password=password, project_name=project,
+            user_domain_name="Default", project_domain_name="Default"))
+
+    def nova(self, method: str, path: str, admin: bool = False, ok: tuple[int, ...] = (200, 202, 204),
+             **kw: Any) -> Any:
+        s = self.admin if admin else self.demo
+        r = s.request(path, method, endpoint_filter={"service_type": "compute", "interface": "public"},
+                      headers={"OpenStack-API-Version": f"compute {MICROVERSION}"}, raise_exc=False, **kw)
+        if r.status_code not in ok:
+            raise RuntimeError(f"nova {method} {path}: {r.status_code} {r.text[:800]}")
+        return r
+
+    # flavors and servers
+
+    def flavor(self, name: str, ram: int = 256, vcpus: int = 1, disk: int = 1) -> str:
+        """The id of flavor ``name``, created (public) when missing."""
+        for f in self.nova("GET", "/flavors", admin=True).json()["flavors"]:
+            if f["name"] == name:
+                return str(f["id"])
+        body = {"flavor": {"name": name, "ram": ram, "vcpus": vcpus, "disk": disk}}
+        return str(self.nova("POST", "/flavors", admin=True, json=body).json()["flavor"]["id"])
+
+    def boot(self, name: str, image: str, flavor: str, timeout: float = 600) -> dict[str, Any]:
+        body = {"server": {"name": name, "imageRef": image, "flavorRef": flavor, "networks": "none"}}
+        sid = str(self.nova("POST", "/servers", json=body).json()["server"]["id"])
+        return self.wait_server(sid, "ACTIVE", timeout)
+
+    def server(self, sid: str, admin: bool = True) -> dict[str, Any]:
+        return dict(self.nova("GET", f"/servers/{sid}", admin=admin).json()["server"])
+
+    def wait_server(self, sid: str, status: str, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        srv: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            srv = self.server(sid)
+            if srv["status"] == "ERROR":
+                raise RuntimeError(f"server {sid} in ERROR: {srv.get('fault')}")
+            if srv["status"] == status and srv.get("OS-EXT-STS:task_state") is None:
+                return srv
+            time.sleep(1)
+        raise RuntimeError(f"server {sid} not {status} after {timeout}s: {srv.get('status')} "
+                           f"task {srv.get('OS-EXT-STS:task_state')}")
+
+    def action(self, sid: str, body: dict[str, Any]) -> Any:
+        return self.nova("POST", f"/servers/{sid}/action", json=body)
+
+    def delete_server(self, sid: str, timeout: float = 300) -> None:
+        self.nova("DELETE", f"/servers/{sid}", ok=(204, 404))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.nova("GET", f"/servers/{sid}", ok=(200, 404)).status_code == 404:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"server {sid} not deleted after {timeout}s")
+
+    def image_create(self, sid: str, name: str, **metadata: str) -> str:
+        r = self.action(sid, {"createImage": {"name": name, "metadata": metadata}})
+        return str(r.json()["image_id"])
+
+    # images
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.glance.images.get(image_id))
+        except Exception:  # 404
+            return None
+
+    def wait_image(self, image_id: str, timeout: float = 1800, poll: float = 0.25) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        img: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            img = self.image(image_id) or {"status": "deleted"}
+            if img["status"] == "active":
+                return img
+            if img["status"] in ("killed", "deleted", "deactivated"):
+                break
+            time.sleep(poll)
+        raise RuntimeError(f"image {image_id} is {img.get('status')}")
+
+    def delete_image(self, image_id: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.glance.images.delete(image_id)
+                return
+            except Exception as exc:
+                if self.image(image_id) is None:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
+                time.sleep(2)
+
+
+# -- the guest, through libvirt ------------------------------------------------------------------------------
+
+
+def _conn(env: dict[str, str]) -> Any:
+    import libvirt  # Debian's python3-libvirt
+
+    libvirt.registerErrorHandler(lambda *_: None, None)  # errors are raised; don't also print them
+    return libvirt.open(env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+
+
+def agent(env: dict[str, str], domain: str, command: str, timeout: int = 5, **arguments: Any) -> Any:
+    import libvirt_qemu
+
+    msg: dict[str, Any] = {"execute": command}
+    if arguments:
+        msg["arguments"] = arguments
+    conn = _conn(env)
+    try:
+        return json.loads(libvirt_qemu.qemuAgentCommand(conn.lookupByName(domain), json.dumps(msg), timeout,
+                                                       0))["return"]
+    finally:
+        conn.close()
+
+
+def counter(env: dict[str, str], domain: str) -> int:
+    """The guest's counter, read inside the guest through its agent."""
+    h = agent(env, domain, "guest-file-open", path="/disk/data/counter")
+    try:
+        buf = agent(env, domain, "guest-file-read", handle=h, count=64)["buf-b64"]
+    finally:
+        agent(env, domain, "guest-file-close", handle=h)
+    return int(base64.b64decode(buf).strip() or b"0")
+
+
+def wait_counter(env: dict[str, str], domain: str, timeout: float = 300) -> tuple[float, int]:
+    """Seconds until the guest agent answers and the counter can be read; the counter then."""
+    t0 = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            return time.monotonic() - t0, counter(env, domain)
+        except Exception as exc:  # agent not up yet
+            last = exc
+            time.sleep(1)
+    raise RuntimeError(f"guest agent of {domain} did not answer within {timeout}s: {last}")
+
+
+STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
+               6: "crashed", 7: "pmsuspended"}
+
+
+class Watch:
+    """While a snapshot runs: the libvirt state of the guest's domain (every 50 ms; time spent in each state) and
+    the guest's counter (every ``counter_every`` s, through the agent; the longest time it did not advance)."""
+
+    def __init__(self, env: dict[str, str], domain: str, counter_every: float = 1.0) -> None:
+        self.env = env
+        self.domain = domain
+        self.counter_every = counter_every
+        self.state_seconds: dict[str, float] = {}
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._states, daemon=True),
+                         threading.Thread(target=self._counter, daemon=True)]
+
+    def _states(self) -> None:
+        import libvirt
+
+        libvirt.registerErrorHandler(lambda *_: None, None)
+        conn = libvirt.openReadOnly(self.env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+        try:
+            last = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    st = STATE_NAMES.get(conn.lookupByName(self.domain).state()[0], "?")
+                except libvirt.libvirtError:
+                    st = "undefined"
+                now = time.monotonic()
+                self.state_seconds[st] = self.state_seconds.get(st, 0.0) + (now - last)
+                last = now
+                time.sleep(0.05)
+        finally:
+            conn.close()
+
+    def _counter(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # agent busy (frozen guest) or domain not running
+                self.samples.append((time.monotonic(), counter(self.env, self.domain)))
+            self._stop.wait(self.counter_every)
+
+    def __enter__(self) -> Watch:
+        self.t0 = time.monotonic()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+        self.t1 = time.monotonic()
+
+    def summary(self) -> dict[str, Any]:
+        """States seen (seconds in each), counter at start/end and the longest stall of the counter (from the
+        start of the watch to its end, counting a stretch without any successful read as a stall)."""
+        pts = [(self.t0, None), *self.samples, (self.t1, None)]
+        stall = 0.0
+        last_change = self.t0
+        prev: int | None = None
+        for t, v in pts:
+            if v is not None and v != prev:
+                if prev is not None:
+                    stall = max(stall, t - last_change)
+                last_change, prev = t, v
+        stall = max(stall, self.t1 - last_change)
+        vals = [v for _, v in self.samples]
+        return {
+            "domain_states": {k: round(v, 2) for k, v in sorted(self.state_seconds.items())},
+            "never_left_running": set(self.state_seconds) <= {"running"},
+            "counter_first": vals[0] if vals else None, "counter_last": vals[-1] if vals else None,
+            "counter_reads": len(vals), "counter_max_stall_s": round(stall, 2),
+        }
