@@ -1,0 +1,116 @@
+"""Parked disks on the real stack, without Nova: a disk moved to the RBD trash the way fastsnap's Nova hook does
+(`rbd trash mv`, no delay) while a fastsnap clone depends on it is shown by ``parked_disks`` and drained (clone
+flattened, disk removed from the trash); trash entries fastsnap cannot attribute to its own operations are left
+alone. The Nova side is in test_lifecycle.py."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rbd
+
+from fastsnap import Fastsnap, SnapshotRequest, config
+from tests.integration.conftest import Stack, Writer
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def fs(stack: Stack) -> Iterator[Fastsnap]:
+    conf = config.load(stack.config_file)
+    conf.set_override("flatten", "never", "snapshot")
+    f = Fastsnap(conf)
+    yield f
+    f.close()
+
+
+def _trash_ids(stack: Stack) -> set[str]:
+    with stack.ioctx("vms") as io:
+        return {str(t["id"]) for t in rbd.RBD().trash_list(io)}
+
+
+def _park(stack: Stack, name: str, delay: int = 0) -> str:
+    with stack.ioctx("vms") as io:
+        with rbd.Image(io, name, read_only=True) as img:
+            image_id = str(img.id())
+        rbd.RBD().trash_move(io, name, delay)
+    return image_id
+
+
+def _purge(stack: Stack, image_id: str) -> None:
+    with stack.ioctx("vms") as io, contextlib.suppress(rbd.ImageNotFound):
+        rbd.RBD().trash_remove(io, image_id, force=True)
+
+
+def _parent(stack: Stack, image_id: str) -> Any:
+    with stack.ioctx("images") as io, rbd.Image(io, image_id, read_only=True) as img:
+        try:
+            return img.get_parent_image_spec()
+        except rbd.ImageNotFound:
+            return None
+
+
+def test_parked_disk_is_drained_and_others_are_left_alone(stack: Stack, fs: Fastsnap, make_disk: Writer,
+                                                          bases: dict[str, str]) -> None:
+    disk = make_disk()
+    want = stack.disk_sha256("vms", disk)
+    res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked", base_image=bases["fast"]))
+    stack.snapshots.append(res.image_id)
+    assert res.path == "clone" and res.flatten["policy"] == "never"
+    assert fs.journal.get(res.image_id).extra["disk_id"]  # type: ignore[union-attr]
+    # Not fastsnap's: a disk it never snapshotted, and one of its disks trashed with a deferment (an operator's).
+    stranger = make_disk()
+    deferred_disk = make_disk()
+    res2 = fs.snapshot(SnapshotRequest(disk=f"vms/{deferred_disk}", name="deferred", base_image=bases["fast"]))
+    stack.snapshots.append(res2.image_id)
+    parked_id = _park(stack, disk)
+    stranger_id = _park(stack, stranger)
+    deferred_id = _park(stack, deferred_disk, delay=3600)
+    try:
+        rows = fs.parked_disks()
+        assert [(r["id"], r["name"], r["state"], r["dependents"]) for r in rows] == [
+            (parked_id, disk, "waiting", [f"images/{res.image_id}"])], rows
+        assert _parent(stack, res.image_id) is not None
+        # The clone still reads through the trashed disk.
+        assert stack.glance_sha256(res.image_id) == want
+
+        drained = fs.parked_disks(run=True)
+        assert [(r["id"], r["state"]) for r in drained] == [(parked_id, "removed")], drained
+        assert _parent(stack, res.image_id) is None
+        assert parked_id not in _trash_ids(stack)
+        assert {stranger_id, deferred_id} <= _trash_ids(stack)
+        assert stack.glance_sha256(res.image_id) == want
+        assert fs.parked_disks() == []
+    finally:
+        stack.delete_snapshots()  # the deferred disk's clone goes, so its trashed snapshot is purged
+        for image_id in (stranger_id, deferred_id, parked_id):
+            _purge(stack, image_id)
+
+
+def test_cli_flatten_status_reports_parked_disks(stack: Stack, fs: Fastsnap, make_disk: Writer,
+                                                 bases: dict[str, str], tmp_path: Path) -> None:
+    disk = make_disk()
+    res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked-cli", base_image=bases["fast"]))
+    stack.snapshots.append(res.image_id)
+    conf = str(tmp_path / "fastsnap.conf")
+    with open(stack.config_file) as f, open(conf, "w") as out:
+        out.write(f.read() + "\n[snapshot]\nflatten = never\n")
+    parked_id = _park(stack, disk)
+    try:
+        out = stack.fastsnap("--config-file", conf, "flatten-status", "--json")
+        assert out.returncode == 0, out.stderr
+        parked = json.loads(out.stdout)["parked_disks"]
+        assert [(p["id"], p["state"]) for p in parked] == [(parked_id, "waiting")]
+        datetime.datetime.fromisoformat(parked[0]["parked_at"])
+        out = stack.fastsnap("--config-file", conf, "flatten-status", "--run")
+        assert out.returncode == 0, out.stderr
+        assert "parked disks" in out.stdout and "removed" in out.stdout, out.stdout
+        assert parked_id not in _trash_ids(stack)
+    finally:
+        _purge(stack, parked_id)
