@@ -236,7 +236,8 @@ def cli_clone(stack: Stack, cleanup: Cleanup, config: str, disk: str) -> dict[st
     """One ``fastsnap snapshot`` CLI run on the clone path, its requests counted in the child."""
     count_file = os.path.join(stack.env.run_dir, f"bench-count-{os.getpid()}.json")
     env = {**os.environ, "FASTSNAP_BENCH_COUNT_FILE": count_file,
-           "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(BENCH_DIR, "_count")])}
+           "PYTHONPATH": os.pathsep.join([p for p in (os.environ.get("PYTHONPATH"), ROOT,
+                                                      os.path.join(BENCH_DIR, "_count")) if p])}
     proc = Started(fastsnap_argv(config, "snapshot", "--disk", f"vms/{disk}", "--name", unique("costcli"),
                                  "--store", "fast", "--json"), env=env).wait()
     res = proc.json()

@@ -94,6 +94,9 @@ filesystem_store_datadir = $GL_DIR/staging
 filesystem_store_datadir = $GL_DIR/tasks
 [oslo_concurrency]
 lock_path = $GL_DIR/locks
+[taskflow_executor]
+engine_mode = $GLANCE_TASKFLOW_ENGINE
+max_workers = $GLANCE_TASKFLOW_WORKERS
 [paste_deploy]
 flavor = keystone
 $(keystone_authtoken_section glance)

@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from werkzeug.exceptions import HTTPException
 
 from fastsnap import journal as jr
-from fastsnap.api import Fastsnap, SnapshotRequest, SnapshotResult, check_text, validate_request
+from fastsnap.api import Fastsnap, Planned, SnapshotRequest, SnapshotResult, check_text, validate_request
 from fastsnap.errors import BadRequest, Conflict, FastsnapError, Forbidden
 from fastsnap.plan import Plan
 from fastsnap.service import metrics as m
@@ -177,7 +177,9 @@ class Service:
 
     # -- the job ----------------------------------------------------------------------------------------
 
-    def run(self, job: Job, req: SnapshotRequest, auth: dict[str, Any]) -> None:
+    def run(self, job: Job, req: SnapshotRequest, auth: dict[str, Any], planned: Planned | None = None) -> None:
+        """Take the snapshot of an accepted job; ``planned``: what the request's validation planned (not asked
+        of Glance and Keystone again)."""
         t0 = time.monotonic()
         last = [0.0]
         m.IN_FLIGHT.inc()
@@ -204,7 +206,8 @@ class Service:
                 self.journal.save_job(job)
 
         try:
-            res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step, **auth)
+            res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step,
+                                   planned=planned, **auth)
             job.result = res.to_dict()
             job.state = DONE
             job.bytes_done, job.bytes_total = res.bytes_streamed, res.size if res.path == "stream" else 0
@@ -475,7 +478,7 @@ def create_app(svc: Service) -> Flask:
                 earlier = _earlier(req, body, key, project, who)
                 if earlier is not None:
                     return _job_response(earlier, 200)
-            svc.fs.plan(req, glance)
+            planned = svc.fs.prepare(req, acting=(glance, ident))
         except Conflict as exc:
             return error(409, str(exc), kind=exc.kind)
         except BadRequest as exc:
@@ -495,7 +498,7 @@ def create_app(svc: Service) -> Flask:
             if not visible(stored, who):
                 return error(400, f"image {req.image_id} does not exist")
             return _job_response(svc.settle(stored), 200)
-        svc.runner.submit(job, lambda j: svc.run(j, req, auth))
+        svc.runner.submit(job, lambda j: svc.run(j, req, auth, planned))
         return _job_response(job, 202)
 
     def _job_response(job: Job, code: int) -> Response:
