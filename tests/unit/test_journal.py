@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from fastsnap import journal as jr
-from fastsnap.states import JobState, OpState
+from fastsnap.errors import Reserved
+from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, JobState, OpState
 
 
 def _old_database(state: Path) -> None:
@@ -107,25 +108,24 @@ def test_reserve_records_the_operation_whole(tmp_path: Path) -> None:
     op = _op(extra={"flatten": {"policy": "background"}, "trust_id": "t"})
     j.reserve(op)
     got = jr.Journal(str(tmp_path)).get("img-1")  # another Journal object on the same file sees it
-    assert got == op and got.state == jr.RUNNING and got.steps == []
+    assert got == op and got.state == OpState.RUNNING and got.steps == []
 
 
-@pytest.mark.parametrize("held_state", [jr.RUNNING, jr.DONE])
-def test_reserve_is_refused_while_the_id_is_running_or_done(tmp_path: Path, held_state: str) -> None:
+@pytest.mark.parametrize("held_state", [OpState.RUNNING, OpState.DONE])
+def test_reserve_is_refused_while_the_id_is_running_or_done(tmp_path: Path, held_state: OpState) -> None:
     j = jr.Journal(str(tmp_path))
     first = _op()
     j.reserve(first)
     j.begin(first, "image")
-    if held_state != jr.RUNNING:
+    if held_state != OpState.RUNNING:
         j.finish(first, held_state)
-    with pytest.raises(jr.Reserved) as exc:
+    with pytest.raises(Reserved, match=f"image img-1 is reserved by an operation that is {held_state}"):
         jr.Journal(str(tmp_path)).reserve(_op(disk="vms/other"))
-    assert exc.value.existing.disk == "vms/d" and exc.value.existing.state == held_state
     assert j.get("img-1") == first  # the holder's record is untouched
 
 
-@pytest.mark.parametrize("undone_state", jr.REUSABLE)
-def test_reserve_replaces_an_operation_that_was_undone(tmp_path: Path, undone_state: str) -> None:
+@pytest.mark.parametrize("undone_state", REUSABLE)
+def test_reserve_replaces_an_operation_that_was_undone(tmp_path: Path, undone_state: OpState) -> None:
     j = jr.Journal(str(tmp_path))
     first = _op()
     j.reserve(first)
@@ -135,7 +135,7 @@ def test_reserve_replaces_an_operation_that_was_undone(tmp_path: Path, undone_st
     j.reserve(_op(disk="vms/other", path="stream"))
     got = j.get("img-1")
     assert got is not None
-    assert (got.disk, got.path, got.state, got.steps, got.error) == ("vms/other", "stream", jr.RUNNING, [], None)
+    assert (got.disk, got.path, got.state, got.steps, got.error) == ("vms/other", "stream", OpState.RUNNING, [], None)
     assert [o.op_id for o in j.list()] == ["img-1"]
 
 
@@ -148,9 +148,9 @@ def test_steps_are_recorded_once_in_order_and_durably(tmp_path: Path) -> None:
     got = jr.Journal(str(tmp_path)).get("img-1")
     assert got is not None and got.steps == ["image", "disk_snap", "clone"]
     assert got.began("clone") and not got.began("location")
-    j.finish(op, jr.FAILED, "CephError: no space")
+    j.finish(op, OpState.FAILED, "CephError: no space")
     got = j.get("img-1")
-    assert got is not None and (got.state, got.error, got.steps) == (jr.FAILED, "CephError: no space", op.steps)
+    assert got is not None and (got.state, got.error, got.steps) == (OpState.FAILED, "CephError: no space", op.steps)
 
 
 def test_list_filters_by_state_oldest_first(tmp_path: Path) -> None:
@@ -158,11 +158,11 @@ def test_list_filters_by_state_oldest_first(tmp_path: Path) -> None:
     ops = [_op(f"img-{i}") for i in range(4)]
     for op in ops:
         j.reserve(op)
-    j.finish(ops[1], jr.DONE)
-    j.finish(ops[3], jr.ROLLED_BACK)
+    j.finish(ops[1], OpState.DONE)
+    j.finish(ops[3], OpState.ROLLED_BACK)
     j.begin(ops[0], "image")  # saved last: now the newest
-    assert [o.op_id for o in j.list(jr.RUNNING)] == ["img-2", "img-0"]
-    assert [o.op_id for o in j.list(jr.DONE)] == ["img-1"]
+    assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-2", "img-0"]
+    assert [o.op_id for o in j.list(OpState.DONE)] == ["img-1"]
     assert [o.op_id for o in j.list()] == ["img-2", "img-1", "img-3", "img-0"]
     assert j.get("nope") is None
 
@@ -173,8 +173,8 @@ def _reserve_in_child(state_dir: str, i: int, start: Any, results: Any) -> None:
     try:
         journal.reserve(_op(disk=f"vms/d{i}"))
         results.put((i, "won"))
-    except jr.Reserved as exc:
-        results.put((i, exc.existing.disk))
+    except Reserved:
+        results.put((i, "refused"))
     except Exception as exc:
         results.put((i, f"{type(exc).__name__}: {exc}"))
 
@@ -192,7 +192,7 @@ def test_concurrent_reservations_from_several_processes_let_one_win(tmp_path: Pa
     winners = [i for i, r in outcome.items() if r == "won"]
     assert len(winners) == 1, outcome
     winner_disk = f"vms/d{winners[0]}"
-    assert all(r == winner_disk for i, r in outcome.items() if i != winners[0]), outcome
+    assert all(r == "refused" for i, r in outcome.items() if i != winners[0]), outcome
     got = jr.Journal(str(tmp_path)).get("img-1")
     assert got is not None and got.disk == winner_disk
 
@@ -204,11 +204,11 @@ def test_version_1_database_without_a_jobs_table_gets_one(tmp_path: Path) -> Non
     db = sqlite3.connect(tmp_path / "state" / "journal.sqlite", isolation_level=None)
     db.execute("create table operations (op_id text primary key, state text not null, record text not null, "
                "updated_at real not null)")
-    op = _op(state=jr.RUNNING, steps=["image"])
+    op = _op(state=OpState.RUNNING, steps=["image"])
     db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "running", json.dumps(op.__dict__), 1.0))
     db.close()
     j = jr.Journal(str(tmp_path / "state"))
-    assert [o.op_id for o in j.list(jr.RUNNING)] == ["img-1"]
+    assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-1"]
     assert j.insert_job(jr.Job(id="a", key="k", request={}, image_id="img-1")).id == "a"
 
 
@@ -255,15 +255,15 @@ def test_processes_opening_a_version_1_database_at_once_migrate_it_once(tmp_path
 def test_job_for_image_skips_failed_and_cancelled_jobs(tmp_path: Path) -> None:
     j = jr.Journal(str(tmp_path))
     job = j.insert_job(jr.Job(id="a", key=None, request={}, image_id="X"))
-    for state in jr.JOB_FINAL_FAILED:
+    for state in JOB_FINAL_FAILED:
         job.state = state
         j.save_job(job)
         assert j.job_for_image("X") is None
-    job.state = jr.JOB_DONE
+    job.state = JobState.DONE
     j.save_job(job)
     found = j.job_for_image("X")
-    assert found is not None and found.state == jr.JOB_DONE
-    assert [x.id for x in j.list_jobs(state=jr.JOB_DONE)] == ["a"] and j.list_jobs(state=jr.JOB_RUNNING) == []
+    assert found is not None and found.state == JobState.DONE
+    assert [x.id for x in j.list_jobs(state=JobState.DONE)] == ["a"] and j.list_jobs(state=JobState.RUNNING) == []
 
 
 def test_a_job_record_with_unknown_fields_still_loads(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fastsnap.locks import Busy, Locks
+from fastsnap.errors import Busy
+from fastsnap.locks import Locks
 
 # A process holding locks on command, one command a line: "<key> <state dir> op|try|disk NAME",
 # "<key> <state dir> slot N WAIT", "release <key>". Prints "<key> held", "<key> free False", "<key> slot I" or

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from fastsnap.api import SnapshotRequest, snapshot_properties
+from fastsnap.api import snapshot_properties
 from fastsnap.errors import BadRequest
-from fastsnap.request import from_body
+from fastsnap.request import SnapshotRequest, from_body
 
 ROOT = Path(__file__).resolve().parents[2]
 

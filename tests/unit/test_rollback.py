@@ -20,14 +20,16 @@ import pytest
 
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
-from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, NoDomain
+from fastsnap.ceph import Cluster
+from fastsnap.errors import CephNotFound, NoDomain
 from fastsnap.glance import Glance
+from fastsnap.location import CLONE_SNAP, ImageSpec, temp_snap_name
+from fastsnap.states import CLONE_STEPS, Step
 
 OP = "img-1"
 DISK = ImageSpec("vms", "disk")
 CLONE = ImageSpec("images", OP)
-TEMP = wf.temp_snap_name(OP)
+TEMP = temp_snap_name(OP)
 
 
 class RecordingCluster:
@@ -44,7 +46,7 @@ class RecordingCluster:
     def snapshots(self, spec: ImageSpec) -> list[str]:
         self.log.append(f"snapshots {spec}")
         if str(spec) not in self.images:
-            raise BadRequest(f"no RBD image {spec}")  # what Cluster.snapshots raises for a missing image
+            raise CephNotFound(f"RBD image {spec} does not exist")  # what Cluster.snapshots raises
         return sorted(self.images[str(spec)])
 
     def remove_image(self, spec: ImageSpec) -> None:
@@ -95,15 +97,15 @@ def _op(path: str, steps: list[str], image_created: bool = True, keep: bool = Fa
                         image_created=image_created, delete_image_on_error=not keep, steps=steps)
 
 
-def _clone_steps(upto: str) -> list[str]:
-    steps = [s for s in wf.CLONE_STEPS if s != wf.FLATTEN]
+def _clone_steps(upto: Step) -> list[str]:
+    steps: list[str] = [s for s in CLONE_STEPS if s != Step.FLATTEN]
     return steps[:steps.index(upto) + 1]
 
 
 def test_clone_path_is_undone_image_first_then_clone_then_disk_snapshot(tmp_path: Path) -> None:
     # killed after the clone: the image is queued (no location yet), the clone and the temporary snapshot exist
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "queued"}})
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(wf.CLONE)))
+    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
     assert w.actions() == [f"delete {OP}", f"remove_image {CLONE}", f"remove_snapshot {DISK}@{TEMP}"]
     assert did == [f"deleted Glance image {OP}", f"removed clone {CLONE}", f"removed snapshot {DISK}@{TEMP}"]
     assert w.cluster.images == {str(DISK): set()} and w.glance.images == {}
@@ -111,9 +113,9 @@ def test_clone_path_is_undone_image_first_then_clone_then_disk_snapshot(tmp_path
 
 def test_a_registered_clone_goes_with_its_glance_image(tmp_path: Path) -> None:
     # killed while waiting for 'active': Glance owns the clone through its location and removes it itself
-    w = World(tmp_path, {str(DISK): set(), str(CLONE): {wf.CLONE_SNAP}},
+    w = World(tmp_path, {str(DISK): set(), str(CLONE): {CLONE_SNAP}},
               {OP: {"status": "importing", "location": str(CLONE)}})
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(wf.ACTIVE)))
+    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.ACTIVE)))
     assert w.actions() == [f"delete {OP}"]
     assert did == [f"deleted Glance image {OP}"]
     assert f"exists {CLONE}" in w.log and w.cluster.images == {str(DISK): set()}
@@ -121,11 +123,11 @@ def test_a_registered_clone_goes_with_its_glance_image(tmp_path: Path) -> None:
 
 def test_an_image_given_by_the_caller_is_kept_when_asked(tmp_path: Path) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "queued"}})
-    wf.rollback(w.ctx, _op("clone", _clone_steps(wf.CLONE), image_created=False, keep=True))
+    wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE), image_created=False, keep=True))
     assert w.actions() == [f"remove_image {CLONE}", f"remove_snapshot {DISK}@{TEMP}"]
     assert OP in w.glance.images
     w = World(tmp_path, {}, {OP: {"status": "queued"}})  # given, but to be deleted on error (nova-api's way)
-    wf.rollback(w.ctx, _op("clone", [wf.IMAGE], image_created=False))
+    wf.rollback(w.ctx, _op("clone", [Step.IMAGE], image_created=False))
     assert w.actions() == [f"delete {OP}"]
 
 
@@ -138,31 +140,31 @@ def test_nothing_recorded_nothing_touched(tmp_path: Path) -> None:
 def test_only_what_began_is_looked_for(tmp_path: Path) -> None:
     # killed before the disk snapshot acted: only the image is undone; Ceph is not asked about anything
     w = World(tmp_path, {str(DISK): set()}, {OP: {"status": "queued"}})
-    wf.rollback(w.ctx, _op("clone", [wf.IMAGE]))
+    wf.rollback(w.ctx, _op("clone", [Step.IMAGE]))
     assert w.log == [f"find {OP}", f"delete {OP}"]
     # the disk snapshot step began but did not act: looked for, not found, nothing removed
     w = World(tmp_path, {str(DISK): set()}, {OP: {"status": "queued"}})
-    assert wf.rollback(w.ctx, _op("clone", [wf.IMAGE, wf.DISK_SNAP])) == [f"deleted Glance image {OP}"]
+    assert wf.rollback(w.ctx, _op("clone", [Step.IMAGE, Step.DISK_SNAP])) == [f"deleted Glance image {OP}"]
     assert w.log == [f"find {OP}", f"delete {OP}", f"snapshots {DISK}"]
 
 
 def test_stream_path_never_touches_a_clone(tmp_path: Path) -> None:
     # an RBD image named like the clone exists (e.g. of another operation's store): a stream never made one
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "saving"}})
-    wf.rollback(w.ctx, _op("stream", [wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD]))
+    wf.rollback(w.ctx, _op("stream", [Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD]))
     assert w.actions() == [f"delete {OP}", f"remove_snapshot {DISK}@{TEMP}"]
     assert not any(str(CLONE) in c for c in w.log)
 
 
 def test_a_deleted_disk_does_not_stop_the_undo(tmp_path: Path) -> None:
     w = World(tmp_path, {str(CLONE): set()}, {OP: {"status": "queued"}})  # the disk itself is gone
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(wf.CLONE)))
+    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
     assert did == [f"deleted Glance image {OP}", f"removed clone {CLONE}"]
 
 
 def test_rollback_twice_does_nothing_the_second_time(tmp_path: Path) -> None:
-    w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {wf.CLONE_SNAP}}, {OP: {"status": "queued"}})
-    op = _op("clone", _clone_steps(wf.LOCATION))
+    w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {CLONE_SNAP}}, {OP: {"status": "queued"}})
+    op = _op("clone", _clone_steps(Step.LOCATION))
     assert len(wf.rollback(w.ctx, op)) == 3
     del w.log[:]
     assert wf.rollback(w.ctx, op) == []
@@ -170,11 +172,11 @@ def test_rollback_twice_does_nothing_the_second_time(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("steps", "clone_snaps", "expected"), [
-    (_clone_steps(wf.CLONE_SNAP_STEP), {wf.CLONE_SNAP}, True),   # complete: register it
-    (_clone_steps(wf.ACTIVE), {wf.CLONE_SNAP}, True),
-    (_clone_steps(wf.CLONE_SNAP_STEP), set(), False),            # the snap step began but did not act
-    (_clone_steps(wf.CLONE_SNAP_STEP), None, False),             # the clone is gone
-    (_clone_steps(wf.DISK_SNAP_RELEASE), {wf.CLONE_SNAP}, False),  # record says not yet: back, whatever exists
+    (_clone_steps(Step.CLONE_SNAP), {CLONE_SNAP}, True),   # complete: register it
+    (_clone_steps(Step.ACTIVE), {CLONE_SNAP}, True),
+    (_clone_steps(Step.CLONE_SNAP), set(), False),            # the snap step began but did not act
+    (_clone_steps(Step.CLONE_SNAP), None, False),             # the clone is gone
+    (_clone_steps(Step.DISK_SNAP_RELEASE), {CLONE_SNAP}, False),  # record says not yet: back, whatever exists
 ])
 def test_clone_rolls_forward_only_when_the_record_and_the_clone_say_complete(
         tmp_path: Path, steps: list[str], clone_snaps: set[str] | None, expected: bool) -> None:
@@ -185,12 +187,12 @@ def test_clone_rolls_forward_only_when_the_record_and_the_clone_say_complete(
 
 
 @pytest.mark.parametrize(("steps", "status", "expected"), [
-    ([wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD], "active", True),       # Glance has it all: only the snapshot is left
-    ([wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD, wf.ACTIVE], "active", True),
-    ([wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD], "saving", False),
-    ([wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD], "queued", False),
-    ([wf.IMAGE, wf.DISK_SNAP, wf.UPLOAD], None, False),           # image gone
-    ([wf.IMAGE, wf.DISK_SNAP], "active", False),                 # not uploaded by this operation
+    ([Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD], "active", True),       # Glance has it all: only the snapshot is left
+    ([Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD, Step.ACTIVE], "active", True),
+    ([Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD], "saving", False),
+    ([Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD], "queued", False),
+    ([Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD], None, False),           # image gone
+    ([Step.IMAGE, Step.DISK_SNAP], "active", False),                 # not uploaded by this operation
 ])
 def test_stream_rolls_forward_only_when_glance_has_the_whole_image(
         tmp_path: Path, steps: list[str], status: str | None, expected: bool) -> None:
@@ -215,7 +217,7 @@ class RecordingHypervisor:
 def test_a_guest_left_frozen_is_thawed_once(tmp_path: Path, gone: bool) -> None:
     log: list[str] = []
     j = jr.Journal(str(tmp_path))
-    op = _op("clone", [wf.IMAGE, wf.DISK_SNAP])
+    op = _op("clone", [Step.IMAGE, Step.DISK_SNAP])
     op.extra["quiesce"] = {"domain": "instance-1", "uri": "qemu:///system", "frozen": True}
     j.reserve(op)
     uris: list[str] = []
