@@ -1,30 +1,36 @@
-"""The decisions of undo and recover (``fastsnap.workflow.rollback``, ``roll_forward_possible``, ``thaw_left``)
-taken from journal records, in order.
+"""The decisions of undo and recover (``fastsnap.workflow.rollback``, ``roll_forward_possible``, ``thaw_left``,
+``fastsnap.recover``) taken from journal records, in order.
 
 What is pure here is *which* undo steps a journal record calls for and in which order; each decision also asks
 Ceph or Glance whether the thing is still there, so ``rollback`` cannot be called without a cluster and a Glance.
-The two classes below are **recording fakes for control flow only**: they keep a small model of what exists and a
-log of the calls made, so that these tests can check the order (Glance image first, then the clone, then the
-disk's temporary snapshot), that nothing is touched that the record does not name, and that a second run does
-nothing. They prove nothing about Ceph or Glance: the same undo against the real stack is
+The ``Recording*`` classes below are **recording fakes for control flow only**: they keep a small model of what
+exists and a log of the calls made, so that these tests can check the order (Glance image first, then the clone,
+then the disk's temporary snapshot), that nothing is touched that the record does not name, that a second run does
+nothing, and how ``recover`` chooses forward or back, falls back when forward fails, thaws first and goes on past
+one failure. They prove nothing about Ceph or Glance: the same undo against the real stack is
 tests/integration/test_faults.py (a kill at every step, then ``recover``) and tests/integration/test_recover.py.
-The journal is the real one (SQLite under tmp_path).
+The journal and the host locks are the real ones (under tmp_path).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from fastsnap import journal as jr
+from fastsnap import recover as rc
 from fastsnap import workflow as wf
+from fastsnap.api import Fastsnap
 from fastsnap.ceph import Cluster
-from fastsnap.errors import CephNotFound, NoDomain
+from fastsnap.errors import CephError, CephNotFound, GlanceError, NoDomain
 from fastsnap.glance import Glance
 from fastsnap.location import CLONE_SNAP, ImageSpec, temp_snap_name
-from fastsnap.states import CLONE_STEPS, Step
+from fastsnap.locks import Locks
+from fastsnap.result import RecoverResult
+from fastsnap.states import CLONE_STEPS, OpState, RecoverAction, Step
 
 OP = "img-1"
 DISK = ImageSpec("vms", "disk")
@@ -66,10 +72,27 @@ class RecordingGlance:
         self.log = log
         self.images = images
         self.cluster = cluster
+        self.refuse_location = False
 
     def find(self, image_id: str) -> dict[str, Any] | None:
         self.log.append(f"find {image_id}")
         return self.images.get(image_id)
+
+    def get(self, image_id: str) -> dict[str, Any]:
+        self.log.append(f"get {image_id}")
+        return self.images[image_id]
+
+    def add_location(self, image_id: str, url: str) -> str:
+        self.log.append(f"add_location {image_id} {url}")
+        if self.refuse_location:
+            raise GlanceError("Glance refused the location (403)")
+        self.images[image_id].update(status="active", location=url.split("/", 3)[3].rsplit("/", 1)[0])
+        return "new"
+
+    def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None) -> dict[str, Any]:
+        self.log.append(f"wait_status {image_id} {want}")
+        assert self.images[image_id]["status"] == want
+        return self.images[image_id]
 
     def delete(self, image_id: str) -> None:
         self.log.append(f"delete {image_id}")
@@ -232,3 +255,97 @@ def test_a_guest_left_frozen_is_thawed_once(tmp_path: Path, gone: bool) -> None:
     saved = j.get(OP)
     assert saved is not None and saved.extra["quiesce"]["frozen"] is False  # journaled: not thawed again
     assert wf.thaw_left(saved, j, hypervisor) == [] and log == ["thaw instance-1"]
+
+
+# -- recover: forward or back, one operation at a time ---------------------------------------------------------
+
+class RecoverHost:
+    """The parts of ``fastsnap.api.Fastsnap`` that ``fastsnap.recover`` uses, over the recording fakes above, the
+    real journal and the real host locks (no trusts: operations of fastsnap's own user)."""
+
+    def __init__(self, world: World, tmp_path: Path) -> None:
+        self.world = world
+        self.journal = world.journal
+        self.locks = Locks(str(tmp_path))
+        self.thawed: list[str] = []
+        self.conf = None
+        self.session = None
+
+    def context(self) -> wf.Context:
+        return self.world.ctx
+
+    def hypervisor(self, uri: str | None = None) -> Any:
+        return RecordingHypervisor(self.thawed)
+
+
+def _recover(host: RecoverHost) -> dict[str, RecoverResult]:
+    return {r.op_id: r for r in rc.recover_all(cast(Fastsnap, host))}
+
+
+def _journaled(w: World, op: jr.Operation) -> jr.Operation:
+    w.journal.reserve(op)
+    return op
+
+
+def test_recover_registers_a_complete_clone(tmp_path: Path) -> None:
+    w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {CLONE_SNAP}}, {OP: {"status": "queued"}})
+    _journaled(w, _op("clone", _clone_steps(Step.CLONE_SNAP)))
+    res = _recover(RecoverHost(w, tmp_path))[OP]
+    assert res.action is RecoverAction.ROLLED_FORWARD, res
+    assert [c for c in w.log if c.split()[0] in ("remove_snapshot", "add_location", "wait_status")] == [
+        f"remove_snapshot {DISK}@{TEMP}", f"add_location {OP} rbd://f/images/{OP}/snap", f"wait_status {OP} active"]
+    got = w.journal.get(OP)
+    assert got is not None and got.state is OpState.DONE and got.steps[-2:] == [Step.LOCATION, Step.ACTIVE]
+    assert w.cluster.images[str(CLONE)] == {CLONE_SNAP}  # the result stays
+
+
+def test_recover_undoes_what_it_cannot_finish(tmp_path: Path) -> None:
+    w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {CLONE_SNAP}}, {OP: {"status": "queued"}})
+    w.glance.refuse_location = True
+    _journaled(w, _op("clone", _clone_steps(Step.CLONE_SNAP)))
+    res = _recover(RecoverHost(w, tmp_path))[OP]
+    assert res.action is RecoverAction.ROLLED_BACK
+    assert res.did[0] == "roll forward failed: Glance refused the location (403)"
+    assert w.actions()[-2:] == [f"delete {OP}", f"remove_image {CLONE}"]
+    got = w.journal.get(OP)
+    assert got is not None and got.state is OpState.ROLLED_BACK
+    assert w.cluster.images == {str(DISK): set()} and w.glance.images == {}
+
+
+def test_recover_thaws_first_reports_a_failure_and_goes_on(tmp_path: Path) -> None:
+    w = World(tmp_path, {str(DISK): {TEMP}}, {OP: {"status": "saving"}, "img-2": {"status": "queued"}})
+    frozen = _op("stream", [Step.IMAGE, Step.DISK_SNAP])
+    frozen.extra["quiesce"] = {"domain": "instance-1", "uri": "qemu:///system", "frozen": True}
+    _journaled(w, frozen)
+    bad = jr.Operation(op_id="img-2", disk="vms/other", path="clone", store="fast", pool="images", fsid="f",
+                       image_created=True, delete_image_on_error=True, steps=[Step.IMAGE, Step.DISK_SNAP])
+    _journaled(w, bad)  # its disk listing fails with a Ceph error (not "gone"): it cannot be undone now
+
+    def broken(spec: ImageSpec) -> list[str]:
+        if spec == ImageSpec.parse("vms/other"):
+            raise CephError("Ceph: listing the snapshots of vms/other failed: timed out")
+        return RecordingCluster.snapshots(w.cluster, spec)
+
+    w.cluster.snapshots = broken  # type: ignore[method-assign]
+    host = RecoverHost(w, tmp_path)
+    results = _recover(host)
+    assert results[OP].action is RecoverAction.ROLLED_BACK
+    assert results[OP].did[0] == "thawed guest instance-1" and host.thawed == ["thaw instance-1"]
+    assert results["img-2"].action is RecoverAction.FAILED and "timed out" in str(results["img-2"].error)
+    states = {o.op_id: o.state for o in w.journal.list()}
+    assert states == {OP: OpState.ROLLED_BACK, "img-2": OpState.RUNNING}  # left for the next recover
+
+
+def test_recover_leaves_an_operation_whose_process_is_alive(tmp_path: Path) -> None:
+    w = World(tmp_path, {str(DISK): {TEMP}}, {OP: {"status": "queued"}})
+    _journaled(w, _op("stream", [Step.IMAGE, Step.DISK_SNAP]))
+    host = RecoverHost(w, tmp_path)
+    with host.locks.operation(OP):  # held as a live snapshot holds it
+        results: list[dict[str, RecoverResult]] = []
+        t = threading.Thread(target=lambda: results.append(_recover(host)))
+        t.start()
+        t.join(30)
+    assert results == [{}] and w.log == []
+    got = w.journal.get(OP)
+    assert got is not None and got.state is OpState.RUNNING
+    assert _recover(host)[OP].action is RecoverAction.ROLLED_BACK  # once it is released
