@@ -58,14 +58,14 @@ class Counter:
             return orig(adapter, request, *args, **kwargs)
 
         self._orig = orig
-        requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+        setattr(requests.adapters.HTTPAdapter, "send", send)  # noqa: B010 - patching a method on purpose
         return self
 
     def uninstall(self) -> None:
         import requests.adapters
 
         if self._orig is not None:
-            requests.adapters.HTTPAdapter.send = self._orig  # type: ignore[method-assign]
+            setattr(requests.adapters.HTTPAdapter, "send", self._orig)  # noqa: B010
             self._orig = None
 
     def record(self, method: str, url: str) -> None:
