@@ -6,6 +6,7 @@ others → GlanceError.
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -205,7 +206,8 @@ class Glance:
         headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
         try:
             self.call(f"updating image {image_id}",
-                      lambda: self.client.http_client.patch(f"/v2/images/{image_id}", headers=headers, data=ops))
+                      lambda: self.client.http_client.patch(f"/v2/images/{image_id}", headers=headers,
+                                                            data=json.dumps(ops)))  # a str keeps the type
         except GlanceError as exc:
             cause = exc.__cause__
             if isinstance(cause, gexc.HTTPBadRequest):
