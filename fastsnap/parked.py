@@ -114,12 +114,18 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
             ops = by_id.get((pool, str(entry.get("id"))))
             if not ops or entry.get("source") != "USER" or not _no_deferment(entry):
                 continue
-            try:
-                snaps = _snapshots(cluster, pool, str(entry["id"]))
-            except rbd.ImageNotFound:
-                continue
             parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
-                                parked_at=str(entry.get("deletion_time")), snapshots=len(snaps))
+                                parked_at=str(entry.get("deletion_time")), snapshots=0)
+            try:
+                snaps = _snapshots(cluster, pool, parked.id)
+            except rbd.ImageNotFound:
+                # The trash entry outlived its image: a removal from the trash was interrupted after the image's
+                # header went (librbd removes the data first, the trash entry last), e.g. a drain killed there.
+                # Nothing can depend on it any more; the drain finishes the removal.
+                parked.error = "its image is half removed (an interrupted removal): the drain finishes it"
+                result.append((parked, []))
+                continue
+            parked.snapshots = len(snaps)
             if not _only_fastsnap_snapshots(snaps):
                 parked.state = "blocked"
                 parked.error = "it has snapshots that are not fastsnap's: left alone"
@@ -143,7 +149,10 @@ def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[Parke
                     LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
                              parked.name, parked.id)
                     fl.flatten_now(cluster, dep)
-                snaps = _snapshots(cluster, parked.pool, parked.id)
+                try:
+                    snaps = _snapshots(cluster, parked.pool, parked.id)
+                except rbd.ImageNotFound:
+                    snaps = []  # half removed (see find): finish the removal
                 parked.snapshots = len(snaps)
                 if not snaps:
                     remove(cluster, parked.pool, parked.id)

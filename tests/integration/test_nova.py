@@ -70,14 +70,18 @@ class NovaAPI:
 
     # servers
 
-    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
+    def create(self, image: str, name: str | None = None) -> str:
+        """Ask Nova for a server (without waiting for it); returns its id."""
         body = {"server": {"name": name or f"fs-{uuid.uuid4().hex[:6]}", "imageRef": image,
                            "flavorRef": self.flavor, "networks": "none"}}
         r = self._call("POST", "/servers", json=body)
         assert r.status_code == 202, r.text
-        sid = r.json()["server"]["id"]
+        sid = str(r.json()["server"]["id"])
         self.servers.append(sid)
-        return self.wait_server(sid, "ACTIVE", BOOT_TIMEOUT)
+        return sid
+
+    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
+        return self.wait_server(self.create(image, name), "ACTIVE", BOOT_TIMEOUT)
 
     @property
     def flavor(self) -> str:
@@ -196,12 +200,18 @@ class FastsnapService:
                              f"unix_socket = {socket_path}\nunix_socket_mode = 0660\nflatten_poll_interval = 5\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, crash_at: str | None = None) -> None:
+        """Start the service; with ``crash_at`` it SIGKILLs itself at that point of a snapshot's workflow
+        (``fastsnap.workflow.crash_point``, through tests/crashing_cli.py)."""
         self.socket.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.stack.env}
+        cmd = [str(ROOT / ".venv/bin/fastsnap")]
+        if crash_at:
+            cmd = [str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"]
+            env["FASTSNAP_TEST_CRASH_AT"] = crash_at
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf),
-                                          "serve"], stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.stack.env})
+            self.proc = subprocess.Popen([*cmd, "--config-file", str(self.conf), "serve"], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
