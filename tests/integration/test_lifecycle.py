@@ -41,6 +41,7 @@ from tests.integration.test_nova import (  # noqa: F401  (fixtures)
     FastsnapService,
     NovaAPI,
     _ini,
+    delete_images,
     fastsnap_driver,
     hook_nova,
     image_gone,
@@ -89,10 +90,8 @@ def made(stack: Stack, hook_nova: NovaAPI, life_service: FastsnapService) -> Ite
     for sid in things["servers"]:
         if sid in hook_nova.servers:
             hook_nova.delete_servers(sid)
-    g = stack.glance("admin")
-    for image_id in things["images"]:
-        with contextlib.suppress(Exception):
-            g.images.delete(image_id)
+    left = delete_images(stack, things["images"])
+    assert not left, f"images Glance did not delete: {left}"
     drained(stack, life_service)
     assert_nothing_left(stack, things)
 
@@ -464,14 +463,16 @@ def test_service_killed_while_draining_a_parked_disk(stack: Stack, hook_nova: No
     old_id = disk_id(stack, sid)
     image_id = snapshot(stack, hook_nova, life_service, made, sid, "life-kill-drain")["image_id"]
     want = read_counter(stack, f"rbd:images/{image_id}@snap")
-    offset = life_service.log.stat().st_size
+    offset = life_service.oslo_log.stat().st_size
     r = hook_nova._call("DELETE", f"/servers/{sid}")
     assert r.status_code == 204, r.text
     assert life_service.proc is not None
     try:
-        _log_waits(life_service.log, offset, f"flattening images/{image_id} first", 120, poll=0.02)
-        life_service.proc.kill()  # SIGKILL
-        life_service.proc.wait(30)
+        try:
+            _log_waits(life_service.oslo_log, offset, f"flattening images/{image_id} first", 120, poll=0.02)
+        finally:
+            life_service.proc.kill()  # SIGKILL
+            life_service.proc.wait(30)
         mid_flatten = parent_of(stack, "images", image_id) is not None
         assert old_id in {t["id"] for t in trash(stack)}, "the parked disk was removed before the kill"
         _wait_deleted(hook_nova, [sid])

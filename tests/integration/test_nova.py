@@ -182,6 +182,30 @@ def image_gone(stack: Stack, image_id: str) -> bool:
     return not list(stack.glance("admin").images.list(filters={"id": image_id}))
 
 
+def delete_images(stack: Stack, image_ids: list[str], timeout: float = 120) -> dict[str, str]:
+    """Delete images (as admin), retrying failed deletes until ``timeout``; returns {id: last error} of those
+    still there. Glance answers 500 to a delete that races the end of its own background hash calculation
+    (``location_import``: "Operation file ... does not exist, cannot cancel"), which takes minutes for several
+    freshly registered images on this machine; the same delete a little later succeeds."""
+    g = stack.glance("admin")
+    left = {i: "" for i in image_ids}
+    deadline = time.monotonic() + timeout
+    while left:
+        for image_id in list(left):
+            try:
+                g.images.delete(image_id)
+                del left[image_id]
+            except Exception as exc:  # glanceclient raises its own HTTP errors
+                if image_gone(stack, image_id):
+                    del left[image_id]
+                else:
+                    left[image_id] = f"{type(exc).__name__}: {exc}"
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    return left
+
+
 # -- the fastsnap service on the compute host ----------------------------------------------------------------
 
 
@@ -196,13 +220,17 @@ class FastsnapService:
         self.log = work / "service.log"
         base = Path(stack.config_file).read_text()
         base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
-        self.conf.write_text(base + f"\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
-                             f"unix_socket = {socket_path}\nunix_socket_mode = 0660\nflatten_poll_interval = 5\n")
+        # Its own log file (the stack's fastsnap.conf logs every fastsnap process into one log_dir).
+        self.oslo_log = work / "fastsnap.log"
+        self.conf.write_text(base + f"\n[DEFAULT]\nlog_file = {self.oslo_log}\n[journal]\nstate_dir = {work / 'state'}"
+                             f"\n[service]\nunix_socket = {socket_path}\nunix_socket_mode = 0660\n"
+                             "flatten_poll_interval = 5\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, crash_at: str | None = None) -> None:
         """Start the service; with ``crash_at`` it SIGKILLs itself at that point of a snapshot's workflow
         (``fastsnap.workflow.crash_point``, through tests/crashing_cli.py)."""
+        self.stop()  # a restart: never two services on one socket
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.stack.env}
         cmd = [str(ROOT / ".venv/bin/fastsnap")]
@@ -322,10 +350,7 @@ def images(stack: Stack) -> Iterator[list[str]]:
     """Images a test makes through Nova: deleted afterwards (those Nova or fastsnap already deleted are fine)."""
     made: list[str] = []
     yield made
-    g = stack.glance("admin")
-    for image_id in made:
-        with contextlib.suppress(Exception):
-            g.images.delete(image_id)
+    delete_images(stack, made)
 
 
 @pytest.fixture(scope="module")
