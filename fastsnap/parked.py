@@ -10,7 +10,8 @@ and removes a disk from the trash once it has no snapshot left.
 Only disks fastsnap can attribute to its own operations are touched: a trash entry is parked here when its RBD
 image id is the ``disk_id`` a clone-path operation recorded in the journal at snapshot time, it was moved to the
 trash by a user (source ``USER``) without a deferment (``rbd trash mv`` with no delay, what the hook does), and
-it has no snapshot besides fastsnap's. Anything else in the trash is left alone.
+it has no snapshot besides fastsnap's. Anything else in the trash is left alone. Such an entry whose image can no
+longer be opened is a removal from the trash that was interrupted (a killed drain): the drain finishes it.
 """
 
 from __future__ import annotations
