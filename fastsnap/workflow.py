@@ -279,7 +279,7 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
             if snap in ctx.cluster.snapshots(disk):
                 ctx.cluster.remove_snapshot(disk, snap)
                 done.append(f"removed snapshot {disk}@{snap}")
-        except BadRequest:
+        except NotFound:
             # The disk is no longer under its name: deleted while this process was dead. Its snapshot was
             # already in the RBD snapshot trash (the clone's `snap` exists, so the release step ran) and Nova's
             # hook parked the disk in the RBD trash: the clone still reads through it, and the parked disk is

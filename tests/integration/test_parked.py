@@ -136,10 +136,10 @@ def test_interrupted_removal_of_a_parked_disk_is_finished(stack: Stack, fs: Fast
             for key in mine:
                 io.remove_object(key)
         rows = fs.parked_disks()
-        assert [(r["id"], r["state"], r["dependents"]) for r in rows] == [(parked_id, "waiting", [])], rows
-        assert "half removed" in (rows[0]["error"] or "")
+        assert [(r.id, r.state, r.dependents) for r in rows] == [(parked_id, "waiting", [])], rows
+        assert "half removed" in (rows[0].error or "")
         drained = fs.parked_disks(run=True)
-        assert [(r["id"], r["state"]) for r in drained] == [(parked_id, "removed")], drained
+        assert [(r.id, r.state) for r in drained] == [(parked_id, "removed")], drained
         assert parked_id not in _trash_ids(stack)
         with stack.ioctx("vms") as io:
             left = [o.key for o in io.list_objects() if parked_id in o.key]
