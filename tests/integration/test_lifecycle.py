@@ -164,7 +164,12 @@ def timed_delete(nova: NovaAPI, sid: str) -> float:
 
 
 def compute_errors(nova: NovaAPI, offset: int) -> list[str]:
-    return [ln for ln in nova.log_since(offset).splitlines() if " ERROR " in ln or "rbd remove" in ln]
+    """nova-compute's errors and failed disk removals since ``offset``. Not counted: Placement's generation
+    conflict on an inventory update (``placement.concurrent_update``), which Nova logs as an ERROR and retries: the
+    host's memory total moves on this machine (13.5-19 GiB seen), so nova-compute updates its inventory while an
+    instance's allocations change."""
+    return [ln for ln in nova.log_since(offset).splitlines()
+            if (" ERROR " in ln and "placement.concurrent_update" not in ln) or "rbd remove" in ln]
 
 
 # -- the tests -------------------------------------------------------------------------------------------------
