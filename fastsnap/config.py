@@ -7,7 +7,7 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import ceph, flatten, glance, journal, quiesce
+from fastsnap import ceph, crosscluster, flatten, glance, journal, quiesce
 
 snapshot_opts = [
     cfg.StrOpt("default_store",
@@ -31,6 +31,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(snapshot_opts, group="snapshot")
     flatten.register_opts(conf)
     quiesce.register_opts(conf)
+    crosscluster.register_opts(conf)
     from fastsnap.service import app
 
     app.register_opts(conf)
@@ -39,9 +40,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Entry point of ``oslo-config-generator --namespace fastsnap``."""
     return [
-        ("ceph", list(ceph.ceph_opts)),
+        ("ceph", [*ceph.ceph_opts, crosscluster.remote_list_opt]),
         ("glance", glance.list_opts()),
-        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts) + list(quiesce.quiesce_opts)),
+        ("snapshot", list(snapshot_opts) + list(flatten.flatten_opts) + list(quiesce.quiesce_opts)
+         + list(crosscluster.copy_opts)),
+        ("remote_cluster_example", list(crosscluster.cluster_opts)),
         ("libvirt", list(quiesce.libvirt_opts)),
         ("journal", list(journal.journal_opts)),
         ("service", _service_opts()),

@@ -96,6 +96,7 @@ class Context:
     conf: Any = None  # oslo.config ConfigOpts (for the ceph CLI used to queue mgr tasks)
     on_step: Callable[[str], None] | None = None  # told before each step; may raise to cancel
     freeze: Freeze | None = None
+    remote: Any = None  # fastsnap.crosscluster.RemoteClusters: the other clusters (delta and copy paths)
 
 
 def _snapshot_disk(ctx: Context, op: jr.Operation, disk: ImageSpec, snap: str) -> None:
@@ -257,6 +258,9 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
     if op.began(IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
         ctx.glance.delete(op.op_id)
         done.append(f"deleted Glance image {op.op_id}")
+    from fastsnap import crosscluster as xc
+
+    done += xc.rollback_remote(ctx.remote, op)
     if op.path == "clone" and op.began(CLONE) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         if ctx.cluster.exists(clone):
@@ -275,7 +279,11 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
 
 
 def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
-    """True when the result is complete and only needs registering / marking (clone path)."""
+    """True when the result is complete and only needs registering / marking (clone, delta, copy paths)."""
+    from fastsnap import crosscluster as xc
+
+    if op.path in xc.PATHS:
+        return xc.complete(ctx.remote, op)
     if op.path == "clone" and op.began(CLONE_SNAP_STEP) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         try:
@@ -292,7 +300,7 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
     disk = ImageSpec.parse(op.disk)
     snap = temp_snap_name(op.op_id)
     done: list[str] = []
-    if op.path == "clone":
+    if op.path in ("clone", "delta", "copy"):
         assert op.pool and op.fsid
         if snap in ctx.cluster.snapshots(disk):
             ctx.cluster.remove_snapshot(disk, snap)
