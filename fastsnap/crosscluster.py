@@ -103,10 +103,10 @@ def remote_confs(conf: cfg.ConfigOpts) -> dict[str, RemoteConf]:
         if name not in conf:
             conf.register_opts(cluster_opts, group=name)
         g = conf[name]
-        try:
-            rc = RemoteConf(name, g.fsid, g.conf, g.user, g.keyring, g.connect_timeout, g.op_timeout)
-        except cfg.RequiredOptError as exc:
-            raise ConfigError(f"[ceph] remote_clusters names [{name}]: {exc}") from None
+        missing = [opt for opt in ("fsid", "conf") if not g[opt]]
+        if missing:
+            raise ConfigError(f"[ceph] remote_clusters names [{name}], which lacks {' and '.join(missing)}")
+        rc = RemoteConf(name, g.fsid, g.conf, g.user, g.keyring, g.connect_timeout, g.op_timeout)
         if rc.fsid in out:
             raise ConfigError(f"sections [{out[rc.fsid].name}] and [{name}] name the same fsid {rc.fsid}")
         out[rc.fsid] = rc
@@ -238,7 +238,7 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
             inflight[0] += n
             stats.peak_inflight = max(stats.peak_inflight, inflight[0])
         try:
-            data = src.read(off, n, rbd.LIBRADOS_OP_FLAG_FADVISE_SEQUENTIAL) if exists else None
+            data = src.read(off, n) if exists else None
             if data is not None and len(data) < n:
                 data += bytes(n - len(data))
             zero = data is None or data == zeros[:n]
