@@ -455,8 +455,10 @@ def test_unknown_store_is_bad_request() -> None:
 # -- cross-cluster paths (issue 16): delta, copy, and stream without credentials ----------------------------
 
 PARENT = url(DISK, "images", "base")                      # the disk is a clone of the base image's copy in 'fast'
-IN_BOTH = image(stores=("fast", "remote"), locations=((url(DISK, "images"), "fast"), (url(OTHER, "images"), "remote")))
-IN_BOTH_NO_META = image(stores=("fast", "remote"), locations=((url(DISK, "images"), None), (url(OTHER, "images"), None)))
+IN_BOTH = image(stores=("fast", "remote"),
+                locations=((url(DISK, "images"), "fast"), (url(OTHER, "images"), "remote")))
+IN_BOTH_NO_META = image(stores=("fast", "remote"),
+                        locations=((url(DISK, "images"), None), (url(OTHER, "images"), None)))
 CREDS = frozenset({OTHER})
 
 
