@@ -28,7 +28,7 @@ from fastsnap import quiesce as qs
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
 from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, Conflict, FastsnapError, QuiesceRequired
+from fastsnap.errors import BadRequest, ConfigError, Conflict, FastsnapError, QuiesceRequired
 from fastsnap.glance import Glance, inheritable, session_from_conf
 from fastsnap.location import RbdLocation
 from fastsnap.locks import Locks
@@ -295,7 +295,12 @@ class Fastsnap:
         self.close()
 
     def _ctx(self, glance: Glance | None = None) -> wf.Context:
-        return wf.Context(self.cluster, glance or self.glance, self.journal, self.conf, remote=self.remote)
+        try:
+            remote: xc.RemoteClusters | None = self.remote
+        except ConfigError as exc:  # only operations on other clusters need it: recover the others anyway
+            LOG.error("%s; snapshots into other clusters cannot be made or recovered", exc)
+            remote = None
+        return wf.Context(self.cluster, glance or self.glance, self.journal, self.conf, remote=remote)
 
     # -- stores -----------------------------------------------------------------------------------------
 
