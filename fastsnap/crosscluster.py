@@ -282,21 +282,17 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
                     progress(done, total)
                 if not half and done * 2 >= total:
                     half = True
-                    wf.crash_point(f"{REMOTE_WRITE}:mid")
+                    wf.crash_point(f"{wf.REMOTE_WRITE}:mid")
         except BaseException:
             for fut in running:
                 fut.cancel()
             raise
 
 
-# -- the workflow -----------------------------------------------------------------------------------------
+# -- the workflow (steps in fastsnap.workflow: REMOTE_STEPS; roll back and forward there too) ---------------
 
-REMOTE_IMAGE = "remote_image"   # delta: clone the base copy on the target cluster; copy: create the image
-REMOTE_WRITE = "remote_write"   # write the disk's extents into it
-REMOTE_SNAP = "remote_snap"     # snapshot 'snap' on it
-STEPS = (wf.IMAGE, wf.DISK_SNAP, REMOTE_IMAGE, REMOTE_WRITE, wf.DISK_SNAP_RELEASE, REMOTE_SNAP, wf.LOCATION,
-         wf.ACTIVE)
-PATHS = ("delta", "copy")
+REMOTE_IMAGE, REMOTE_WRITE, REMOTE_SNAP = wf.REMOTE_IMAGE, wf.REMOTE_WRITE, wf.REMOTE_SNAP
+PATHS = wf.REMOTE_PATHS
 
 
 def _create(cluster: Cluster, spec: ImageSpec, size: int) -> None:
@@ -355,28 +351,3 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
     wf._step(ctx, op, REMOTE_SNAP, lambda: target.create_snapshot(spec, wf.CLONE_SNAP))
     outcome = wf._register(ctx, op, url)
     return outcome, stats
-
-
-def rollback_remote(remote: RemoteClusters | None, op: jr.Operation) -> list[str]:
-    """Remove the image this operation made on the target cluster (idempotent)."""
-    if op.path not in PATHS or not op.began(REMOTE_IMAGE) or not op.pool or not op.fsid:
-        return []
-    if remote is None:
-        raise ConfigError(f"operation {op.op_id} made an image on cluster {op.fsid}, but fastsnap has no "
-                          "credentials for it any more")
-    cluster = remote.get(op.fsid)
-    spec = ImageSpec(op.pool, op.op_id)
-    if not cluster.exists(spec):
-        return []
-    cluster.remove_image(spec)
-    return [f"removed {spec} on cluster {op.fsid}"]
-
-
-def complete(remote: RemoteClusters | None, op: jr.Operation) -> bool:
-    """True when the target image is complete (its 'snap' exists): roll forward."""
-    if op.path not in PATHS or not op.began(REMOTE_SNAP) or not op.pool or not op.fsid or remote is None:
-        return False
-    try:
-        return wf.CLONE_SNAP in remote.get(op.fsid).snapshots(ImageSpec(op.pool, op.op_id))
-    except BadRequest:
-        return False

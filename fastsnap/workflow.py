@@ -18,7 +18,7 @@ from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, FastsnapError, GlanceError, NoDomain
+from fastsnap.errors import BadRequest, ConfigError, FastsnapError, GlanceError, NoDomain
 from fastsnap.glance import Glance
 from fastsnap.location import RbdLocation
 from fastsnap.stream import SnapshotReader, StreamStats
@@ -40,8 +40,15 @@ ACTIVE = "active"
 FLATTEN = "flatten"              # sync policy: before registering
 FLATTEN_QUEUE = "flatten_queue"  # background policy: after the image is active
 
+# Delta and copy paths (fastsnap.crosscluster): the image on the target cluster.
+REMOTE_IMAGE = "remote_image"   # delta: clone the base image's copy there; copy: create the image
+REMOTE_WRITE = "remote_write"   # write the disk's extents into it
+REMOTE_SNAP = "remote_snap"     # snapshot 'snap' on it
+REMOTE_PATHS = ("delta", "copy")
+
 CLONE_STEPS = (IMAGE, DISK_SNAP, CLONE, FLATTEN, DISK_SNAP_RELEASE, CLONE_SNAP_STEP, LOCATION, ACTIVE, FLATTEN_QUEUE)
 STREAM_STEPS = (IMAGE, DISK_SNAP, UPLOAD, ACTIVE, DISK_SNAP_RELEASE)
+REMOTE_STEPS = (IMAGE, DISK_SNAP, REMOTE_IMAGE, REMOTE_WRITE, DISK_SNAP_RELEASE, REMOTE_SNAP, LOCATION, ACTIVE)
 
 
 def temp_snap_name(op_id: str) -> str:
@@ -258,9 +265,7 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
     if op.began(IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
         ctx.glance.delete(op.op_id)
         done.append(f"deleted Glance image {op.op_id}")
-    from fastsnap import crosscluster as xc
-
-    done += xc.rollback_remote(ctx.remote, op)
+    done += _rollback_remote(ctx, op)
     if op.path == "clone" and op.began(CLONE) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         if ctx.cluster.exists(clone):
@@ -280,10 +285,8 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
 
 def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
     """True when the result is complete and only needs registering / marking (clone, delta, copy paths)."""
-    from fastsnap import crosscluster as xc
-
-    if op.path in xc.PATHS:
-        return xc.complete(ctx.remote, op)
+    if op.path in REMOTE_PATHS:
+        return _remote_complete(ctx, op)
     if op.path == "clone" and op.began(CLONE_SNAP_STEP) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         try:
@@ -294,6 +297,31 @@ def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
         img = ctx.glance.find(op.op_id)
         return img is not None and img.get("status") == "active"
     return False
+
+
+def _rollback_remote(ctx: Context, op: jr.Operation) -> list[str]:
+    """Delta and copy paths: remove the image this operation made on the target cluster (idempotent)."""
+    if op.path not in REMOTE_PATHS or not op.began(REMOTE_IMAGE) or not op.pool or not op.fsid:
+        return []
+    if ctx.remote is None:
+        raise ConfigError(f"operation {op.op_id} made an image on cluster {op.fsid}, but fastsnap has no "
+                          "credentials for it any more ([ceph] remote_clusters)")
+    cluster = ctx.remote.get(op.fsid)
+    spec = ImageSpec(op.pool, op.op_id)
+    if not cluster.exists(spec):
+        return []
+    cluster.remove_image(spec)
+    return [f"removed {spec} on cluster {op.fsid}"]
+
+
+def _remote_complete(ctx: Context, op: jr.Operation) -> bool:
+    """Delta and copy paths: the target image is complete (its ``snap`` exists), so roll forward."""
+    if not op.began(REMOTE_SNAP) or not op.pool or not op.fsid or ctx.remote is None:
+        return False
+    try:
+        return CLONE_SNAP in ctx.remote.get(op.fsid).snapshots(ImageSpec(op.pool, op.op_id))
+    except BadRequest:
+        return False
 
 
 def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
