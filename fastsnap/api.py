@@ -8,174 +8,36 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import config
+from fastsnap import backup, parked
+from fastsnap import conf as fsconf
 from fastsnap import crosscluster as xc
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
+from fastsnap import recover as rc
 from fastsnap import workflow as wf
-from fastsnap.auth import Identity, create_trust, delete_trust, trust_session, user_session
-from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, ConfigError, Conflict, FastsnapError, QuiesceRequired
+from fastsnap.auth import Identity, create_trust, delete_trust, user_session
+from fastsnap.ceph import Cluster
+from fastsnap.errors import BadRequest, ConfigError, Conflict, FastsnapError, NotFound, QuiesceRequired, Reserved
 from fastsnap.glance import Glance, inheritable, session_from_conf
-from fastsnap.location import RbdLocation
+from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.locks import Locks
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
+from fastsnap.request import SnapshotRequest, validate_request
+from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
+from fastsnap.states import REUSABLE, ImageType, OpState, RecoverAction
 
 LOG = logging.getLogger(__name__)
-
-RESERVED_PROPERTIES = frozenset({
-    "id", "name", "status", "visibility", "protected", "checksum", "owner", "size", "virtual_size",
-    "created_at", "updated_at", "file", "schema", "self", "tags", "direct_url", "locations", "stores",
-    "disk_format", "container_format", "os_hash_algo", "os_hash_value", "min_disk", "min_ram",
-})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
-# Glance's default container formats; the data is always a raw disk image.
-CONTAINER_FORMATS = ("bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed")
-
-
-@dataclass(frozen=True)
-class SnapshotRequest:
-    disk: str                                   # POOL/IMAGE of the instance disk on the local cluster
-    name: str                                   # Glance image name
-    base_image: str | None = None               # the instance's image_ref
-    store: str | None = None                    # explicit target store
-    image_id: str | None = None                 # a queued image to fill (as nova-api creates)
-    properties: Mapping[str, str] = field(default_factory=dict)
-    instance_uuid: str | None = None
-    image_type: str = "snapshot"                # snapshot | backup
-    keep_image_on_error: bool = False
-    container_format: str = "bare"              # what the caller will keep calling it (Nova: the base's)
-    quiesce_domain: str | None = None           # libvirt domain of the running instance: freeze it (issue 14)
-    require_quiesce: bool | None = None         # None: as the base image's os_require_quiesce says
-
-
-@dataclass(frozen=True)
-class SnapshotResult:
-    image_id: str
-    path: str
-    store: str
-    pool: str | None
-    location: str | None
-    reason: str
-    seconds: float
-    size: int
-    bytes_streamed: int
-    bytes_read: int
-    disk: str
-    flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
-    acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
-    already_done: bool = False  # an earlier operation filled this image; it was returned, not touched
-    quiesced: bool = False      # the guest's filesystems were frozen around the disk snapshot
-    quiesce: dict[str, Any] = field(default_factory=dict)    # reason, domain, freeze_seconds
-    # delta/copy paths: bytes read from the disk's cluster, written/zeroed/skipped on the target (TransferStats)
-    transfer: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
-        """The result an operation recorded when it finished, or (rolled forward by ``recover``) what its
-        journal entry says."""
-        rec = op.extra.get("result")
-        if rec:
-            return cls(**{**rec, "already_done": already_done})
-        location = (RbdLocation.for_image(op.fsid, op.pool, op.op_id, wf.CLONE_SNAP).url
-                    if op.path in ("clone", *xc.PATHS) and op.fsid and op.pool else None)
-        return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
-                   reason=str(op.extra.get("reason", "")), seconds=0.0, size=int(op.extra.get("size", 0)),
-                   bytes_streamed=0, bytes_read=0, disk=op.disk, flatten=dict(op.extra.get("flatten", {})),
-                   acting_as=dict(op.extra.get("acting_as", {})), already_done=already_done)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StoreView:
-    id: str
-    type: str | None
-    default: bool
-    description: str
-    pool: str | None
-    fsid: str | None
-    clone: bool            # this host can make copy-on-write clones into it
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-GLANCE_NAME_MAX = 255      # Glance's limit on image names and property names
-PROPERTY_VALUE_MAX = 255   # as Nova's metadata values
-MAX_PROPERTIES = 128       # Glance's default image_property_quota
-
-
-def check_text(what: str, value: object, max_len: int = 255) -> str:
-    """A non-empty, printable UTF-8 string of at most ``max_len`` characters, else BadRequest saying which rule
-    ``what`` breaks and where."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{what} must be a string, not {type(value).__name__}")
-    for i, ch in enumerate(value):
-        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (the CLI decodes argv with surrogateescape)
-            raise BadRequest(f"{what} is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at position {i})")
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            raise BadRequest(f"{what} is not valid UTF-8 (lone surrogate U+{ord(ch):04X} at position {i})")
-        if _CONTROL.match(ch):
-            raise BadRequest(f"{what} contains the control character U+{ord(ch):04X} at position {i}")
-    if not value.strip():
-        raise BadRequest(f"{what} must not be empty")
-    if len(value) > max_len:
-        raise BadRequest(f"{what} is {len(value)} characters long; at most {max_len} are allowed")
-    return value
-
-
-def validate_request(req: SnapshotRequest) -> ImageSpec:
-    """Checks that need no service. Raises BadRequest naming the problem."""
-    disk = ImageSpec.parse(check_text("disk", req.disk, 512))
-    check_text("image name", req.name, GLANCE_NAME_MAX)
-    if req.image_id is not None:
-        check_text("image id", req.image_id, 64)
-        try:
-            uuid.UUID(req.image_id)
-        except ValueError:
-            raise BadRequest(f"image id {req.image_id!r} is not a UUID") from None
-    if req.base_image is not None:
-        check_text("base image id", req.base_image, 64)
-    if req.store is not None:
-        check_text("store", req.store)
-    if req.instance_uuid is not None:
-        check_text("instance uuid", req.instance_uuid)
-    if req.image_type not in ("snapshot", "backup"):
-        raise BadRequest(f"image type must be snapshot or backup, not {req.image_type!r}")
-    if len(req.properties) > MAX_PROPERTIES:
-        raise BadRequest(f"{len(req.properties)} properties given; at most {MAX_PROPERTIES} are allowed "
-                         f"(Glance's default image_property_quota)")
-    if req.quiesce_domain is not None:
-        check_text("quiesce domain (a libvirt domain name)", req.quiesce_domain)
-    if req.container_format not in CONTAINER_FORMATS:
-        raise BadRequest(f"container format must be one of {', '.join(CONTAINER_FORMATS)}, "
-                         f"not {req.container_format!r}")
-    for k, v in req.properties.items():
-        check_text("property name", k, GLANCE_NAME_MAX)
-        if "=" in k:
-            raise BadRequest(f"property name {k!r} must not contain '='")
-        if k in RESERVED_PROPERTIES:
-            raise BadRequest(f"property {k!r} is reserved by Glance")
-        if not isinstance(v, str):
-            raise BadRequest(f"property {k!r} must be a string, not {type(v).__name__}")
-        if v:  # an empty value is allowed
-            check_text(f"property {k!r}", v, PROPERTY_VALUE_MAX)
-    return disk
 
 
 def snapshot_properties(req: SnapshotRequest, base_raw: dict[str, Any] | None,
@@ -194,7 +56,9 @@ def snapshot_properties(req: SnapshotRequest, base_raw: dict[str, Any] | None,
                 props[k] = int(base_raw[k])
     if base_raw:
         props["base_image_ref"] = base_raw["id"]
-    props["image_type"] = req.image_type
+    props["image_type"] = str(req.image_type)
+    if req.image_type == ImageType.BACKUP and req.backup_type:
+        props["backup_type"] = req.backup_type
     if req.instance_uuid:
         props["instance_uuid"] = req.instance_uuid
     if queued is not None:
@@ -208,7 +72,7 @@ class Fastsnap:
 
     def __init__(self, conf: cfg.ConfigOpts | None = None, *, config_file: str | None = None,
                  session: ks_session.Session | None = None) -> None:
-        self.conf = conf or config.load(config_file)
+        self.conf = conf or fsconf.load(config_file)
         self._session = session
         self._cluster: Cluster | None = None
         self._glance: Glance | None = None
@@ -294,7 +158,8 @@ class Fastsnap:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ctx(self, glance: Glance | None = None) -> wf.Context:
+    def context(self, glance: Glance | None = None) -> wf.Context:
+        """The workflow's context: this client's cluster and journal, Glance as ``glance`` (default: fastsnap)."""
         try:
             remote: xc.RemoteClusters | None = self.remote
         except ConfigError as exc:  # only operations on other clusters need it: recover the others anyway
@@ -336,14 +201,17 @@ class Fastsnap:
         looked up as ``glance`` (the caller), so a user can only use images they can see."""
         user_glance = glance or self.glance
         disk = validate_request(req)
-        size = self.cluster.size(disk)  # BadRequest when the disk does not exist
+        try:
+            size = self.cluster.size(disk)
+        except NotFound as exc:  # the caller named it: bad input, nothing created
+            raise BadRequest(str(exc)) from exc
         stores = self.store_catalogue()
         base: BaseImage | None = None
         base_raw: dict[str, Any] | None = None
         if req.base_image:
             try:
                 base, base_raw = user_glance.base_image(req.base_image)
-            except BadRequest as exc:
+            except (BadRequest, NotFound) as exc:
                 raise BadRequest(f"base image {req.base_image}: {exc}") from exc
         parent = self.cluster.parent(disk)
         preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
@@ -378,7 +246,7 @@ class Fastsnap:
         if req.image_id is None:
             return None
         op = self.journal.get(req.image_id)
-        if op is None or op.state in jr.REUSABLE:
+        if op is None or op.state in REUSABLE:
             return None
         if op.disk != req.disk:
             raise Conflict(f"image {req.image_id} belongs to a snapshot of {op.disk} ({op.state}), "
@@ -399,12 +267,12 @@ class Fastsnap:
         # here for a running one, then returns what it made (or first finishes what a dead one left).
         with self.locks.operation(op_id):
             op = self.earlier(req)
-            if op is not None and op.state == jr.RUNNING:  # we hold its lock, so its process is gone
+            if op is not None and op.state == OpState.RUNNING:  # we hold its lock, so its process is gone
                 LOG.info("image %s: an earlier operation was interrupted; recovering it first", req.image_id)
-                action = self._recover_one(self._ctx(), op)
-                if action["action"] == "failed":
+                action = rc.recover_one(self, self.context(), op)
+                if action.action is RecoverAction.FAILED:
                     raise FastsnapError(f"image {req.image_id}: an earlier, interrupted operation could not be "
-                                        f"recovered: {action['error']}")
+                                        f"recovered: {action.error}")
                 op = self.earlier(req)
             if op is not None:
                 glance, _ = self.glance_for(user_token, user_auth)
@@ -438,7 +306,7 @@ class Fastsnap:
         if plan.path is SnapshotPath.CLONE:
             depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
-            op.extra["flatten"] = {"policy": policy, "why": why, "depth": depth}
+            op.flatten = jr.FlattenInfo(policy, why, depth)
             # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
             # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
             op.extra["disk_id"] = self.cluster.image_id(ImageSpec.parse(req.disk))
@@ -453,16 +321,16 @@ class Fastsnap:
                     op.extra["trust_error"] = str(exc)
             try:
                 self.journal.reserve(op)
-            except jr.Reserved as exc:  # unreachable while every writer holds the operation lock
-                self._drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
-                raise Conflict(str(exc)) from None
+            except Reserved:  # unreachable while every writer holds the operation lock
+                self.drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
+                raise
             wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
             try:
                 outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
             finally:
-                if op.state != jr.RUNNING:  # rolled back completely: recover will not need the trust
-                    self._drop_trust(op, glance.session)
+                if op.state != OpState.RUNNING:  # rolled back completely: recover will not need the trust
+                    self.drop_trust(op, glance.session)
             stats = outcome.stats
             moved = op.extra.get("transfer") or {}
             result = SnapshotResult(
@@ -473,11 +341,14 @@ class Fastsnap:
                 disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict(),
                 quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict(), transfer=dict(moved))
             op.extra["result"] = result.to_dict()
-            self.journal.finish(op, jr.DONE)
-            self._drop_trust(op, glance.session)
+            self.journal.finish(op, OpState.DONE)
+            self.drop_trust(op, glance.session)
+        if req.image_type == ImageType.BACKUP and req.rotation and req.instance_uuid and req.backup_type:
+            rotated = backup.rotate(glance, op_id, req.instance_uuid, req.backup_type, req.rotation)
+            result = dataclasses.replace(result, rotated=rotated)
         return result
 
-    def _drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
+    def drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
         trust_id = op.extra.pop("trust_id", None)
         if not trust_id:
             return
@@ -491,7 +362,7 @@ class Fastsnap:
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
              on_step: Callable[[str], None] | None = None, freeze: wf.Freeze | None = None) -> wf.Outcome:
-        ctx = self._ctx(glance)
+        ctx = self.context(glance)
         ctx.on_step = on_step
         ctx.freeze = freeze
         disk = ImageSpec.parse(req.disk)
@@ -509,7 +380,8 @@ class Fastsnap:
                 outcome, _ = xc.run(ctx, op, disk, create_image, self.remote, snap.remote_chunk_size_mb << 20,
                                     snap.remote_parallel, progress)
             elif plan.path is SnapshotPath.CLONE:
-                outcome = wf.run_clone(ctx, op, disk, create_image, op.extra["flatten"]["policy"],
+                assert op.flatten is not None
+                outcome = wf.run_clone(ctx, op, disk, create_image, op.flatten.policy,
                                        self.conf.snapshot.mgr_timeout)
             else:
                 snap = self.conf.snapshot
@@ -521,104 +393,25 @@ class Fastsnap:
             try:
                 undone = wf.rollback(ctx, op)
                 LOG.info("rolled back %s: %s", op.op_id, "; ".join(undone) or "nothing to undo")
-                self.journal.finish(op, jr.FAILED, wf.describe(exc))
+                self.journal.finish(op, OpState.FAILED, wf.describe(exc))
             except Exception as undo_exc:  # leave the operation 'running' for recover
                 LOG.error("rollback of %s incomplete (%s); run 'fastsnap recover'", op.op_id,
                           wf.describe(undo_exc))
             raise
         return outcome
 
-    # -- recover ----------------------------------------------------------------------------------------
+    # -- recover, background flatten, parked disks ----------------------------------------------------------
 
-    def recover(self) -> list[dict[str, Any]]:
+    def recover(self) -> list[RecoverResult]:
         """Finish or undo every operation left running by a dead process. Safe beside live snapshots."""
-        actions: list[dict[str, Any]] = []
-        ctx = self._ctx()
-        for op in self.journal.list(jr.RUNNING):
-            with self.locks.try_operation(op.op_id) as free:
-                if not free:
-                    continue  # its process is alive and working on it
-                fresh = self.journal.get(op.op_id)
-                if fresh is None or fresh.state != jr.RUNNING:
-                    continue
-                op = fresh
-                actions.append(self._recover_one(ctx, op))
-        return actions
+        return rc.recover_all(self)
 
-    def _recover_one(self, ctx: wf.Context, op: jr.Operation) -> dict[str, Any]:
-        """Roll one interrupted operation forward or back. Never raises: a failure is reported in the returned
-        action (and the operation stays 'running' for the next recover)."""
-        forward_error = None
-        try:
-            thawed = wf.thaw_left(op, self.journal, self.hypervisor)
-            trust_id = op.extra.get("trust_id")
-            if trust_id:  # the image belongs to the user's project: act through the user's trust
-                sess = trust_session(self.conf, self.session, trust_id)
-                ctx = dataclasses.replace(ctx, glance=Glance.from_conf(self.conf, sess))
-            elif (op.extra.get("acting_as") or {}).get("mode") == "user":
-                LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
-                            op.op_id, op.extra.get("trust_error", "none recorded"))
-            if wf.roll_forward_possible(ctx, op):
-                try:
-                    did = thawed + wf.roll_forward(ctx, op)
-                    self.journal.finish(op, jr.DONE)
-                    if trust_id:
-                        self._drop_trust(op, ctx.glance.session)
-                    return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_forward", "did": did}
-                except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
-                    forward_error = str(exc)
-                    LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
-            did = thawed + wf.rollback(ctx, op)
-            if forward_error:
-                did.insert(0, f"roll forward failed: {forward_error}")
-            self.journal.finish(op, jr.ROLLED_BACK, "rolled back by recover")
-            if trust_id:
-                self._drop_trust(op, ctx.glance.session)
-            return {"op_id": op.op_id, "disk": op.disk, "action": "rolled_back", "did": did}
-        except Exception as exc:  # one bad operation must not stop the others: report it, go on
-            LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))
-            return {"op_id": op.op_id, "disk": op.disk, "action": "failed", "error": wf.describe(exc)}
-
-    # -- background flatten -------------------------------------------------------------------------------
-
-    def parked_disks(self, run: bool = False) -> list[dict[str, Any]]:
+    def parked_disks(self, run: bool = False) -> list[parked.ParkedDisk]:
         """Instance disks parked in the RBD trash (by the Nova hook) while fastsnap clones depend on them. With
         ``run``: flatten those clones first, in this process, and remove each disk without snapshots left."""
-        from fastsnap import parked
+        return parked.drain(self.cluster, self.journal, run=run)
 
-        return [p.to_dict() for p in parked.drain(self.cluster, self.journal, run=run)]
-
-    def flatten_status(self, run_local: bool = False) -> list[dict[str, Any]]:
-        """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.
-
-        Pending tasks are queued with the mgr again (it de-duplicates), so a task lost with a mgr is not
-        lost for good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in
-        this process."""
-        rows: list[dict[str, Any]] = []
-        timeout = self.conf.snapshot.mgr_timeout
-        for op in self.journal.list(jr.DONE):
-            info = op.extra.get("flatten") or {}
-            if info.get("state") not in ("queued", "local") or not op.pool:
-                continue
-            spec = ImageSpec(op.pool, op.op_id)
-            try:
-                if not self.cluster.exists(spec):
-                    info["state"] = "gone"
-                elif fl.is_flat(self.cluster, spec):
-                    info["state"] = "done"
-                else:
-                    try:
-                        info["task"] = fl.queue_background(self.cluster, self.conf, spec, timeout, wait=True)
-                        info["state"] = "queued"
-                        info.pop("error", None)
-                    except FastsnapError as exc:
-                        info["state"], info["error"] = "local", str(exc)
-                    if info["state"] == "local" and run_local:
-                        fl.flatten_now(self.cluster, spec)
-                        info["state"] = "done"
-            except FastsnapError as exc:  # one image that cannot be checked or flattened: report, go on
-                info["error"] = str(exc)
-            op.extra["flatten"] = info
-            self.journal.save(op)
-            rows.append({"image_id": op.op_id, "disk": op.disk, "pool": op.pool, **info})
-        return rows
+    def flatten_status(self, run_local: bool = False) -> list[FlattenRow]:
+        """Clone-path snapshots whose flatten was pending (see :func:`fastsnap.flatten.status`); with
+        ``run_local`` the ones the Ceph mgr could not take are flattened in this process."""
+        return fl.status(self.cluster, self.conf, self.journal, run_local)

@@ -14,6 +14,7 @@ from typing import Any
 
 from keystoneauth1 import access, service_token
 from keystoneauth1 import exceptions as ksexc
+from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from keystoneauth1.identity.access import AccessInfoPlugin
@@ -125,8 +126,6 @@ def create_trust(user: ks_session.Session, service: ks_session.Session, ident: I
 def trust_session(conf: Any, service: ks_session.Session, trust_id: str) -> ks_session.Session:
     """fastsnap's credentials scoped to a trust (acting as the trustor in its project), with fastsnap's service
     token beside it as for a user."""
-    from keystoneauth1 import loading as ks_loading
-
     unscoped = dict.fromkeys(("project_id", "project_name", "project_domain_id", "project_domain_name",
                               "domain_id", "domain_name", "system_scope"))
     try:

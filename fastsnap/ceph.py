@@ -2,9 +2,9 @@
 
 Every mutating call is idempotent ("already exists" and "already gone" are success), so the workflow can
 retry any step after a crash. Every call runs under the client timeouts set at connect time. No librbd/librados
-exception leaves this module: each becomes a fastsnap error (BadRequest for a missing pool or disk given by the
-caller, CephNotFound, CephError) that names the call, so callers (``recover`` above all) can report one failed
-operation and go on with the others.
+exception leaves this module: each becomes a fastsnap error (CephNotFound for a missing pool, image or snapshot,
+CephError) that names the call, so callers (``recover`` above all) can report one failed operation and go on with
+the others.
 """
 
 from __future__ import annotations
@@ -19,50 +19,12 @@ import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, CephError, CephNotFound, FastsnapError
+from fastsnap.errors import CephError, CephNotFound, FastsnapError, NotFound
+from fastsnap.location import ImageSpec
 
 LOG = logging.getLogger(__name__)
 
-ceph_group = cfg.OptGroup("ceph", title="Ceph cluster holding the instance disks")
-ceph_opts = [
-    cfg.StrOpt("conf", default="/etc/ceph/ceph.conf",
-               help="Path to the ceph.conf of the cluster that holds the instance disks (Nova's "
-                    "[libvirt] images_rbd_ceph_conf)."),
-    cfg.StrOpt("user", default="fastsnap",
-               help="Ceph client id (without 'client.'). Needs mon 'profile rbd', and osd and mgr "
-                    "'profile rbd pool=<pool>' on the instance pool and every Glance rbd pool it clones into."),
-    cfg.StrOpt("keyring", help="Keyring file of the client; default: what ceph.conf says."),
-    cfg.IntOpt("connect_timeout", default=15, min=1,
-               help="Seconds to wait for the monitors when connecting (client_mount_timeout)."),
-    cfg.IntOpt("op_timeout", default=60, min=1,
-               help="Seconds after which a single monitor or OSD operation fails instead of hanging "
-                    "(rados_mon_op_timeout, rados_osd_op_timeout)."),
-]
-
 TRASH_NAMESPACE = getattr(rbd, "RBD_SNAP_NAMESPACE_TYPE_TRASH", 2)
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(ceph_group)
-    conf.register_opts(ceph_opts, group=ceph_group)
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """``pool/image`` on the local cluster (optionally ``pool/namespace/image`` is not supported)."""
-
-    pool: str
-    name: str
-
-    @classmethod
-    def parse(cls, spec: str) -> ImageSpec:
-        parts = spec.split("/")
-        if len(parts) != 2 or not all(parts) or any(c.isspace() or c == "@" for c in spec):
-            raise BadRequest(f"invalid disk {spec!r}: expected POOL/IMAGE (e.g. vms/<instance-uuid>_disk)")
-        return cls(parts[0], parts[1])
-
-    def __str__(self) -> str:
-        return f"{self.pool}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +104,7 @@ class Cluster:
             try:
                 self._ioctx[pool] = self._rados.open_ioctx(pool)
             except rados.ObjectNotFound as exc:
-                raise BadRequest(f"Ceph pool {pool!r} does not exist") from exc
+                raise CephNotFound(f"Ceph pool {pool!r} does not exist") from exc
             except Exception as exc:
                 raise _wrap(f"opening pool {pool}", exc) from exc
         return self._ioctx[pool]
@@ -153,7 +115,7 @@ class Cluster:
         try:
             img = rbd.Image(ioctx, spec.name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound as exc:
-            raise BadRequest(f"RBD image {spec} does not exist") from exc
+            raise CephNotFound(f"RBD image {spec} does not exist") from exc
         except Exception as exc:
             raise _wrap(f"opening {spec}", exc) from exc
         try:
@@ -167,7 +129,7 @@ class Cluster:
         try:
             with self.image(spec, read_only=True):
                 return True
-        except BadRequest:
+        except NotFound:
             return False
 
     def size(self, spec: ImageSpec) -> int:
@@ -209,10 +171,8 @@ class Cluster:
         try:
             with self.image(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
                 img.remove_snap2(snap, rbd.RBD_SNAP_REMOVE_UNPROTECT)
-        except BadRequest:
+        except NotFound:
             return  # the image is gone, so is its snapshot
-        except CephNotFound:
-            return
 
     def clone(self, parent: ImageSpec, snap: str, child: ImageSpec) -> None:
         try:

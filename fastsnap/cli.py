@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging as pylog
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastsnap.api import Fastsnap, SnapshotRequest
-from fastsnap.errors import BadRequest, FastsnapError
+from oslo_log import log as logging
+
+from fastsnap import conf as fsconf
+from fastsnap.api import Fastsnap
+from fastsnap.auth import token_from_env
+from fastsnap.errors import FastsnapError, exit_code
+from fastsnap.request import SnapshotRequest
+from fastsnap.states import ImageType, RecoverAction
 
 
 def _prop(text: str) -> tuple[str, str]:
@@ -43,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-image-on-error", action="store_true",
                    help="with --image-id: leave that image (queued) on failure instead of deleting it")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    s.add_argument("--type", dest="image_type", choices=[t.value for t in ImageType], default=ImageType.SNAPSHOT,
+                   help="the image_type Nova records (backup: with --backup-type and --instance-uuid)")
+    s.add_argument("--backup-type", help="with --type backup: Nova's backup_type, e.g. daily")
+    s.add_argument("--rotation", type=int,
+                   help="with --type backup: keep the newest N backups of the instance and backup type, delete "
+                        "older ones (Nova's createBackup rotation)")
     s.add_argument("--quiesce-domain", metavar="NAME",
                    help="libvirt domain of the running instance: freeze its filesystems (guest agent) around the "
                         "disk's snapshot")
@@ -101,9 +114,8 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
     req = SnapshotRequest(disk=a.disk, name=a.name, base_image=a.base_image, store=a.store,
                           image_id=a.image_id, properties=dict(a.property), instance_uuid=a.instance_uuid,
                           keep_image_on_error=a.keep_image_on_error, quiesce_domain=a.quiesce_domain,
-                          require_quiesce=a.require_quiesce)
-    from fastsnap.auth import token_from_env
-
+                          require_quiesce=a.require_quiesce, image_type=a.image_type, backup_type=a.backup_type,
+                          rotation=a.rotation)
     token = token_from_env() if a.user_from_env else a.os_token
     res = fs.snapshot(req, progress=None if a.json else _progress(), user_token=token)
     if a.json:
@@ -121,6 +133,8 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
         if res.quiesce.get("domain"):
             print(f"  quiesced: {'yes' if res.quiesced else 'no'} ({res.quiesce.get('reason')})"
                   + (f", frozen {res.quiesce['freeze_seconds']:.3f}s" if res.quiesce.get("freeze_seconds") else ""))
+        if res.rotated:
+            print(f"  rotated:  deleted older backups {', '.join(res.rotated)}")
         if res.path == "stream":
             print(f"  streamed: {res.bytes_streamed} bytes ({res.bytes_read} read from Ceph, rest holes)")
         elif res.path in ("delta", "copy"):
@@ -142,18 +156,18 @@ def _stores(fs: Fastsnap, a: argparse.Namespace) -> int:
 def _recover(fs: Fastsnap, a: argparse.Namespace) -> int:
     actions = fs.recover()
     if a.json:
-        print(json.dumps(actions, sort_keys=True))
+        print(json.dumps([x.to_dict() for x in actions], sort_keys=True))
     else:
         if not actions:
             print("nothing to recover")
         for act in actions:
-            print(f"{act['op_id']}: {act['action']}: {'; '.join(act.get('did', [])) or act.get('error', '')}")
-    return 1 if any(x["action"] == "failed" for x in actions) else 0
+            print(f"{act.op_id}: {act.action}: {'; '.join(act.did) or act.error or ''}")
+    return 1 if any(x.action is RecoverAction.FAILED for x in actions) else 0
 
 
 def _flatten_status(fs: Fastsnap, a: argparse.Namespace) -> int:
-    parked = fs.parked_disks(run=a.run)  # first: their dependents are flattened ahead of the rest
-    rows = fs.flatten_status(run_local=a.run)
+    parked = [p.to_dict() for p in fs.parked_disks(run=a.run)]  # first: ahead of the rest
+    rows = [r.to_dict() for r in fs.flatten_status(run_local=a.run)]
     if a.json:
         print(json.dumps({"flattens": rows, "parked_disks": parked}, sort_keys=True))
     else:
@@ -171,36 +185,28 @@ COMMANDS: dict[str, Callable[[Fastsnap, argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from oslo_log import log as logging
-
-    from fastsnap import config
-
     if a.command == "serve":
+        # Flask and cheroot are loaded only to serve: the snapshot CLI stays small in memory and start-up.
         from fastsnap.service.server import serve
 
         try:
             return serve(a.config_file)
         except FastsnapError as exc:
             print(f"fastsnap: error: {exc}", file=sys.stderr)
-            return exc.exit_code
+            return exit_code(exc)
     try:
-        conf = config.load(a.config_file)
+        conf = fsconf.load(a.config_file)
         conf.set_override("debug", a.debug)
         if conf.log_dir:
             os.makedirs(conf.log_dir, exist_ok=True)
         logging.setup(conf, "fastsnap")
         if not a.debug:
-            import logging as pylog
-
             pylog.getLogger().setLevel(pylog.WARNING)
         with Fastsnap(conf) as fs:
             return COMMANDS[a.command](fs, a)
-    except BadRequest as exc:
-        print(f"fastsnap: error: {exc}", file=sys.stderr)
-        return 2
     except FastsnapError as exc:
         print(f"fastsnap: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("fastsnap: interrupted", file=sys.stderr)
         return 1

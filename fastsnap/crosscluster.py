@@ -32,55 +32,17 @@ from oslo_log import log as logging
 
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
-from fastsnap.ceph import Cluster, ImageSpec, ceph_call
-from fastsnap.errors import BadRequest, CephError, ConfigError
-from fastsnap.location import RbdLocation
+from fastsnap.ceph import Cluster, ceph_call
+from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
+from fastsnap.errors import CephError, ConfigError, NotFound
+from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
+from fastsnap.plan import SnapshotPath
+from fastsnap.states import Step
 from fastsnap.stream import allocated_extents
 
 LOG = logging.getLogger(__name__)
 
-remote_list_opt = cfg.ListOpt(
-    "remote_clusters", default=[],
-    help="Names of the configuration sections that give fastsnap access to other Ceph clusters, one section "
-         "per cluster (e.g. 'remote_clusters = ceph_b' with a section [ceph_b]). A snapshot into a Glance rbd store "
-         "on one of these clusters (matched by fsid) is written there directly with librbd (paths delta and "
-         "copy); a store on a cluster not listed here is filled through Glance's API (stream path).")
-
-cluster_opts = [
-    cfg.StrOpt("fsid", required=True,
-               help="fsid of this cluster, as Glance reports it for the store (GET /v2/info/stores/detail). "
-                    "fastsnap refuses to use the cluster when the one it reaches has another fsid."),
-    cfg.StrOpt("conf", required=True,
-               help="Path to a ceph.conf for this cluster (monitor addresses; may name the keyring)."),
-    cfg.StrOpt("user", default="fastsnap",
-               help="Ceph client id (without 'client.') on this cluster. Least privilege: mon 'profile rbd' and "
-                    "osd 'profile rbd pool=<pool>' for each Glance rbd store pool on this cluster (it creates, "
-                    "clones, writes, snapshots and, on roll back, removes images named by Glance image ids)."),
-    cfg.StrOpt("keyring", help="Keyring file of the client; default: what the ceph.conf says."),
-    cfg.IntOpt("connect_timeout", default=15, min=1,
-               help="Seconds to wait for this cluster's monitors when connecting."),
-    cfg.IntOpt("op_timeout", default=60, min=1,
-               help="Seconds after which one monitor or OSD operation on this cluster fails instead of hanging."),
-]
-
-copy_opts = [
-    cfg.IntOpt("remote_chunk_size_mb", default=4, min=1, max=64,
-               help="Size of each read/write on the delta and copy paths, in MiB (rounded to RBD objects)."),
-    cfg.IntOpt("remote_parallel", default=8, min=1, max=64,
-               help="Reads/writes in flight on the delta and copy paths; memory is at most remote_parallel * "
-                    "remote_chunk_size_mb."),
-    cfg.IntOpt("base_check_samples", default=8, min=0, max=256,
-               help="Delta path: number of 64 KiB blocks compared between the base image's copy on the disk's "
-                    "cluster and on the target cluster before cloning the latter (besides sizes and identity); "
-                    "0 compares sizes only."),
-]
-
 SAMPLE = 64 << 10
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_opt(remote_list_opt, group="ceph")
-    conf.register_opts(copy_opts, group="snapshot")
 
 
 @dataclass(frozen=True)
@@ -98,10 +60,10 @@ def remote_confs(conf: cfg.ConfigOpts) -> dict[str, RemoteConf]:
     """fsid -> credentials of each other cluster the configuration names. ConfigError for a broken section."""
     out: dict[str, RemoteConf] = {}
     for name in conf.ceph.remote_clusters:
-        if name in ("ceph", "glance", "snapshot", "journal", "service", "libvirt", "DEFAULT"):
+        if name in OWN_SECTIONS:
             raise ConfigError(f"[ceph] remote_clusters names section [{name}], which is one of fastsnap's own")
         if name not in conf:
-            conf.register_opts(cluster_opts, group=name)
+            conf.register_opts(remote_cluster_opts, group=name)
         g = conf[name]
         missing = [opt for opt in ("fsid", "conf") if not g[opt]]
         if missing:
@@ -169,7 +131,7 @@ def check_base_copy(local: Cluster, parent: RbdLocation, remote: Cluster, copy: 
                 read += len(block_a)
                 if block_a != b.read(off, SAMPLE):
                     return f"the base image's copy {copy} differs from {parent} at offset {off}", read
-    except BadRequest as exc:
+    except NotFound as exc:
         return f"the base image's copy cannot be opened: {exc}", read
     return None, read
 
@@ -282,7 +244,7 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
                     progress(done, total)
                 if not half and done * 2 >= total:
                     half = True
-                    wf.crash_point(f"{wf.REMOTE_WRITE}:mid")
+                    wf.crash_point(f"{Step.REMOTE_WRITE}:mid")
         except BaseException:
             for fut in running:
                 fut.cancel()
@@ -291,7 +253,6 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
 
 # -- the workflow (steps in fastsnap.workflow: REMOTE_STEPS; roll back and forward there too) ---------------
 
-REMOTE_IMAGE, REMOTE_WRITE, REMOTE_SNAP = wf.REMOTE_IMAGE, wf.REMOTE_WRITE, wf.REMOTE_SNAP
 PATHS = wf.REMOTE_PATHS
 
 
@@ -320,34 +281,34 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
     """The delta or copy path (``op.path``) into ``op.pool`` on cluster ``op.fsid``."""
     assert op.pool is not None and op.fsid is not None and op.path in PATHS
     target = remote.get(op.fsid)
-    snap = wf.temp_snap_name(op.op_id)
+    snap = temp_snap_name(op.op_id)
     spec = ImageSpec(op.pool, op.op_id)
-    url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, wf.CLONE_SNAP).url
+    url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
     size = int(op.extra["size"])
     stats = TransferStats(size=size, check_bytes_read=int(op.extra.get("check_bytes_read", 0)))
-    wf._step(ctx, op, wf.IMAGE, create_image)
-    wf._step(ctx, op, wf.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
-    if op.path == "delta":
+    wf._step(ctx, op, Step.IMAGE, create_image)
+    wf._step(ctx, op, Step.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
+    if op.path == SnapshotPath.DELTA:
         base = RbdLocation.parse(str(op.extra["base_location"]))
-        wf._step(ctx, op, REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
+        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
     else:
-        wf._step(ctx, op, REMOTE_IMAGE, lambda: _create(target, spec, size))
+        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _create(target, spec, size))
 
     def write() -> None:
         with ctx.cluster.image(disk, snapshot=snap, read_only=True) as src, target.image(spec) as dst:
             obj = int(src.stat().get("obj_size", 4 << 20))
             step = max(obj, chunk // obj * obj)
-            if op.path == "delta":
+            if op.path == SnapshotPath.DELTA:
                 extents = own_extents(src, size)
             else:
                 extents = [(off, n, True) for off, n in allocated_extents(src, size)]
-            transfer(src, dst, extents, mask_parent=op.path == "delta", chunk=step, parallel=parallel,
+            transfer(src, dst, extents, mask_parent=op.path == SnapshotPath.DELTA, chunk=step, parallel=parallel,
                      stats=stats, progress=progress)
             dst.flush()
 
-    wf._step(ctx, op, REMOTE_WRITE, write)
+    wf._step(ctx, op, Step.REMOTE_WRITE, write)
     op.extra["transfer"] = stats.to_dict()
-    wf._step(ctx, op, wf.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
-    wf._step(ctx, op, REMOTE_SNAP, lambda: target.create_snapshot(spec, wf.CLONE_SNAP))
+    wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    wf._step(ctx, op, Step.REMOTE_SNAP, lambda: target.create_snapshot(spec, CLONE_SNAP))
     outcome = wf._register(ctx, op, url)
     return outcome, stats

@@ -1,6 +1,11 @@
-"""Exceptions raised by fastsnap's public API.
+"""Every exception fastsnap raises on purpose, and the one map from error to CLI exit code and HTTP status.
 
-Every error carries an ``exit_code``: 2 for bad input (nothing was created), 1 for everything else.
+Each class carries:
+  ``exit_code``    the CLI's: 2 for bad input (nothing was created), 1 for everything else;
+  ``http_status``  the REST service's; for server-side failures see :func:`http_status`;
+  ``kind``         a machine-readable cause (the ``kind`` of a REST error body, the label of the error metric).
+Library exceptions (librbd, librados, glanceclient, keystoneauth1) are translated into these at the adapter that
+calls the library (:mod:`fastsnap.ceph`, :mod:`fastsnap.glance`); none leaves it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ class FastsnapError(Exception):
     """Base class of every error fastsnap raises on purpose."""
 
     exit_code = 1
+    http_status = 500
     kind = "error"
 
 
@@ -17,6 +23,7 @@ class BadRequest(FastsnapError):
     """The request is invalid; it was rejected before anything was created."""
 
     exit_code = 2
+    http_status = 400
     kind = "bad_request"
 
 
@@ -29,13 +36,35 @@ class UnknownStore(BadRequest):
 class Conflict(BadRequest):
     """The request contradicts an earlier operation on the same image (e.g. another disk); nothing was done."""
 
+    http_status = 409
     kind = "conflict"
+
+
+class Reserved(Conflict):
+    """The journal refused to reserve an image id: another operation holds it (running, or done: its result must
+    not be touched)."""
+
+    kind = "reserved"
 
 
 class InvalidLocation(BadRequest, ValueError):
     """A string that is not a well-formed ``rbd://`` location."""
 
     kind = "invalid_location"
+
+
+class QuiesceRequired(BadRequest):
+    """``os_require_quiesce=yes`` but the guest cannot be frozen; nothing was created."""
+
+    kind = "quiesce_required"
+
+
+class NotFound(FastsnapError):
+    """A Glance image, RBD image, snapshot or pool that is not there. Internal callers catch this to mean "gone";
+    where the missing thing was named by the caller, the API turns it into :class:`BadRequest` at its edge."""
+
+    http_status = 404
+    kind = "not_found"
 
 
 class ConfigError(FastsnapError):
@@ -47,30 +76,42 @@ class ConfigError(FastsnapError):
 class PlanError(FastsnapError):
     """No safe plan can be made from what the services told us (for now); retrying may help."""
 
+    http_status = 503
     kind = "plan"
 
 
 class CephError(FastsnapError):
     """A Ceph call failed or timed out."""
 
+    http_status = 503
     kind = "ceph"
 
 
-class CephNotFound(CephError):
+class CephNotFound(NotFound, CephError):
     """A Ceph object (image, snapshot, pool) that is not there."""
 
+    http_status = 404
     kind = "ceph_not_found"
 
 
 class GlanceError(FastsnapError):
     """A Glance call failed or timed out."""
 
+    http_status = 503
     kind = "glance"
+
+
+class GlanceNotFound(NotFound, GlanceError):
+    """Glance answered 404."""
+
+    http_status = 404
+    kind = "glance_not_found"
 
 
 class Forbidden(FastsnapError):
     """The caller may not do this (Glance answered 401/403)."""
 
+    http_status = 403
     kind = "forbidden"
 
 
@@ -86,7 +127,28 @@ class NoDomain(QuiesceError):
     kind = "no_domain"
 
 
-class QuiesceRequired(BadRequest):
-    """``os_require_quiesce=yes`` but the guest cannot be frozen; nothing was created."""
+class Busy(FastsnapError):
+    """The host already runs its maximum number of snapshots."""
 
-    kind = "quiesce_required"
+    http_status = 429
+    kind = "busy"
+
+
+class Cancelled(FastsnapError):
+    """A REST job was cancelled (``DELETE /v1/snapshots/<id>``); what it made was rolled back."""
+
+    kind = "cancelled"
+
+
+def http_status(exc: BaseException, accepted: bool) -> int:
+    """The HTTP status of an error: the class's client status (4xx) as it is; a server-side failure is 503 while
+    a request is being validated (nothing was created: retry later) and 500 once its job was accepted."""
+    status = exc.http_status if isinstance(exc, FastsnapError) else 500
+    if status < 500:
+        return status
+    return 500 if accepted else 503
+
+
+def exit_code(exc: BaseException) -> int:
+    """The CLI's exit code for an error."""
+    return exc.exit_code if isinstance(exc, FastsnapError) else 1

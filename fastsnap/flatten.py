@@ -19,44 +19,26 @@ import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, CephError
+from fastsnap import journal as jr
+from fastsnap.ceph import Cluster
+from fastsnap.errors import CephError, ConfigError, FastsnapError, NotFound
+from fastsnap.location import ImageSpec
+from fastsnap.result import FlattenRow
+from fastsnap.states import PENDING_FLATTEN, FlattenPolicy, FlattenState, OpState
 
 LOG = logging.getLogger(__name__)
 
-NEVER, BACKGROUND, SYNC = "never", "background", "sync"
-POLICIES = (NEVER, BACKGROUND, SYNC)
-
-flatten_opts = [
-    cfg.StrOpt("flatten", default=BACKGROUND, choices=POLICIES,
-               help="When clone-path snapshots are flattened: never, background (Ceph mgr task queue, "
-                    "default) or sync (before the snapshot is registered, like Nova)."),
-    cfg.DictOpt("store_flatten", default={},
-                help="Per-store flatten policy overriding 'flatten', e.g. fast:sync,archive:never."),
-    cfg.IntOpt("clone_depth_soft", default=4, min=1,
-               help="A clone deeper than this (counting every parent, also through the snapshot trash) is "
-                    "flattened in the background even with policy 'never'."),
-    cfg.IntOpt("clone_depth_hard", default=8, min=1,
-               help="A clone deeper than this is flattened before the snapshot is registered, whatever the "
-                    "policy."),
-    cfg.IntOpt("mgr_timeout", default=10, min=1,
-               help="Seconds to wait for the Ceph mgr to accept a flatten task before falling back to an "
-                    "in-process flatten."),
-]
+NEVER, BACKGROUND, SYNC = FlattenPolicy.NEVER, FlattenPolicy.BACKGROUND, FlattenPolicy.SYNC
 
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_opts(flatten_opts, group="snapshot")
-
-
-def policy_for(conf: cfg.ConfigOpts, store: str, depth: int) -> tuple[str, str]:
+def policy_for(conf: cfg.ConfigOpts, store: str, depth: int) -> tuple[FlattenPolicy, str]:
     """The effective policy for a new clone of the given depth in ``store`` and why."""
     s = conf.snapshot
-    policy = s.store_flatten.get(store, s.flatten)
-    if policy not in POLICIES:
-        from fastsnap.errors import ConfigError
-
-        raise ConfigError(f"[snapshot] store_flatten: unknown policy {policy!r} for store {store!r}")
+    name = s.store_flatten.get(store, s.flatten)
+    try:
+        policy = FlattenPolicy(name)
+    except ValueError:
+        raise ConfigError(f"[snapshot] store_flatten: unknown policy {name!r} for store {store!r}") from None
     if depth > s.clone_depth_hard:
         return SYNC, f"clone depth {depth} > hard limit {s.clone_depth_hard}"
     if depth > s.clone_depth_soft and policy == NEVER:
@@ -71,7 +53,7 @@ def depth(cluster: Cluster, spec: ImageSpec, limit: int = 64) -> int:
     while cur is not None and n < limit:
         try:
             parent = cluster.parent(cur)
-        except BadRequest:
+        except NotFound:
             return n
         if parent is None:
             return n
@@ -158,3 +140,37 @@ def flatten_now(cluster: Cluster, spec: ImageSpec) -> None:
             pass  # not a clone (any more)
         except Exception as exc:
             raise CephError(f"flattening {spec} failed: {exc}") from exc
+
+
+def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_local: bool = False) -> list[FlattenRow]:
+    """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.
+
+    Pending tasks are queued with the mgr again (it de-duplicates), so a task lost with a mgr is not lost for
+    good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in this process."""
+    rows: list[FlattenRow] = []
+    timeout = conf.snapshot.mgr_timeout
+    for op in journal.list(OpState.DONE):
+        info = op.flatten
+        if info is None or info.state not in PENDING_FLATTEN or not op.pool:
+            continue
+        spec = ImageSpec(op.pool, op.op_id)
+        try:
+            if not cluster.exists(spec):
+                info.state = FlattenState.GONE
+            elif is_flat(cluster, spec):
+                info.state = FlattenState.DONE
+            else:
+                try:
+                    info.task = queue_background(cluster, conf, spec, timeout, wait=True)
+                    info.state, info.error = FlattenState.QUEUED, None
+                except FastsnapError as exc:
+                    info.state, info.error = FlattenState.LOCAL, str(exc)
+                if info.state == FlattenState.LOCAL and run_local:
+                    flatten_now(cluster, spec)
+                    info.state = FlattenState.DONE
+        except FastsnapError as exc:  # one image that cannot be checked or flattened: report, go on
+            info.error = str(exc)
+        op.flatten = info
+        journal.save(op)
+        rows.append(FlattenRow(op.op_id, op.disk, op.pool, info))
+    return rows

@@ -1,6 +1,7 @@
 """Thin typed adapter over python-glanceclient (v2) on a keystoneauth1 session.
 
-Errors come back as fastsnap errors: 401/403 → Forbidden, 404/400 on input → BadRequest, others → GlanceError.
+Errors come back as fastsnap errors: 401/403 → Forbidden, 404 → GlanceNotFound, 400 on input → BadRequest,
+others → GlanceError.
 """
 
 from __future__ import annotations
@@ -17,26 +18,10 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, FastsnapError, Forbidden, GlanceError
+from fastsnap.errors import BadRequest, FastsnapError, Forbidden, GlanceError, GlanceNotFound, NotFound
 from fastsnap.plan import BaseImage, StoreInfo
 
 LOG = logging.getLogger(__name__)
-
-GROUP = "glance"
-glance_opts = [
-    cfg.StrOpt("endpoint_override",
-               help="Glance API URL; default: the 'image' endpoint of the Keystone catalogue."),
-    cfg.StrOpt("interface", default="internal", help="Catalogue interface used to find Glance."),
-    cfg.StrOpt("region_name", help="Catalogue region used to find Glance."),
-    cfg.IntOpt("status_timeout", default=300, min=1,
-               help="Seconds to wait for an image to become active after its location is registered."),
-    cfg.IntOpt("store_cache_seconds", default=30, min=0,
-               help="Seconds a long-running fastsnap (the service) reuses Glance's store catalogue before asking "
-                    "again; 0 asks for every snapshot. A catalogue entry with an unknown fsid is never cached."),
-    cfg.IntOpt("connect_retries", default=3, min=0,
-               help="Retries of an idempotent Glance call on connection errors and 5xx answers "
-                    "(keystoneauth1's retries, with back-off)."),
-]
 
 # Image properties never copied from the base image (Nova's non-inheritable ones and Glance's own).
 NON_INHERITABLE = frozenset({
@@ -49,20 +34,6 @@ NON_INHERITABLE = frozenset({
     "root_device_name", "backup_type",
 })
 NON_INHERITABLE_PREFIXES = ("os_glance", "cinder_encryption_key", "img_signature")
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_opts(glance_opts, group=GROUP)
-    ks_loading.register_session_conf_options(conf, GROUP)
-    ks_loading.register_auth_conf_options(conf, GROUP)
-
-
-def list_opts() -> list[cfg.Opt]:
-    opts: list[cfg.Opt] = list(glance_opts)
-    opts += ks_loading.get_session_conf_options()
-    opts += ks_loading.get_auth_common_conf_options()
-    opts += ks_loading.get_auth_plugin_conf_options("password")
-    return opts
 
 
 def inheritable(props: dict[str, Any]) -> dict[str, str]:
@@ -80,8 +51,8 @@ T = TypeVar("T")
 
 
 def session_from_conf(conf: cfg.ConfigOpts) -> ks_session.Session:
-    auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
-    return ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
+    auth = ks_loading.load_auth_from_conf_options(conf, "glance")
+    return ks_loading.load_session_from_conf_options(conf, "glance", auth=auth)
 
 
 class Glance:
@@ -136,7 +107,7 @@ class Glance:
                 time.sleep(0.5 * (attempt + 1))
         except Forbidden:
             LOG.info("no access to /v2/info/stores/detail; store types and pools unknown")
-        except BadRequest as exc:
+        except NotFound as exc:
             raise GlanceError("Glance multistore is not enabled (no /v2/info/stores)") from exc
         basic = self.call("listing stores", self.client.images.get_stores_info)
         return tuple(_store(s, detailed=False) for s in basic.get("stores", []))
@@ -150,7 +121,7 @@ class Glance:
     def find(self, image_id: str) -> dict[str, Any] | None:
         try:
             return self.get(image_id)
-        except BadRequest:
+        except NotFound:
             return None
 
     def base_image(self, image_id: str) -> tuple[BaseImage, dict[str, Any]]:
@@ -227,7 +198,7 @@ class Glance:
         """Delete an image; already gone counts as success."""
         try:
             self.call(f"deleting image {image_id}", lambda: self.client.images.delete(image_id))
-        except BadRequest:
+        except NotFound:
             return
 
 
@@ -240,7 +211,7 @@ def map_error(what: str, exc: Exception) -> Exception:
     if isinstance(exc, gexc.HTTPForbidden | ksexc.Forbidden):
         return Forbidden(f"Glance: {what}: forbidden ({exc})")
     if isinstance(exc, gexc.HTTPNotFound | ksexc.NotFound):
-        return BadRequest(f"Glance: {what}: not found")
+        return GlanceNotFound(f"Glance: {what}: not found")
     if isinstance(exc, gexc.BaseException | gexc.HTTPException | ksexc.ClientException | OSError):
         return GlanceError(f"Glance: {what} failed: {type(exc).__name__}: {exc}")
     return exc

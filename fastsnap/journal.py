@@ -19,39 +19,38 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from oslo_config import cfg
 
-journal_opts = [
-    cfg.StrOpt("state_dir", default="/var/lib/fastsnap",
-               help="Directory of fastsnap's journal (SQLite) and lock files. Must be local to the host."),
-    cfg.IntOpt("trust_hours", default=168, min=0,
-               help="A snapshot taken on behalf of a user creates a Keystone trust from the user to fastsnap's "
-                    "user (the user's roles on its project) so that 'recover' can roll it forward or back after a "
-                    "crash; the trust is deleted once the operation is settled and expires after this many hours "
-                    "in any case. 0: no trust (recover then cannot undo such an image)."),
-]
-
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"          # rolled back after an error
-ROLLED_BACK = "rolled_back"  # rolled back by recover
-# States in which an image id may be reserved again: everything the earlier attempt made was undone.
-REUSABLE = (FAILED, ROLLED_BACK)
+from fastsnap.errors import Reserved
+from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, FlattenPolicy, FlattenState, JobState, OpState
 
 
-class Reserved(Exception):
-    """The image id is reserved by another operation (running, or done: its result must not be touched)."""
+@dataclass
+class FlattenInfo:
+    """A clone-path snapshot's flatten, as journaled in the operation (``extra["flatten"]``) and reported."""
 
-    def __init__(self, existing: Operation) -> None:
-        super().__init__(f"image {existing.op_id} is reserved by an operation that is {existing.state}")
-        self.existing = existing
+    policy: FlattenPolicy
+    why: str
+    depth: int = 0
+    state: FlattenState | None = None   # None until the policy acted
+    task: str | None = None             # the Ceph mgr's task id
+    error: str | None = None            # why the mgr could not take it / why it could not be checked
 
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None) -> FlattenInfo | None:
+        if not raw or "policy" not in raw:
+            return None
+        state = raw.get("state")
+        return cls(policy=FlattenPolicy(raw["policy"]), why=str(raw.get("why", "")), depth=int(raw.get("depth", 0)),
+                   state=FlattenState(state) if state else None, task=raw.get("task") or None,
+                   error=raw.get("error"))
 
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_opts(journal_opts, group="journal")
+    def to_dict(self) -> dict[str, Any]:
+        """As journaled: keys without a value are left out."""
+        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "task" and v == "")}
 
 
 @dataclass
@@ -64,7 +63,7 @@ class Operation:
     fsid: str | None
     image_created: bool             # fastsnap created the Glance image (else it was given, e.g. by nova-api)
     delete_image_on_error: bool
-    state: str = RUNNING
+    state: OpState = OpState.RUNNING
     steps: list[str] = field(default_factory=list)
     error: str | None = None
     pid: int = field(default_factory=os.getpid)
@@ -73,15 +72,20 @@ class Operation:
     updated_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.state = OpState(self.state)  # a record read back holds the plain string
+
     def began(self, step: str) -> bool:
         return step in self.steps
 
+    @property
+    def flatten(self) -> FlattenInfo | None:
+        """The clone path's flatten (None on the stream path)."""
+        return FlattenInfo.of(self.extra.get("flatten"))
 
-# Job states (the REST service's view of one request).
-JOB_PLANNING, JOB_RUNNING, JOB_REGISTERING, JOB_DONE, JOB_FAILED, JOB_CANCELLED = (
-    "planning", "running", "registering", "done", "failed", "cancelled")
-JOB_ACTIVE = (JOB_PLANNING, JOB_RUNNING, JOB_REGISTERING)
-JOB_FINAL_FAILED = (JOB_FAILED, JOB_CANCELLED)
+    @flatten.setter
+    def flatten(self, info: FlattenInfo) -> None:
+        self.extra["flatten"] = info.to_dict()
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Job:
     id: str
     key: str | None
     request: dict[str, Any]
-    state: str = JOB_PLANNING
+    state: JobState = JobState.PLANNING
     image_id: str | None = None
     path: str | None = None
     store: str | None = None
@@ -105,6 +109,9 @@ class Job:
     request_id: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.state = JobState(self.state)
 
     @classmethod
     def load(cls, record: str) -> Job:
@@ -223,9 +230,9 @@ class Journal:
 
     def reserve(self, op: Operation) -> None:
         """Reserve ``op.op_id`` for ``op`` (ceph-csi's "reserve, then act"). Atomic: succeeds only when no
-        operation holds the id, or the one that did was rolled back completely. Raises :class:`Reserved` with
-        the holder otherwise, so a second request for the same image can never act on (or undo) the first
-        one's work."""
+        operation holds the id, or the one that did was rolled back completely. Raises
+        :class:`~fastsnap.errors.Reserved` naming the holder otherwise, so a second request for the same image can
+        never act on (or undo) the first one's work."""
         op.updated_at = time.time()
         rec = json.dumps(op.__dict__, sort_keys=True)
         with self._db() as db:
@@ -235,7 +242,7 @@ class Journal:
                 if row is not None:
                     held = Operation(**json.loads(row[0]))
                     if held.state not in REUSABLE:
-                        raise Reserved(held)
+                        raise Reserved(f"image {held.op_id} is reserved by an operation that is {held.state}")
                     db.execute("delete from operations where op_id = ?", (op.op_id,))
                 db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?)",
                            (op.op_id, op.state, rec, op.updated_at))
@@ -250,7 +257,7 @@ class Journal:
             op.steps.append(step)
             self.save(op)
 
-    def finish(self, op: Operation, state: str, error: str | None = None) -> None:
+    def finish(self, op: Operation, state: OpState, error: str | None = None) -> None:
         op.state = state
         op.error = error
         self.save(op)
@@ -260,7 +267,7 @@ class Journal:
             row = db.execute("select record from operations where op_id = ?", (op_id,)).fetchone()
         return Operation(**json.loads(row[0])) if row else None
 
-    def list(self, state: str | None = None) -> list[Operation]:
+    def list(self, state: OpState | None = None) -> list[Operation]:
         with self._db() as db:
             if state:
                 rows = db.execute("select record from operations where state = ? order by updated_at",
@@ -324,7 +331,7 @@ class Journal:
                              "order by created_at desc limit 1", (image_id, *JOB_FINAL_FAILED)).fetchone()
         return Job.load(row[0]) if row else None
 
-    def list_jobs(self, state: str | None = None, project: str | None = None, all_projects: bool = True,
+    def list_jobs(self, state: JobState | str | None = None, project: str | None = None, all_projects: bool = True,
                   limit: int = 200) -> builtins.list[Job]:
         """Jobs, newest first; only ``project``'s (None: fastsnap's own) unless ``all_projects``."""
         q, args = "select record from jobs where 1 = 1", []

@@ -1,4 +1,4 @@
-"""Glance's ``rbd://`` location URLs.
+"""Names of RBD images: Glance's ``rbd://`` location URLs and fastsnap's ``pool/image`` disk specs.
 
 glance_store writes ``rbd://<fsid>/<pool>/<image>/<snapshot>``, each component URL-quoted.  Images
 uploaded by very old releases carry the legacy form ``rbd://<image>``, which names neither the cluster
@@ -10,9 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from fastsnap.errors import InvalidLocation
+from fastsnap.errors import BadRequest, InvalidLocation
 
 SCHEME = "rbd://"
+CLONE_SNAP = "snap"  # the snapshot of a clone that Glance's rbd store reads (rbd://<fsid>/<pool>/<image>/snap)
+SNAP_PREFIX = "fastsnap-"  # fastsnap's point-in-time snapshot of a disk: <disk>@fastsnap-<image id>
+
+
+def temp_snap_name(op_id: str) -> str:
+    """The name of the disk snapshot an operation takes (derived from its id: found again after a crash)."""
+    return f"{SNAP_PREFIX}{op_id}"
 _FORMS = "expected rbd://<fsid>/<pool>/<image>/<snapshot> or legacy rbd://<image>"
 
 
@@ -76,3 +83,21 @@ class RbdLocation:
 
     def __str__(self) -> str:
         return self.url
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """``pool/image`` on the local cluster (``pool/namespace/image`` is not supported)."""
+
+    pool: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> ImageSpec:
+        parts = spec.split("/")
+        if len(parts) != 2 or not all(parts) or any(c.isspace() or c == "@" for c in spec):
+            raise BadRequest(f"invalid disk {spec!r}: expected POOL/IMAGE (e.g. vms/<instance-uuid>_disk)")
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.name}"

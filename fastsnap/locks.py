@@ -17,14 +17,7 @@ from collections.abc import Iterator
 import fasteners
 from oslo_concurrency import lockutils
 
-from fastsnap.errors import FastsnapError
-
-
-class Busy(FastsnapError):
-    """The host already runs its maximum number of snapshots."""
-
-    kind = "busy"
-
+from fastsnap.errors import Busy
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()

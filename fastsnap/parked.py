@@ -24,13 +24,14 @@ from oslo_log import log as logging
 
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
-from fastsnap.ceph import TRASH_NAMESPACE, Cluster, ImageSpec
-from fastsnap.errors import BadRequest, CephError
+from fastsnap.ceph import TRASH_NAMESPACE, Cluster
+from fastsnap.errors import BadRequest, CephError, NotFound
+from fastsnap.location import SNAP_PREFIX, ImageSpec
+from fastsnap.plan import SnapshotPath
+from fastsnap.states import ParkedState
 
 LOG = logging.getLogger(__name__)
 
-SNAP_PREFIX = "fastsnap-"
-CLONE = "clone"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class ParkedDisk:
     parked_at: str                # when it was moved to the trash
     snapshots: int                # snapshots left (trashed, each with clones)
     dependents: list[str] = field(default_factory=list)   # fastsnap clones still reading through it
-    state: str = "waiting"        # waiting | flattening | removed | blocked
+    state: ParkedState = ParkedState.WAITING
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Operat
     found: dict[tuple[str, str], list[jr.Operation]] = {}
     for op in journal.list():
         disk_id = op.extra.get("disk_id")
-        if op.path != CLONE or not disk_id:
+        if op.path != SnapshotPath.CLONE or not disk_id:
             continue
         try:
             pool = ImageSpec.parse(op.disk).pool
@@ -92,7 +93,7 @@ def _dependents(cluster: Cluster, ops: list[jr.Operation], disk_name: str, disk_
         clone = ImageSpec(op.pool, op.op_id)
         try:
             parent = cluster.parent(clone)
-        except BadRequest:
+        except NotFound:
             continue  # the clone is gone (image deleted): it no longer holds the disk
         if parent is not None and parent.pool == disk_pool and parent.image == disk_name:
             deps.append(clone)
@@ -106,7 +107,7 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
     for pool in sorted({p for p, _ in by_id}):
         try:
             entries = list(rbd.RBD().trash_list(cluster.ioctx(pool)))
-        except BadRequest:
+        except NotFound:
             continue  # the pool is gone
         except rbd.Error as exc:
             raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
@@ -121,7 +122,7 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
             parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
                                 parked_at=str(entry.get("deletion_time")), snapshots=len(snaps))
             if not _only_fastsnap_snapshots(snaps):
-                parked.state = "blocked"
+                parked.state = ParkedState.BLOCKED
                 parked.error = "it has snapshots that are not fastsnap's: left alone"
                 result.append((parked, []))
                 continue
@@ -136,10 +137,10 @@ def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[Parke
     without snapshots from the trash. Returns the parked disks as found (and what became of them)."""
     rows = []
     for parked, deps in find(cluster, journal):
-        if run and parked.state != "blocked":
+        if run and parked.state != ParkedState.BLOCKED:
             try:
                 for dep in deps:
-                    parked.state = "flattening"
+                    parked.state = ParkedState.FLATTENING
                     LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
                              parked.name, parked.id)
                     fl.flatten_now(cluster, dep)
@@ -147,13 +148,13 @@ def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[Parke
                 parked.snapshots = len(snaps)
                 if not snaps:
                     remove(cluster, parked.pool, parked.id)
-                    parked.state, parked.dependents = "removed", []
+                    parked.state, parked.dependents = ParkedState.REMOVED, []
                     LOG.info("removed parked disk %s/%s (id %s) from the RBD trash", parked.pool, parked.name,
                              parked.id)
                 elif not _only_fastsnap_snapshots(snaps):
-                    parked.state, parked.error = "blocked", "it has snapshots that are not fastsnap's"
+                    parked.state, parked.error = ParkedState.BLOCKED, "it has snapshots that are not fastsnap's"
                 else:
-                    parked.state = "waiting"
+                    parked.state = ParkedState.WAITING
             except (CephError, rbd.Error) as exc:
                 parked.error = str(exc)
                 LOG.warning("parked disk %s/%s (id %s): %s", parked.pool, parked.name, parked.id, exc)

@@ -41,27 +41,6 @@ except ImportError:  # pragma: no cover - exercised on hosts without the binding
 
 LOG = logging.getLogger(__name__)
 
-libvirt_group = cfg.OptGroup("libvirt", title="The local libvirt, for freezing guests around snapshots")
-libvirt_opts = [
-    cfg.StrOpt("connection_uri", default="qemu:///system",
-               help="libvirt URI of the hypervisor running the instances (Nova's [libvirt] connection_uri). "
-                    "fastsnap's user needs access to it (e.g. membership of the 'libvirt' group)."),
-    cfg.IntOpt("agent_timeout", default=5, min=1,
-               help="Seconds to wait for the guest agent to answer a ping before deciding it is not running."),
-]
-quiesce_opts = [
-    cfg.FloatOpt("max_freeze_seconds", default=10.0, min=0.1,
-                 help="A guest frozen for a snapshot is thawed after at most this many seconds, even when the "
-                      "RBD snapshot has not completed (the snapshot then fails)."),
-]
-
-
-def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(libvirt_group)
-    conf.register_opts(libvirt_opts, group=libvirt_group)
-    conf.register_opts(quiesce_opts, group="snapshot")
-
-
 def _yes(value: Any) -> bool:
     return str(value).strip().lower() in ("yes", "true", "1", "on")
 

@@ -17,45 +17,20 @@ from oslo_log import log as logging
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
-from fastsnap.ceph import Cluster, ImageSpec
-from fastsnap.errors import BadRequest, ConfigError, FastsnapError, GlanceError, NoDomain
+from fastsnap.ceph import Cluster
+from fastsnap.errors import ConfigError, FastsnapError, GlanceError, NoDomain, NotFound
 from fastsnap.glance import Glance
-from fastsnap.location import RbdLocation
+from fastsnap.journal import FlattenInfo
+from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
+from fastsnap.plan import SnapshotPath
+from fastsnap.states import FlattenPolicy, FlattenState, Step
 from fastsnap.stream import SnapshotReader, StreamStats
 
 LOG = logging.getLogger(__name__)
 
-SNAP_PREFIX = "fastsnap-"
-CLONE_SNAP = "snap"
-
-# Steps, in order.
-IMAGE = "image"
-DISK_SNAP = "disk_snap"
-CLONE = "clone"
-DISK_SNAP_RELEASE = "disk_snap_release"
-CLONE_SNAP_STEP = "clone_snap"
-LOCATION = "location"
-UPLOAD = "upload"
-ACTIVE = "active"
-FLATTEN = "flatten"              # sync policy: before registering
-FLATTEN_QUEUE = "flatten_queue"  # background policy: after the image is active
-
-# Delta and copy paths (fastsnap.crosscluster): the image on the target cluster.
-REMOTE_IMAGE = "remote_image"   # delta: clone the base image's copy there; copy: create the image
-REMOTE_WRITE = "remote_write"   # write the disk's extents into it
-REMOTE_SNAP = "remote_snap"     # snapshot 'snap' on it
-REMOTE_PATHS = ("delta", "copy")
-
-CLONE_STEPS = (IMAGE, DISK_SNAP, CLONE, FLATTEN, DISK_SNAP_RELEASE, CLONE_SNAP_STEP, LOCATION, ACTIVE, FLATTEN_QUEUE)
-STREAM_STEPS = (IMAGE, DISK_SNAP, UPLOAD, ACTIVE, DISK_SNAP_RELEASE)
-REMOTE_STEPS = (IMAGE, DISK_SNAP, REMOTE_IMAGE, REMOTE_WRITE, DISK_SNAP_RELEASE, REMOTE_SNAP, LOCATION, ACTIVE)
-
-
-def temp_snap_name(op_id: str) -> str:
-    return f"{SNAP_PREFIX}{op_id}"
-
-
 UPLOAD_ATTEMPTS = 3
+# Delta and copy paths (fastsnap.crosscluster): written with librbd into an rbd store on another cluster.
+REMOTE_PATHS = (SnapshotPath.DELTA, SnapshotPath.COPY)
 
 
 # Fault injection for tests only: tests/crashing_cli.py sets this to kill the process at a named point. Nothing in
@@ -148,7 +123,7 @@ class Outcome:
     image: dict[str, object]
 
 
-def _step(ctx: Context, op: jr.Operation, step: str, act: Callable[[], None]) -> None:
+def _step(ctx: Context, op: jr.Operation, step: Step, act: Callable[[], None]) -> None:
     if ctx.on_step is not None:
         ctx.on_step(step)
     ctx.journal.begin(op, step)
@@ -158,23 +133,26 @@ def _step(ctx: Context, op: jr.Operation, step: str, act: Callable[[], None]) ->
 
 
 def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
-              flatten_policy: str = fl.NEVER, mgr_timeout: int = 10) -> Outcome:
+              flatten_policy: FlattenPolicy = FlattenPolicy.NEVER, mgr_timeout: int = 10) -> Outcome:
     assert op.pool is not None and op.fsid is not None
     snap = temp_snap_name(op.op_id)
     clone = ImageSpec(op.pool, op.op_id)
     url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-    _step(ctx, op, IMAGE, create_image)
-    _step(ctx, op, DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
-    _step(ctx, op, CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
-    if flatten_policy == fl.SYNC:
-        _step(ctx, op, FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
-        op.extra["flatten"] = {**op.extra.get("flatten", {}), "state": "done"}
+    _step(ctx, op, Step.IMAGE, create_image)
+    _step(ctx, op, Step.DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
+    _step(ctx, op, Step.CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
+    if flatten_policy == FlattenPolicy.SYNC:
+        _step(ctx, op, Step.FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
+        info = op.flatten
+        if info is not None:
+            info.state = FlattenState.DONE
+            op.flatten = info
     # Clone v2: the parent snapshot goes to the trash and is purged once the clone is flattened or removed.
-    _step(ctx, op, DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
-    _step(ctx, op, CLONE_SNAP_STEP, lambda: ctx.cluster.create_snapshot(clone, CLONE_SNAP))
+    _step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    _step(ctx, op, Step.CLONE_SNAP, lambda: ctx.cluster.create_snapshot(clone, CLONE_SNAP))
     outcome = _register(ctx, op, url)
-    if flatten_policy == fl.BACKGROUND:
-        _step(ctx, op, FLATTEN_QUEUE, lambda: queue_flatten(ctx, op, mgr_timeout))
+    if flatten_policy == FlattenPolicy.BACKGROUND:
+        _step(ctx, op, Step.FLATTEN_QUEUE, lambda: queue_flatten(ctx, op, mgr_timeout))
     return outcome
 
 
@@ -182,17 +160,15 @@ def queue_flatten(ctx: Context, op: jr.Operation, mgr_timeout: int) -> None:
     """Hand the flatten to Ceph's mgr; "queued" only once the mgr accepted the task (the ``ceph`` child exited 0
     with a task id); otherwise "local" with the reason, left for an in-process flatten."""
     assert op.pool is not None
-    info = dict(op.extra.get("flatten", {}))
+    info = op.flatten or FlattenInfo(FlattenPolicy.BACKGROUND, "queued by recover")
     try:
-        info["task"] = fl.queue_background(ctx.cluster, ctx.conf, ImageSpec(op.pool, op.op_id), mgr_timeout,
-                                           wait=True)
-        info["state"] = "queued"
-        info.pop("error", None)
+        info.task = fl.queue_background(ctx.cluster, ctx.conf, ImageSpec(op.pool, op.op_id), mgr_timeout,
+                                        wait=True)
+        info.state, info.error = FlattenState.QUEUED, None
     except FastsnapError as exc:
         LOG.warning("%s; flatten of %s/%s left for an in-process flatten", exc, op.pool, op.op_id)
-        info["state"] = "local"
-        info["error"] = str(exc)
-    op.extra["flatten"] = info
+        info.state, info.error = FlattenState.LOCAL, str(exc)
+    op.flatten = info
 
 
 def _register(ctx: Context, op: jr.Operation, url: str) -> Outcome:
@@ -202,13 +178,13 @@ def _register(ctx: Context, op: jr.Operation, url: str) -> Outcome:
             api = ctx.glance.add_location(op.op_id, url)
             op.extra["location_api"] = api
 
-    _step(ctx, op, LOCATION, add)
+    _step(ctx, op, Step.LOCATION, add)
     image: dict[str, object] = {}
 
     def wait() -> None:
         image.update(ctx.glance.wait_status(op.op_id, "active"))
 
-    _step(ctx, op, ACTIVE, wait)
+    _step(ctx, op, Step.ACTIVE, wait)
     return Outcome(url, None, image)
 
 
@@ -216,8 +192,8 @@ def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Ca
                chunk: int, window: int, progress: Callable[[int, int], None] | None) -> Outcome:
     snap = temp_snap_name(op.op_id)
     stats: list[StreamStats] = []
-    _step(ctx, op, IMAGE, create_image)
-    _step(ctx, op, DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
+    _step(ctx, op, Step.IMAGE, create_image)
+    _step(ctx, op, Step.DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
 
     def upload() -> None:
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
@@ -242,14 +218,14 @@ def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Ca
                 finally:
                     reader.close()
 
-    _step(ctx, op, UPLOAD, upload)
+    _step(ctx, op, Step.UPLOAD, upload)
     image: dict[str, object] = {}
 
     def wait() -> None:
         image.update(ctx.glance.wait_status(op.op_id, "active"))
 
-    _step(ctx, op, ACTIVE, wait)
-    _step(ctx, op, DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    _step(ctx, op, Step.ACTIVE, wait)
+    _step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
     return Outcome(None, stats[0] if stats else None, image)
 
 
@@ -262,20 +238,20 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
     disk = ImageSpec.parse(op.disk)
     owned = op.image_created or op.delete_image_on_error
     # Deleting an image whose rbd location is registered also removes that RBD image (Glance owns it).
-    if op.began(IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
+    if op.began(Step.IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
         ctx.glance.delete(op.op_id)
         done.append(f"deleted Glance image {op.op_id}")
     done += _rollback_remote(ctx, op)
-    if op.path == "clone" and op.began(CLONE) and op.pool:
+    if op.path == SnapshotPath.CLONE and op.began(Step.CLONE) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         if ctx.cluster.exists(clone):
             ctx.cluster.remove_image(clone)
             done.append(f"removed clone {clone}")
-    if op.began(DISK_SNAP):
+    if op.began(Step.DISK_SNAP):
         snap = temp_snap_name(op.op_id)
         try:
             present = snap in ctx.cluster.snapshots(disk)
-        except BadRequest:
+        except NotFound:
             present = False  # the disk itself is gone
         if present:
             ctx.cluster.remove_snapshot(disk, snap)
@@ -287,13 +263,13 @@ def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
     """True when the result is complete and only needs registering / marking (clone, delta, copy paths)."""
     if op.path in REMOTE_PATHS:
         return _remote_complete(ctx, op)
-    if op.path == "clone" and op.began(CLONE_SNAP_STEP) and op.pool:
+    if op.path == SnapshotPath.CLONE and op.began(Step.CLONE_SNAP) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         try:
             return CLONE_SNAP in ctx.cluster.snapshots(clone)
-        except BadRequest:
+        except NotFound:
             return False
-    if op.path == "stream" and op.began(UPLOAD):
+    if op.path == SnapshotPath.STREAM and op.began(Step.UPLOAD):
         img = ctx.glance.find(op.op_id)
         return img is not None and img.get("status") == "active"
     return False
@@ -301,7 +277,7 @@ def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
 
 def _rollback_remote(ctx: Context, op: jr.Operation) -> list[str]:
     """Delta and copy paths: remove the image this operation made on the target cluster (idempotent)."""
-    if op.path not in REMOTE_PATHS or not op.began(REMOTE_IMAGE) or not op.pool or not op.fsid:
+    if op.path not in REMOTE_PATHS or not op.began(Step.REMOTE_IMAGE) or not op.pool or not op.fsid:
         return []
     if ctx.remote is None:
         raise ConfigError(f"operation {op.op_id} made an image on cluster {op.fsid}, but fastsnap has no "
@@ -316,11 +292,11 @@ def _rollback_remote(ctx: Context, op: jr.Operation) -> list[str]:
 
 def _remote_complete(ctx: Context, op: jr.Operation) -> bool:
     """Delta and copy paths: the target image is complete (its ``snap`` exists), so roll forward."""
-    if not op.began(REMOTE_SNAP) or not op.pool or not op.fsid or ctx.remote is None:
+    if not op.began(Step.REMOTE_SNAP) or not op.pool or not op.fsid or ctx.remote is None:
         return False
     try:
         return CLONE_SNAP in ctx.remote.get(op.fsid).snapshots(ImageSpec(op.pool, op.op_id))
-    except BadRequest:
+    except NotFound:
         return False
 
 
@@ -328,14 +304,14 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
     disk = ImageSpec.parse(op.disk)
     snap = temp_snap_name(op.op_id)
     done: list[str] = []
-    if op.path in ("clone", "delta", "copy"):
+    if op.path in (SnapshotPath.CLONE, *REMOTE_PATHS):
         assert op.pool and op.fsid
         if snap in ctx.cluster.snapshots(disk):
             ctx.cluster.remove_snapshot(disk, snap)
         _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
         done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
-        flatten = op.extra.get("flatten", {})
-        if flatten.get("policy") == fl.BACKGROUND and "state" not in flatten:
+        flatten = op.flatten
+        if flatten is not None and flatten.policy == FlattenPolicy.BACKGROUND and flatten.state is None:
             queue_flatten(ctx, op, ctx.conf.snapshot.mgr_timeout if ctx.conf else 10)
             done.append(f"flatten {op.extra['flatten']['state']}")
     else:
@@ -343,7 +319,7 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
             if snap in ctx.cluster.snapshots(disk):
                 ctx.cluster.remove_snapshot(disk, snap)
                 done.append(f"removed snapshot {disk}@{snap}")
-        except BadRequest:
+        except NotFound:
             pass
         done.append(f"image {op.op_id} already active")
     return done

@@ -1,5 +1,5 @@
-"""Snapshot jobs of the REST service: records in the journal (:class:`fastsnap.journal.Job`), run on a bounded
-thread pool."""
+"""Snapshot jobs of the REST service: records in the journal (:class:`fastsnap.journal.Job`, states in
+:class:`fastsnap.states.JobState`), run on a bounded thread pool."""
 
 from __future__ import annotations
 
@@ -11,21 +11,9 @@ from typing import Any
 
 from oslo_log import log as logging
 
-from fastsnap import journal as jr
-from fastsnap.errors import FastsnapError
+from fastsnap.journal import Job
 
 LOG = logging.getLogger(__name__)
-
-# Job states and records live in the journal (one schema for operations and jobs).
-PLANNING, RUNNING, REGISTERING, DONE, FAILED, CANCELLED = (
-    jr.JOB_PLANNING, jr.JOB_RUNNING, jr.JOB_REGISTERING, jr.JOB_DONE, jr.JOB_FAILED, jr.JOB_CANCELLED)
-ACTIVE_STATES = jr.JOB_ACTIVE
-REGISTER_STEPS = ("location", "active", "flatten_queue")
-Job = jr.Job
-
-
-class Cancelled(FastsnapError):
-    kind = "cancelled"
 
 
 class Runner:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastsnap.request import json_schema
+from fastsnap.states import JobState
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -12,40 +15,13 @@ _ERROR = {
         "kind": {"type": "string", "description": "machine-readable cause, e.g. unknown_store, bad_request"}}}},
 }
 
-_REQUEST = {
-    "type": "object",
-    "required": ["disk", "name"],
-    "additionalProperties": False,
-    "properties": {
-        "disk": {"type": "string", "description": "POOL/IMAGE of the instance disk", "minLength": 1},
-        "name": {"type": "string", "minLength": 1, "maxLength": 255},
-        "base_image": {"type": ["string", "null"], "description": "the instance's image_ref"},
-        "store": {"type": ["string", "null"], "description": "target Glance store id"},
-        "image_id": {"type": ["string", "null"], "description": "a queued image to fill; also an idempotency key"},
-        "instance_uuid": {"type": ["string", "null"]},
-        "properties": {"type": "object", "maxProperties": 128,
-                       "additionalProperties": {"type": "string", "maxLength": 255}},
-        "type": {"type": "string", "enum": ["snapshot", "backup"], "default": "snapshot"},
-        "backup_type": {"type": ["string", "null"], "description": "with type=backup, e.g. daily"},
-        "rotation": {"type": ["integer", "null"], "minimum": 1, "description": "with type=backup"},
-        "user_token": {"type": ["string", "null"],
-                       "description": "trusted service callers (e.g. Nova): act on behalf of this user token"},
-        "keep_image_on_error": {"type": "boolean", "default": False},
-        "container_format": {"type": ["string", "null"], "default": "bare",
-                             "enum": ["bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed", None],
-                             "description": "container format of the result (Nova keeps the base image's)"},
-        "quiesce_domain": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
-                           "description": "libvirt domain of the running instance: freeze it around the snapshot"},
-        "require_quiesce": {"type": ["boolean", "null"],
-                            "description": "fail when the guest cannot be frozen (default: os_require_quiesce)"},
-    },
-}
+_REQUEST = json_schema()
 
 _JOB = {
     "type": "object",
     "properties": {
         "id": {"type": "string"}, "key": {"type": ["string", "null"]},
-        "state": {"type": "string", "enum": ["planning", "running", "registering", "done", "failed", "cancelled"]},
+        "state": {"type": "string", "enum": [s.value for s in JobState]},
         "image_id": {"type": ["string", "null"]}, "path": {"type": ["string", "null"]},
         "store": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
         "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"},

@@ -20,6 +20,7 @@ from typing import Any
 import requests
 
 from fastsnap import journal as jr
+from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer
 from tests.integration.test_faults import _assert_clean, _journal, _ops_for, _recover, _start, _wait_saving
 
@@ -56,7 +57,7 @@ def test_osd_container_stopped_and_started_during_stream(stack: Stack, make_disk
     assert proc.returncode == 0, err
     assert json.loads(out)["image_id"] == image_id
     assert _assert_clean(stack, disk, want, [image_id]) == 1
-    assert [op.state for op in _ops_for(stack, disk)] == [jr.DONE]
+    assert [op.state for op in _ops_for(stack, disk)] == [OpState.DONE]
 
 
 def _impatient_config(stack: Stack, tmp_path: Path) -> str:
@@ -110,11 +111,11 @@ def test_glance_cut_off_the_network_during_registration(stack: Stack, make_disk:
     state = _journal(stack).get(op.op_id).state  # type: ignore[union-attr]
     if actions:  # the run's own rollback could not reach Glance: recover did the rest
         assert actions[0]["action"] in ("rolled_forward", "rolled_back"), actions
-        assert state in (jr.DONE, jr.ROLLED_BACK)
+        assert state in (OpState.DONE, OpState.ROLLED_BACK)
     else:        # the run failed before touching Glance again and rolled back on its own
-        assert state == jr.FAILED
+        assert state == OpState.FAILED
     active = _assert_clean(stack, disk, want, [op.op_id])
-    assert active == (1 if state == jr.DONE else 0)
+    assert active == (1 if state == OpState.DONE else 0)
     assert [a for a in _recover(stack) if a["op_id"] == op.op_id] == []
 
 

@@ -22,6 +22,7 @@ import pytest
 import rbd
 
 from fastsnap import journal as jr
+from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer
 
 # "reserved": between journaling the operation and its first step. Clone cells with the sync flatten policy
@@ -102,11 +103,11 @@ def test_kill_at_every_step_then_recover(stack: Stack, make_disk: Writer, bases:
     out = stack.fastsnap(*args, env=env)
     assert out.returncode == -signal.SIGKILL, f"expected a kill at {cell}: {out.returncode} {out.stderr}"
     ops = _ops_for(stack, disk)
-    assert len(ops) == 1 and ops[0].state == jr.RUNNING
+    assert len(ops) == 1 and ops[0].state == OpState.RUNNING
     op_id = ops[0].op_id
     actions = [a for a in _recover(stack) if a["op_id"] == op_id]
     assert len(actions) == 1 and actions[0]["action"] in ("rolled_forward", "rolled_back"), actions
-    assert _journal(stack).get(op_id).state in (jr.DONE, jr.ROLLED_BACK)  # type: ignore[union-attr]
+    assert _journal(stack).get(op_id).state in (OpState.DONE, OpState.ROLLED_BACK)  # type: ignore[union-attr]
     active = _assert_clean(stack, disk, want, [op_id])
     assert active == (1 if actions[0]["action"] == "rolled_forward" else 0)
     # Forward exactly when the result was complete: the clone's 'snap' exists, or the stream finished.
@@ -154,7 +155,7 @@ def test_glance_killed_and_restarted_during_stream(stack: Stack, make_disk: Writ
     stack.restart("glance")
     _recover(stack)
     assert _assert_clean(stack, disk, want, [image_id]) == 0
-    assert [op.state for op in _ops_for(stack, disk)] in ([jr.FAILED], [jr.ROLLED_BACK])
+    assert [op.state for op in _ops_for(stack, disk)] in ([OpState.FAILED], [OpState.ROLLED_BACK])
 
 
 def test_osd_paused_during_stream(stack: Stack, make_disk: Writer) -> None:

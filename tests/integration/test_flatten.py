@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import rbd
 
-from fastsnap import Fastsnap, SnapshotRequest, config
+from fastsnap import Fastsnap, SnapshotRequest
+from fastsnap import conf as fsconf
 from tests.integration.conftest import ROOT, Stack, Writer, stack_up
 
 
@@ -21,7 +22,7 @@ def make_fs(stack: Stack) -> Iterator[Any]:
     made: list[Fastsnap] = []
 
     def make(**overrides: Any) -> Fastsnap:
-        conf = config.load(stack.config_file)
+        conf = fsconf.load(stack.config_file)
         for k, v in overrides.items():
             conf.set_override(k, v, "snapshot")
         fs = Fastsnap(conf)
@@ -44,7 +45,7 @@ def _parent(stack: Stack, image_id: str) -> Any:
 def _wait_flat(fs: Fastsnap, image_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = {r["image_id"]: r for r in fs.flatten_status()}
+        rows = {r.image_id: r.to_dict() for r in fs.flatten_status()}
         if rows.get(image_id, {}).get("state") == "done":
             return rows[image_id]
         time.sleep(0.5)
@@ -67,7 +68,7 @@ def test_background_flatten_frees_the_disk(stack: Stack, make_fs: Any, make_disk
     with stack.ioctx("vms") as io:
         rbd.RBD().remove(io, disk)               # the instance disk can be deleted now
     assert stack.glance_sha256(res.image_id) == want
-    assert res.image_id not in {r["image_id"] for r in fs.flatten_status()}
+    assert res.image_id not in {r.image_id for r in fs.flatten_status()}
 
 
 def test_sync_flatten_before_registering(stack: Stack, make_fs: Any, make_disk: Writer,
@@ -151,7 +152,7 @@ def test_mgr_stopped_falls_back_to_local_flatten(stack: Stack, make_fs: Any, mak
         stack.snapshots.append(res.image_id)
         assert res.flatten["state"] == "local" and "mgr" in res.flatten["error"]
         assert stack.glance().images.get(res.image_id)["status"] == "active"
-        rows = {r["image_id"]: r for r in fs.flatten_status(run_local=True)}
+        rows = {r.image_id: r.to_dict() for r in fs.flatten_status(run_local=True)}
         assert rows[res.image_id]["state"] == "done"
         assert _parent(stack, res.image_id) is None
         assert stack.glance_sha256(res.image_id) == want
@@ -179,7 +180,7 @@ def test_mgr_gone_but_not_yet_noticed_is_local_not_queued(stack: Stack, make_fs:
     finally:
         stack.restart("mgr-a")
     # With the mgr back, the pending flatten is handed over again and is accepted this time.
-    rows = {r["image_id"]: r for r in fs.flatten_status()}
+    rows = {r.image_id: r.to_dict() for r in fs.flatten_status()}
     assert rows[res.image_id]["state"] in ("queued", "done") and rows[res.image_id].get("task")
     _wait_flat(fs, res.image_id)
     assert _parent(stack, res.image_id) is None

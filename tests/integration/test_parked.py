@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import rbd
 
-from fastsnap import Fastsnap, SnapshotRequest, config
+from fastsnap import Fastsnap, SnapshotRequest
+from fastsnap import conf as fsconf
 from tests.integration.conftest import Stack, Writer
 
 pytestmark = pytest.mark.stack
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture
 def fs(stack: Stack) -> Iterator[Fastsnap]:
-    conf = config.load(stack.config_file)
+    conf = fsconf.load(stack.config_file)
     conf.set_override("flatten", "never", "snapshot")
     f = Fastsnap(conf)
     yield f
@@ -74,14 +75,14 @@ def test_parked_disk_is_drained_and_others_are_left_alone(stack: Stack, fs: Fast
     deferred_id = _park(stack, deferred_disk, delay=3600)
     try:
         rows = fs.parked_disks()
-        assert [(r["id"], r["name"], r["state"], r["dependents"]) for r in rows] == [
+        assert [(r.id, r.name, r.state, r.dependents) for r in rows] == [
             (parked_id, disk, "waiting", [f"images/{res.image_id}"])], rows
         assert _parent(stack, res.image_id) is not None
         # The clone still reads through the trashed disk.
         assert stack.glance_sha256(res.image_id) == want
 
         drained = fs.parked_disks(run=True)
-        assert [(r["id"], r["state"]) for r in drained] == [(parked_id, "removed")], drained
+        assert [(r.id, r.state) for r in drained] == [(parked_id, "removed")], drained
         assert _parent(stack, res.image_id) is None
         assert parked_id not in _trash_ids(stack)
         assert {stranger_id, deferred_id} <= _trash_ids(stack)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fastsnap import journal as jr
+from fastsnap.states import OpState
 from tests.integration.conftest import Stack, Writer
 
 
@@ -27,7 +28,7 @@ def _killed(stack: Stack, conf: str, step: str, *args: str) -> str:
     """Start a snapshot that is SIGKILLed when it reaches ``step``; returns the image id it journaled."""
     out = stack.fastsnap("--config-file", conf, "snapshot", *args, env={"FASTSNAP_TEST_CRASH_AT": step})
     assert out.returncode == -9, (out.returncode, out.stderr)
-    running = jr.Journal(str(Path(conf).parent / "state")).list(jr.RUNNING)
+    running = jr.Journal(str(Path(conf).parent / "state")).list(OpState.RUNNING)
     return max(running, key=lambda o: o.created_at).op_id
 
 
@@ -87,7 +88,7 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
         for k in ("user_back", "user_forward"):
             op = journal.get(ids[k])
             assert op is not None and "trust_id" not in op.extra
-        assert [op.op_id for op in journal.list(jr.RUNNING)] == [ids["bad"]]
+        assert [op.op_id for op in journal.list(OpState.RUNNING)] == [ids["bad"]]
     finally:
         _rbd(stack, "rm", f"vms/{disks['bad']}-blocker")
     code, actions = _recover(stack, conf)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastsnap import config
+from fastsnap import conf as fsconf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ def test_sample_config_is_current(tmp_path: Path) -> None:
 
 
 def test_every_option_has_help() -> None:
-    for group, opts in config.list_opts():
+    for group, opts in fsconf.list_opts():
         for opt in opts:
             assert opt.help, f"[{group}] {opt.name} has no help text"
 
@@ -29,7 +29,7 @@ def test_every_option_has_help() -> None:
 def test_load_reads_file(tmp_path: Path) -> None:
     f = tmp_path / "f.conf"
     f.write_text("[snapshot]\ndefault_store = fast\nread_ahead = 4\n[ceph]\nuser = nova\n")
-    conf = config.load(str(f))
+    conf = fsconf.load(str(f))
     assert conf.snapshot.default_store == "fast"
     assert conf.snapshot.read_ahead == 4
     assert conf.ceph.user == "nova"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastsnap import config
+from fastsnap import conf as config
 from fastsnap import crosscluster as xc
 from fastsnap.errors import ConfigError
 

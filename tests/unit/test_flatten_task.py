@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fastsnap.ceph import ImageSpec
 from fastsnap.errors import CephError
 from fastsnap.flatten import accepted_task
+from fastsnap.location import ImageSpec
 
 SPEC = ImageSpec("images", "x")
 

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from fastsnap import journal as jr
+from fastsnap.states import JobState, OpState
 
 
 def _old_database(state: Path) -> None:
@@ -22,7 +23,7 @@ def _old_database(state: Path) -> None:
                            created_at real not null);
     """)
     op = jr.Operation(op_id="img-1", disk="vms/d", path="clone", store="fast", pool="images", fsid="f",
-                      image_created=True, delete_image_on_error=True, state=jr.DONE)
+                      image_created=True, delete_image_on_error=True, state=OpState.DONE)
     db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "done", json.dumps(op.__dict__), 1.0))
     old_job = {"id": "job-1", "key": "k", "request": {"disk": "vms/d", "name": "n"}, "state": "done",
                "image_id": "img-1", "path": "clone", "store": "fast", "reason": "r", "bytes_done": 0,
@@ -44,7 +45,7 @@ def test_version_1_database_is_migrated_with_its_jobs(tmp_path: Path) -> None:
     state = tmp_path / "state"
     _old_database(state)
     j = jr.Journal(str(state))
-    assert j.get("img-1") is not None and j.get("img-1").state == jr.DONE  # type: ignore[union-attr]
+    assert j.get("img-1") is not None and j.get("img-1").state == OpState.DONE  # type: ignore[union-attr]
     job = j.get_job("job-1")
     assert job is not None and job.project_id == "p1" and job.image_id == "img-1"
     assert j.job_by_key("p1", "k") is not None
@@ -65,7 +66,7 @@ def test_keys_are_per_project_and_image_ids_are_global(tmp_path: Path) -> None:
     img = j.insert_job(jr.Job(id="d", key=None, request={}, project_id="p1", image_id="X"))
     assert img.id == "d"
     assert j.insert_job(jr.Job(id="e", key="other", request={}, project_id="p1", image_id="X")).id == "d"
-    img.state = jr.JOB_FAILED  # a failed job leaves its image id free again
+    img.state = JobState.FAILED  # a failed job leaves its image id free again
     j.save_job(img)
     assert j.insert_job(jr.Job(id="f", key=None, request={}, project_id="p1", image_id="X")).id == "f"
     assert {x.id for x in j.list_jobs(project="p1", all_projects=False)} == {"a", "d", "f"}

@@ -24,7 +24,7 @@ import pytest
 
 from fastsnap.api import SnapshotRequest, snapshot_properties
 from fastsnap.errors import BadRequest
-from fastsnap.service.app import _request_from_body
+from fastsnap.request import from_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,7 +99,7 @@ def test_no_base_image_and_other_container_format() -> None:
 @pytest.mark.parametrize("props", [{}, {fc.STORE_PROPERTY: "cheap"}, {"image_type": "backup", "backup_type": "w"}])
 def test_fastsnap_service_accepts_what_the_hook_sends(props: dict[str, str]) -> None:
     """The hook's body goes through the service's own request parser (unknown fields would be a 400)."""
-    req, _ = _request_from_body(fc.build_request(order(queued(props))))
+    req, _ = from_body(fc.build_request(order(queued(props))))
     assert req.image_id == IMAGE_ID and req.quiesce_domain == "instance-00000001"
     assert req.container_format == "bare" and req.store == props.get(fc.STORE_PROPERTY)
     assert req.image_type == props.get("image_type", "snapshot")
@@ -107,7 +107,7 @@ def test_fastsnap_service_accepts_what_the_hook_sends(props: dict[str, str]) -> 
 
 def test_service_rejects_a_bad_container_format() -> None:
     with pytest.raises(BadRequest, match="container format"):
-        _request_from_body({"disk": "vms/d", "name": "n", "container_format": "zip"})
+        from_body({"disk": "vms/d", "name": "n", "container_format": "zip"})
 
 
 # -- classification ------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastsnap.api import SnapshotRequest, validate_request
 from fastsnap.errors import BadRequest
+from fastsnap.request import SnapshotRequest, validate_request
 
 DISK = "vms/abc_disk"
 

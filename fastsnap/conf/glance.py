@@ -1,0 +1,36 @@
+"""``[glance]``: how fastsnap reaches Glance (keystoneauth1 session and auth options included)."""
+
+from __future__ import annotations
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+GROUP = "glance"
+glance_opts = [
+    cfg.StrOpt("endpoint_override",
+               help="Glance API URL; default: the 'image' endpoint of the Keystone catalogue."),
+    cfg.StrOpt("interface", default="internal", help="Catalogue interface used to find Glance."),
+    cfg.StrOpt("region_name", help="Catalogue region used to find Glance."),
+    cfg.IntOpt("status_timeout", default=300, min=1,
+               help="Seconds to wait for an image to become active after its location is registered."),
+    cfg.IntOpt("store_cache_seconds", default=30, min=0,
+               help="Seconds a long-running fastsnap (the service) reuses Glance's store catalogue before asking "
+                    "again; 0 asks for every snapshot. A catalogue entry with an unknown fsid is never cached."),
+    cfg.IntOpt("connect_retries", default=3, min=0,
+               help="Retries of an idempotent Glance call on connection errors and 5xx answers "
+                    "(keystoneauth1's retries, with back-off)."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(glance_opts, group=GROUP)
+    ks_loading.register_session_conf_options(conf, GROUP)
+    ks_loading.register_auth_conf_options(conf, GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    opts: list[cfg.Opt] = list(glance_opts)
+    opts += ks_loading.get_session_conf_options()
+    opts += ks_loading.get_auth_common_conf_options()
+    opts += ks_loading.get_auth_plugin_conf_options("password")
+    return [(GROUP, opts)]

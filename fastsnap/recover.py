@@ -1,0 +1,77 @@
+"""``recover``: finish or undo the operations a dead process left running.
+
+Only operations whose lock is free are touched (their process is gone), so recover is safe beside live
+snapshots. Each is rolled forward when its result is complete (clone path: the clone has ``snap``; stream path:
+Glance holds the data), else rolled back; a guest a killed process left frozen is thawed first. An operation
+taken for a user is acted on through the Keystone trust journaled at snapshot time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from oslo_log import log as logging
+
+from fastsnap import journal as jr
+from fastsnap import workflow as wf
+from fastsnap.auth import trust_session
+from fastsnap.errors import FastsnapError
+from fastsnap.glance import Glance
+from fastsnap.result import RecoverResult
+from fastsnap.states import OpState, RecoverAction
+
+if TYPE_CHECKING:  # the API object recover works for; api imports this module
+    from fastsnap.api import Fastsnap
+
+LOG = logging.getLogger(__name__)
+
+
+def recover_all(fs: Fastsnap) -> list[RecoverResult]:
+    """Roll every operation left running by a dead process forward or back."""
+    results: list[RecoverResult] = []
+    ctx = fs.context()
+    for op in fs.journal.list(OpState.RUNNING):
+        with fs.locks.try_operation(op.op_id) as free:
+            if not free:
+                continue  # its process is alive and working on it
+            fresh = fs.journal.get(op.op_id)
+            if fresh is None or fresh.state != OpState.RUNNING:
+                continue
+            results.append(recover_one(fs, ctx, fresh))
+    return results
+
+
+def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
+    """Roll one interrupted operation forward or back. Never raises: a failure is reported in the result (and
+    the operation stays running for the next recover). The caller holds the operation's lock."""
+    forward_error = None
+    try:
+        thawed = wf.thaw_left(op, fs.journal, fs.hypervisor)
+        trust_id = op.extra.get("trust_id")
+        if trust_id:  # the image belongs to the user's project: act through the user's trust
+            sess = trust_session(fs.conf, fs.session, trust_id)
+            ctx = dataclasses.replace(ctx, glance=Glance.from_conf(fs.conf, sess))
+        elif (op.extra.get("acting_as") or {}).get("mode") == "user":
+            LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
+                        op.op_id, op.extra.get("trust_error", "none recorded"))
+        if wf.roll_forward_possible(ctx, op):
+            try:
+                did = thawed + wf.roll_forward(ctx, op)
+                fs.journal.finish(op, OpState.DONE)
+                if trust_id:
+                    fs.drop_trust(op, ctx.glance.session)
+                return RecoverResult(op.op_id, op.disk, RecoverAction.ROLLED_FORWARD, did)
+            except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
+                forward_error = str(exc)
+                LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
+        did = thawed + wf.rollback(ctx, op)
+        if forward_error:
+            did.insert(0, f"roll forward failed: {forward_error}")
+        fs.journal.finish(op, OpState.ROLLED_BACK, "rolled back by recover")
+        if trust_id:
+            fs.drop_trust(op, ctx.glance.session)
+        return RecoverResult(op.op_id, op.disk, RecoverAction.ROLLED_BACK, did)
+    except Exception as exc:  # one bad operation must not stop the others: report it, go on
+        LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))
+        return RecoverResult(op.op_id, op.disk, RecoverAction.FAILED, error=wf.describe(exc))

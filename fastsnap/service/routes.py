@@ -1,0 +1,235 @@
+"""The REST service's routes (Flask): a thin shell over :class:`fastsnap.service.service.Service`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from oslo_log import log as logging
+from oslo_middleware import request_id
+from prometheus_client import generate_latest
+from werkzeug.exceptions import HTTPException
+
+from fastsnap.errors import BadRequest, Conflict, FastsnapError
+from fastsnap.journal import Job
+from fastsnap.request import SnapshotRequest, from_body
+from fastsnap.service import metrics as m
+from fastsnap.service.errors import error, from_exception
+from fastsnap.service.jobs import new_job, view
+from fastsnap.service.openapi import DOCUMENT
+from fastsnap.service.service import Service
+from fastsnap.states import JOB_ACTIVE, REUSABLE, JobState
+
+LOG = logging.getLogger(__name__)
+
+PRIVILEGED = {"service", "admin"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the project of the caller's token, and whether it may see every project's jobs."""
+
+    project: str | None
+    privileged: bool
+
+
+def create_app(svc: Service) -> Flask:
+    app = Flask("fastsnap")
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+
+    def roles() -> set[str]:
+        return {r.strip() for r in request.headers.get("X-Roles", "").split(",") if r.strip()}
+
+    @app.before_request
+    def check_role() -> Response | None:
+        if svc.local_only:
+            return None
+        if request.headers.get("X-Identity-Status") != "Confirmed":
+            return error(401, "a valid Keystone token is required")
+        allowed = set(svc.conf.service.allowed_roles)
+        if not roles() & allowed:
+            return error(403, f"one of the roles {sorted(allowed)} is required")
+        return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        LOG.exception("unexpected error")
+        return error(500, f"{type(exc).__name__}: {exc}")
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(DOCUMENT)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        m.IN_FLIGHT.set(svc.runner.in_flight)
+        return Response(generate_latest(m.REGISTRY), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/v1/stores")
+    def stores() -> Response:
+        try:
+            return jsonify({"stores": [s.to_dict() for s in svc.fs.stores()]})
+        except FastsnapError as exc:
+            return from_exception(exc)
+
+    def caller() -> Caller:
+        if svc.local_only:  # the socket's file mode is the guard: whoever may call is the host's operator
+            return Caller(project=None, privileged=True)
+        return Caller(project=request.headers.get("X-Project-Id") or None, privileged=bool(roles() & PRIVILEGED))
+
+    def visible(job: Job, who: Caller) -> bool:
+        return who.privileged or (job.project_id or None) == who.project
+
+    @app.get("/v1/parked")
+    def list_parked() -> Response:
+        try:
+            return jsonify({"parked_disks": [p.to_dict() for p in svc.fs.parked_disks(run=False)]})
+        except FastsnapError as exc:
+            return from_exception(exc)
+
+    @app.post("/v1/parked")
+    def report_parked() -> Response:
+        """The Nova hook moved a disk to the RBD trash: drain now. fastsnap finds parked disks itself (by the
+        ids its journal recorded); the report only wakes the poller."""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k)
+                                                 for k in ("pool", "name", "id")):
+            return error(400, "body must be an object with strings pool, name and id", kind="bad_request")
+        LOG.info("parked disk reported: %s/%s (id %s)", body["pool"], body["name"], body["id"])
+        svc.wake()
+        resp = jsonify({"accepted": True})
+        resp.status_code = 202
+        return resp
+
+    @app.get("/v1/snapshots")
+    def list_jobs() -> Response:
+        who = caller()
+        state = request.args.get("state")
+        jobs = [svc.settle(j) for j in svc.journal.list_jobs(None, who.project, all_projects=who.privileged)]
+        jobs = [j for j in jobs if not state or j.state == state]
+        for f in ("disk", "image_id"):
+            v = request.args.get(f)
+            if v:
+                jobs = [j for j in jobs if (j.request.get("disk") if f == "disk" else j.image_id) == v]
+        return jsonify({"snapshots": [view(j) for j in jobs]})
+
+    def _visible_job(job_id: str) -> Job | None:
+        job = svc.journal.get_job(job_id)
+        return svc.settle(job) if job is not None and visible(job, caller()) else None
+
+    @app.get("/v1/snapshots/<job_id>")
+    def get_job(job_id: str) -> Response:
+        job = _visible_job(job_id)
+        if job is None:
+            return error(404, f"no snapshot job {job_id}")
+        return jsonify(view(job))
+
+    @app.delete("/v1/snapshots/<job_id>")
+    def cancel_job(job_id: str) -> Response:
+        job = _visible_job(job_id)
+        if job is None:
+            return error(404, f"no snapshot job {job_id}")
+        if job.state not in JOB_ACTIVE or not svc.runner.cancel(job_id):
+            why = ("only running jobs can be cancelled" if job.state not in JOB_ACTIVE
+                   else "its operation runs in another process (the CLI) and cannot be cancelled here")
+            return error(409, f"job {job_id} is {job.state}; {why}")
+        resp = jsonify(view(job))
+        resp.status_code = 202
+        return resp
+
+    def _same(job: Job, req: SnapshotRequest) -> Job:
+        """The earlier job for this key or image id, when it was for the same disk (else Conflict)."""
+        if job.request.get("disk") != req.disk:
+            what = f"image {req.image_id}" if req.image_id and job.image_id == req.image_id else "this key"
+            raise Conflict(f"{what} belongs to a snapshot of {job.request.get('disk')} (job {job.id}), "
+                           f"not of {req.disk}")
+        return svc.settle(job)
+
+    def _earlier(req: SnapshotRequest, body: dict[str, Any], key: str | None, project: str | None,
+                 who: Caller) -> Job | None:
+        """The job that already stands for ``req.image_id`` (one image id, one operation), made from the journal
+        when the operation was started by the CLI or the Python API. None when the image id is free."""
+        assert req.image_id is not None
+        op = svc.journal.get(req.image_id)
+        if op is not None and op.state not in REUSABLE:
+            owner = (op.extra.get("acting_as") or {}).get("project_id")
+            if not who.privileged and owner != who.project:
+                raise BadRequest(f"image {req.image_id} does not exist")
+            if op.disk != req.disk:
+                raise Conflict(f"image {req.image_id} belongs to a snapshot of {op.disk} ({op.state}), "
+                               f"not of {req.disk}")
+        job = svc.journal.job_for_image(req.image_id)
+        if job is not None:
+            if not visible(job, who):
+                raise BadRequest(f"image {req.image_id} does not exist")
+            return _same(job, req)
+        if op is None or op.state in REUSABLE:
+            return None
+        adopted = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
+        adopted.state, adopted.path, adopted.store = JobState.RUNNING, op.path, op.store
+        adopted.reason = str(op.extra.get("reason", ""))
+        return svc.settle(svc.journal.insert_job(adopted))
+
+    @app.post("/v1/snapshots")
+    def create() -> Response:
+        if not request.is_json:
+            return error(415, "send application/json")
+        try:
+            req, body = from_body(request.get_json(silent=True))
+        except BadRequest as exc:
+            return from_exception(exc)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and (not key or len(key) > 255 or not key.isprintable()):
+            return error(400, "Idempotency-Key must be 1 to 255 printable characters")
+        key = key or req.image_id
+        who = caller()
+        auth: dict[str, Any] = {}
+        if body.get("user_token"):
+            if not roles() & PRIVILEGED and not svc.local_only:
+                return error(403, "'user_token' is for trusted service callers (service or admin role)")
+            auth["user_token"] = body["user_token"]
+        elif not svc.local_only and not roles() & PRIVILEGED:
+            auth["user_auth"] = request.environ.get("keystone.token_auth")
+        try:  # validate and plan before accepting: bad input gets a 400 and nothing is created
+            glance, ident = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
+            # The job belongs to the project the snapshot is taken for: the user's, else the caller's.
+            project = ident.project_id if ident.mode == "user" else who.project
+            if key:
+                existing = svc.journal.job_by_key(project, key)
+                if existing is not None:
+                    return _job_response(_same(existing, req), 200)
+            if req.image_id:
+                earlier = _earlier(req, body, key, project, who)
+                if earlier is not None:
+                    return _job_response(earlier, 200)
+            svc.fs.plan(req, glance)
+        except FastsnapError as exc:
+            return from_exception(exc)
+        job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
+        if not svc.runner.try_reserve(job):
+            m.REJECTED.inc()
+            return error(429, f"this host already runs {svc.runner.slots} snapshots",
+                         {"Retry-After": str(svc.conf.service.retry_after)})
+        stored = svc.journal.insert_job(job)
+        if stored.id != job.id:  # a concurrent request for the same key or image id won
+            svc.runner.release(job)
+            if not visible(stored, who):
+                return error(400, f"image {req.image_id} does not exist")
+            return _job_response(svc.settle(stored), 200)
+        svc.runner.submit(job, lambda j: svc.run(j, req, auth))
+        return _job_response(job, 202)
+
+    def _job_response(job: Job, code: int) -> Response:
+        resp = jsonify(view(job))
+        resp.status_code = code
+        resp.headers["Location"] = f"/v1/snapshots/{job.id}"
+        return resp
+
+    return app
+
+
