@@ -25,6 +25,7 @@ import pytest
 import rbd
 
 from fastsnap import journal as jr
+from fastsnap.states import REMOTE_STEPS, OpState
 from tests.integration.conftest import Stack
 
 MiB = 1 << 20
@@ -191,8 +192,7 @@ def test_no_credentials_for_b_streams(stack: Stack, multistore_base: str, disks:
 
 # -- kill -9 at every new step, then recover -------------------------------------------------------------
 
-STEPS = ("image", "disk_snap", "remote_image", "remote_write", "disk_snap_release", "remote_snap", "location",
-         "active")
+STEPS = tuple(str(s) for s in REMOTE_STEPS)
 ALL_CELLS = ["reserved"] + [s + a for s in STEPS for a in ("", ":after")]
 FORWARD = set(ALL_CELLS[ALL_CELLS.index("remote_snap:after"):])  # the image on B is complete: register it
 ALL_CELLS.insert(ALL_CELLS.index("remote_write:after"), "remote_write:mid")
@@ -220,7 +220,7 @@ def test_kill_at_every_new_step_then_recover(stack: Stack, multistore_base: str,
                          "--base-image", base, "--store", "remote", env=env)
     assert out.returncode == -signal.SIGKILL, f"expected a kill at {cell}: {out.returncode} {out.stderr}"
     ops = [op for op in jr.Journal(stack.state_dir).list() if op.disk == f"vms/{disk}"]
-    assert len(ops) == 1 and ops[0].state == jr.RUNNING and ops[0].path == path
+    assert len(ops) == 1 and ops[0].state == OpState.RUNNING and ops[0].path == path
     op_id = ops[0].op_id
     rec = stack.fastsnap("recover", "--json")
     assert rec.returncode == 0, rec.stderr
