@@ -353,7 +353,7 @@ def write_all(result: dict[str, Any], out_dir: str) -> None:
     with open(results_md, "w") as f:
         f.write(markdown(result, notes))
         for name, text in foreign_sections(old):
-            text = redrawn.pop(name, None) or text
+            text = redrawn.pop(name, "") or text
             f.write("\n" + text.rstrip("\n") + "\n")
         for text in redrawn.values():
             if text:

@@ -301,8 +301,8 @@ def stack() -> Iterator[Stack]:
     """The session's stack. Native: the running one, started first when it is not (ceph-test-env/up is
     idempotent). Containers: started now, stopped (and its volumes removed) at the end."""
     if _session["stack"] is None:
-        _session["stack"] = _start_stack()
-        _session["services"] = _session["stack"].services
+        started = _start_stack()
+        _session["stack"], _session["services"] = started, started.services
     _session["users"] += 1
     try:
         yield _session["stack"]

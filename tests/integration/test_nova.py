@@ -333,7 +333,7 @@ class Watch:
     """During a snapshot: the libvirt state of the guest's domain and the files under snapshots_directory."""
 
     def __init__(self, nova: NovaAPI, sid: str) -> None:
-        import libvirt  # type: ignore[import-untyped]
+        import libvirt
 
         self.conn = libvirt.openReadOnly(nova.libvirt_uri)
         self.dom = self.conn.lookupByName(nova.domain(sid))

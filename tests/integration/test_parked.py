@@ -100,8 +100,8 @@ def test_cli_flatten_status_reports_parked_disks(stack: Stack, fs: Fastsnap, mak
     res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked-cli", base_image=bases["fast"]))
     stack.snapshots.append(res.image_id)
     conf = str(tmp_path / "fastsnap.conf")
-    with open(stack.config_file) as f, open(conf, "w") as out:
-        out.write(f.read() + "\n[snapshot]\nflatten = never\n")
+    with open(stack.config_file) as f, open(conf, "w") as conf_file:
+        conf_file.write(f.read() + "\n[snapshot]\nflatten = never\n")
     parked_id = _park(stack, disk)
     try:
         out = stack.fastsnap("--config-file", conf, "flatten-status", "--json")

@@ -46,6 +46,7 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
                                                            bases: dict[str, str]) -> None:
     demo2 = stack.session("demo2")
     token, project = demo2.get_token(), demo2.get_project_id()
+    assert token and project
     user_base = stack.upload_base("fast", b"\0" * (1 << 20), user="demo2")
     disks = {k: make_disk(size=16 << 20) for k in ("user_back", "user_forward", "stream", "bad")}
     ids = {

@@ -78,7 +78,9 @@ class Service:
 
     def token(self, user: str = "fastsnap") -> str:
         if user not in self.tokens:
-            self.tokens[user] = self.stack.session(user).get_token()
+            token = self.stack.session(user).get_token()
+            assert token, f"no token for {user}"
+            self.tokens[user] = token
         return self.tokens[user]
 
     def call(self, method: str, path: str, user: str | None = "fastsnap", **kw: Any) -> requests.Response:

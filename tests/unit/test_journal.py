@@ -1,15 +1,21 @@
-"""The journal's one schema for operations and jobs: creation, migration of a version-1 database, and the
-atomic job insert that keeps one job per (project, key) and per image id."""
+"""The journal (real SQLite files under tmp_path): the reservation of an image id, step records, the one schema
+for operations and jobs (creation, migration of a version-1 database, several processes opening it at once), and
+the atomic job insert that keeps one job per (project, key) and per image id."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fastsnap import journal as jr
-from fastsnap.states import JobState, OpState
+from fastsnap.errors import Reserved
+from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, JobState, OpState
 
 
 def _old_database(state: Path) -> None:
@@ -87,3 +93,181 @@ def test_concurrent_inserts_of_one_key_keep_one_job(tmp_path: Path) -> None:
         t.join()
     assert len(set(won)) == 1 and len(won) == 16
     assert len(j.list_jobs()) == 1
+
+
+# -- reservations and steps ----------------------------------------------------------------------------------
+
+def _op(op_id: str = "img-1", disk: str = "vms/d", **kw: Any) -> jr.Operation:
+    args: dict[str, Any] = {"path": "clone", "store": "fast", "pool": "images", "fsid": "f", "image_created": True,
+                            "delete_image_on_error": True, **kw}
+    return jr.Operation(op_id=op_id, disk=disk, **args)
+
+
+def test_reserve_records_the_operation_whole(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    op = _op(extra={"flatten": {"policy": "background"}, "trust_id": "t"})
+    j.reserve(op)
+    got = jr.Journal(str(tmp_path)).get("img-1")  # another Journal object on the same file sees it
+    assert got == op and got.state == OpState.RUNNING and got.steps == []
+
+
+@pytest.mark.parametrize("held_state", [OpState.RUNNING, OpState.DONE])
+def test_reserve_is_refused_while_the_id_is_running_or_done(tmp_path: Path, held_state: OpState) -> None:
+    j = jr.Journal(str(tmp_path))
+    first = _op()
+    j.reserve(first)
+    j.begin(first, "image")
+    if held_state != OpState.RUNNING:
+        j.finish(first, held_state)
+    with pytest.raises(Reserved, match=f"image img-1 is reserved by an operation that is {held_state}"):
+        jr.Journal(str(tmp_path)).reserve(_op(disk="vms/other"))
+    assert j.get("img-1") == first  # the holder's record is untouched
+
+
+@pytest.mark.parametrize("undone_state", REUSABLE)
+def test_reserve_replaces_an_operation_that_was_undone(tmp_path: Path, undone_state: OpState) -> None:
+    j = jr.Journal(str(tmp_path))
+    first = _op()
+    j.reserve(first)
+    j.begin(first, "image")
+    j.begin(first, "disk_snap")
+    j.finish(first, undone_state, "boom")
+    j.reserve(_op(disk="vms/other", path="stream"))
+    got = j.get("img-1")
+    assert got is not None
+    assert (got.disk, got.path, got.state, got.steps, got.error) == ("vms/other", "stream", OpState.RUNNING, [], None)
+    assert [o.op_id for o in j.list()] == ["img-1"]
+
+
+def test_steps_are_recorded_once_in_order_and_durably(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    op = _op()
+    j.reserve(op)
+    for step in ("image", "disk_snap", "disk_snap", "clone"):
+        j.begin(op, step)
+    got = jr.Journal(str(tmp_path)).get("img-1")
+    assert got is not None and got.steps == ["image", "disk_snap", "clone"]
+    assert got.began("clone") and not got.began("location")
+    j.finish(op, OpState.FAILED, "CephError: no space")
+    got = j.get("img-1")
+    assert got is not None and (got.state, got.error, got.steps) == (OpState.FAILED, "CephError: no space", op.steps)
+
+
+def test_list_filters_by_state_oldest_first(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    ops = [_op(f"img-{i}") for i in range(4)]
+    for op in ops:
+        j.reserve(op)
+    j.finish(ops[1], OpState.DONE)
+    j.finish(ops[3], OpState.ROLLED_BACK)
+    j.begin(ops[0], "image")  # saved last: now the newest
+    assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-2", "img-0"]
+    assert [o.op_id for o in j.list(OpState.DONE)] == ["img-1"]
+    assert [o.op_id for o in j.list()] == ["img-2", "img-1", "img-3", "img-0"]
+    assert j.get("nope") is None
+
+
+def _reserve_in_child(state_dir: str, i: int, start: Any, results: Any) -> None:
+    journal = jr.Journal(state_dir)  # a Journal object of its own, in a process of its own
+    start.wait(10)
+    try:
+        journal.reserve(_op(disk=f"vms/d{i}"))
+        results.put((i, "won"))
+    except Reserved:
+        results.put((i, "refused"))
+    except Exception as exc:
+        results.put((i, f"{type(exc).__name__}: {exc}"))
+
+
+def test_concurrent_reservations_from_several_processes_let_one_win(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_reserve_in_child, args=(str(tmp_path), i, start, results)) for i in range(6)]
+    for p in procs:
+        p.start()
+    start.set()
+    outcome = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    winners = [i for i, r in outcome.items() if r == "won"]
+    assert len(winners) == 1, outcome
+    winner_disk = f"vms/d{winners[0]}"
+    assert all(r == "refused" for i, r in outcome.items() if i != winners[0]), outcome
+    got = jr.Journal(str(tmp_path)).get("img-1")
+    assert got is not None and got.disk == winner_disk
+
+
+# -- schema ----------------------------------------------------------------------------------------------------
+
+def test_version_1_database_without_a_jobs_table_gets_one(tmp_path: Path) -> None:
+    tmp_path.joinpath("state").mkdir()
+    db = sqlite3.connect(tmp_path / "state" / "journal.sqlite", isolation_level=None)
+    db.execute("create table operations (op_id text primary key, state text not null, record text not null, "
+               "updated_at real not null)")
+    op = _op(state=OpState.RUNNING, steps=["image"])
+    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "running", json.dumps(op.__dict__), 1.0))
+    db.close()
+    j = jr.Journal(str(tmp_path / "state"))
+    assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-1"]
+    assert j.insert_job(jr.Job(id="a", key="k", request={}, image_id="img-1")).id == "a"
+
+
+def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None)
+    db.execute(f"pragma user_version = {jr.SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        jr.Journal(str(tmp_path))
+    db = sqlite3.connect(tmp_path / "journal.sqlite")
+    assert db.execute("pragma user_version").fetchone()[0] == jr.SCHEMA_VERSION + 1
+    assert db.execute("select count(*) from sqlite_master").fetchone()[0] == 0
+
+
+def _open_in_child(state_dir: str, start: Any, results: Any) -> None:
+    start.wait(10)
+    try:
+        job = jr.Journal(state_dir).get_job("job-1")
+        results.put("ok" if job is not None and job.project_id == "p1" else f"job: {job}")
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_version_1_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _old_database(state)
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_open_in_child, args=(str(state), start, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    assert [results.get(timeout=60) for _ in procs] == ["ok"] * 4
+    for p in procs:
+        p.join(30)
+    db = sqlite3.connect(state / "journal.sqlite")
+    assert db.execute("pragma user_version").fetchone()[0] == jr.SCHEMA_VERSION
+    assert db.execute("select count(*) from jobs").fetchone()[0] == 1
+    assert db.execute("select count(*) from operations").fetchone()[0] == 1
+
+
+# -- jobs ------------------------------------------------------------------------------------------------------
+
+def test_job_for_image_skips_failed_and_cancelled_jobs(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    job = j.insert_job(jr.Job(id="a", key=None, request={}, image_id="X"))
+    for state in JOB_FINAL_FAILED:
+        job.state = state
+        j.save_job(job)
+        assert j.job_for_image("X") is None
+    job.state = JobState.DONE
+    j.save_job(job)
+    found = j.job_for_image("X")
+    assert found is not None and found.state == JobState.DONE
+    assert [x.id for x in j.list_jobs(state=JobState.DONE)] == ["a"] and j.list_jobs(state=JobState.RUNNING) == []
+
+
+def test_a_job_record_with_unknown_fields_still_loads(tmp_path: Path) -> None:
+    job = jr.Job(id="a", key="k", request={"disk": "vms/d"}, project_id="p")
+    record = json.loads(job.dump())
+    record["added_by_a_newer_fastsnap"] = 1
+    assert jr.Job.load(json.dumps(record)) == job

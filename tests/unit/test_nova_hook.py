@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from fastsnap.api import SnapshotRequest, snapshot_properties
+from fastsnap.api import snapshot_properties
 from fastsnap.errors import BadRequest
-from fastsnap.request import from_body
+from fastsnap.request import SnapshotRequest, from_body
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,7 +198,8 @@ class Fake:
         for (m, prefix), queue in self.answers.items():
             if m == method and path.startswith(prefix) and queue:
                 item = queue.pop(0) if len(queue) > 1 else queue[0]
-                return item() if callable(item) else item
+                answer: tuple[int, Any, dict[str, str]] = item() if callable(item) else item
+                return answer
         return 404, {"error": {"code": 404, "message": "no such thing"}}, {}
 
 
