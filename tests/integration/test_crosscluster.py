@@ -113,8 +113,12 @@ def _b_image(stack: Stack, name: str, snap: str | None = "snap") -> dict[str, An
         except rbd.ImageNotFound:
             parent = None
         own: list[int] = []
-        img.diff_iterate(0, img.size(), None, lambda o, n, e: own.append(n if e else 0) or 0,
-                         include_parent=False, whole_object=True)
+
+        def cb(offset: int, length: int, exists: bool) -> int:
+            own.append(length if exists else 0)
+            return 0
+
+        img.diff_iterate(0, img.size(), None, cb, include_parent=False, whole_object=True)
         h = hashlib.sha256()
         for off in range(0, img.size(), 8 * MiB):
             h.update(img.read(off, min(8 * MiB, img.size() - off)))
