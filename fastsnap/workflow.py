@@ -306,8 +306,16 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
     done: list[str] = []
     if op.path in (SnapshotPath.CLONE, *REMOTE_PATHS):
         assert op.pool and op.fsid
-        if snap in ctx.cluster.snapshots(disk):
-            ctx.cluster.remove_snapshot(disk, snap)
+        try:
+            if snap in ctx.cluster.snapshots(disk):
+                ctx.cluster.remove_snapshot(disk, snap)
+                done.append(f"removed snapshot {disk}@{snap}")
+        except NotFound:
+            # The disk is no longer under its name: deleted while this process was dead. Its snapshot was
+            # already in the RBD snapshot trash (the clone's `snap` exists, so the release step ran) and Nova's
+            # hook parked the disk in the RBD trash: the clone still reads through it, and the parked disk is
+            # drained (clone flattened, disk purged) once the image is registered.
+            done.append(f"disk {disk} is gone (parked in the RBD trash): the clone reads through it")
         _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
         done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
         flatten = op.flatten
