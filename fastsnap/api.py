@@ -21,6 +21,7 @@ from oslo_log import log as logging
 
 from fastsnap import backup, parked
 from fastsnap import conf as fsconf
+from fastsnap import crosscluster as xc
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
@@ -30,6 +31,7 @@ from fastsnap.auth import Identity, create_trust, delete_trust, user_session
 from fastsnap.ceph import Cluster
 from fastsnap.errors import (
     BadRequest,
+    ConfigError,
     Conflict,
     FastsnapError,
     NotFound,
@@ -39,7 +41,7 @@ from fastsnap.errors import (
     UnknownStore,
 )
 from fastsnap.glance import Glance, inheritable, session_from_conf
-from fastsnap.location import ImageSpec
+from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.locks import Locks
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 from fastsnap.request import SnapshotRequest, validate_request
@@ -122,6 +124,8 @@ class Fastsnap:
         self._stores_lock = threading.Lock()
         self.locks = Locks(self.conf.journal.state_dir)
         self._hypervisors: dict[str, qs.Hypervisor] = {}
+        self._remote: xc.RemoteClusters | None = None
+        self._tls = threading.local()  # per request: bytes read to check a base copy (delta path)
 
     # -- lazily built adapters ----------------------------------------------------------------------------
 
@@ -130,6 +134,13 @@ class Fastsnap:
         if self._cluster is None:
             self._cluster = Cluster.from_conf(self.conf)
         return self._cluster
+
+    @property
+    def remote(self) -> xc.RemoteClusters:
+        """The other Ceph clusters fastsnap has credentials for ([ceph] remote_clusters), connected on use."""
+        if self._remote is None:
+            self._remote = xc.RemoteClusters(self.conf)
+        return self._remote
 
     @property
     def session(self) -> ks_session.Session:
@@ -181,6 +192,9 @@ class Fastsnap:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
 
     def __enter__(self) -> Fastsnap:
         return self
@@ -190,7 +204,12 @@ class Fastsnap:
 
     def context(self, glance: Glance | None = None) -> wf.Context:
         """The workflow's context: this client's cluster and journal, Glance as ``glance`` (default: fastsnap)."""
-        return wf.Context(self.cluster, glance or self.glance, self.journal, self.conf)
+        try:
+            remote: xc.RemoteClusters | None = self.remote
+        except ConfigError as exc:  # only operations on other clusters need it: recover the others anyway
+            LOG.error("%s; snapshots into other clusters cannot be made or recovered", exc)
+            remote = None
+        return wf.Context(self.cluster, glance or self.glance, self.journal, self.conf, remote=remote)
 
     # -- stores -----------------------------------------------------------------------------------------
 
@@ -250,16 +269,27 @@ class Fastsnap:
                 base, base_raw = user_glance.base_image(req.base_image)
             except (BadRequest, NotFound) as exc:
                 raise BadRequest(f"base image {req.base_image}: {exc}") from exc
-        def planned(stores: tuple[StoreInfo, ...]) -> Plan:
-            return make_plan(PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base,
-                                         requested_store=req.store,
-                                         configured_store=self.conf.snapshot.default_store))
-
+        parent = self.cluster.parent(disk)
+        preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
+                           configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
+                           disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
+                                                             parent.snapshot).url if parent else None)
         try:
-            plan = planned(stores)
+            plan = make_plan(preq)
         except (UnknownStore, PlanError) as exc:  # perhaps a cached catalogue is out of date: ask Glance again
             self.store_cache.invalidate(f"planning failed: {exc}")
-            plan = planned(self.store_catalogue(fresh=True))
+            preq = dataclasses.replace(preq, stores=self.store_catalogue(fresh=True))
+            plan = make_plan(preq)
+        if plan.path is SnapshotPath.DELTA:
+            # One Glance image, so the same bytes: check that the RBD snapshots really hold them before cloning.
+            assert plan.base_location and preq.disk_parent and plan.fsid
+            refused, read = xc.check_base_copy(self.cluster, RbdLocation.parse(preq.disk_parent),
+                                               self.remote.get(plan.fsid), RbdLocation.parse(plan.base_location),
+                                               self.conf.snapshot.base_check_samples)
+            self._tls.check_bytes_read = read
+            if refused:
+                LOG.warning("base copy check failed: %s; copying instead", refused)
+                plan = make_plan(dataclasses.replace(preq, delta_refused=refused))
         if req.image_id and self.earlier(req) is None:
             existing = user_glance.find(req.image_id)
             if existing is None:
@@ -342,6 +372,9 @@ class Fastsnap:
         op.extra["reason"] = plan.reason
         op.extra["acting_as"] = ident.to_dict()
         op.extra["size"] = size
+        if plan.base_location:
+            op.extra["base_location"] = plan.base_location
+            op.extra["check_bytes_read"] = getattr(self._tls, "check_bytes_read", 0)
         if plan.path is SnapshotPath.CLONE:
             depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
@@ -371,12 +404,14 @@ class Fastsnap:
                 if op.state != OpState.RUNNING:  # rolled back completely: recover will not need the trust
                     self.drop_trust(op, glance.session)
             stats = outcome.stats
+            moved = op.extra.get("transfer") or {}
             result = SnapshotResult(
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
                 reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
-                bytes_streamed=stats.bytes_done if stats else 0, bytes_read=stats.bytes_read if stats else 0,
+                bytes_streamed=stats.bytes_done if stats else int(moved.get("bytes_written", 0)),
+                bytes_read=stats.bytes_read if stats else int(moved.get("bytes_read", 0)),
                 disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict(),
-                quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict())
+                quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict(), transfer=dict(moved))
             op.extra["result"] = result.to_dict()
             self.journal.finish(op, OpState.DONE)
             self.drop_trust(op, glance.session)
@@ -413,7 +448,11 @@ class Fastsnap:
                     "name": req.name, "disk_format": "raw", "container_format": req.container_format, **props})
 
         try:
-            if plan.path is SnapshotPath.CLONE:
+            if plan.path in (SnapshotPath.DELTA, SnapshotPath.COPY):
+                snap = self.conf.snapshot
+                outcome, _ = xc.run(ctx, op, disk, create_image, self.remote, snap.remote_chunk_size_mb << 20,
+                                    snap.remote_parallel, progress)
+            elif plan.path is SnapshotPath.CLONE:
                 assert op.flatten is not None
                 outcome = wf.run_clone(ctx, op, disk, create_image, op.flatten.policy,
                                        self.conf.snapshot.mgr_timeout)

@@ -10,7 +10,8 @@ and removes a disk from the trash once it has no snapshot left.
 Only disks fastsnap can attribute to its own operations are touched: a trash entry is parked here when its RBD
 image id is the ``disk_id`` a clone-path operation recorded in the journal at snapshot time, it was moved to the
 trash by a user (source ``USER``) without a deferment (``rbd trash mv`` with no delay, what the hook does), and
-it has no snapshot besides fastsnap's. Anything else in the trash is left alone.
+it has no snapshot besides fastsnap's. Anything else in the trash is left alone. Such an entry whose image can no
+longer be opened is a removal from the trash that was interrupted (a killed drain): the drain finishes it.
 """
 
 from __future__ import annotations
@@ -115,12 +116,18 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
             ops = by_id.get((pool, str(entry.get("id"))))
             if not ops or entry.get("source") != "USER" or not _no_deferment(entry):
                 continue
-            try:
-                snaps = _snapshots(cluster, pool, str(entry["id"]))
-            except rbd.ImageNotFound:
-                continue
             parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
-                                parked_at=str(entry.get("deletion_time")), snapshots=len(snaps))
+                                parked_at=str(entry.get("deletion_time")), snapshots=0)
+            try:
+                snaps = _snapshots(cluster, pool, parked.id)
+            except rbd.ImageNotFound:
+                # The trash entry outlived its image: a removal from the trash was interrupted after the image's
+                # header went (librbd removes the data first, the trash entry last), e.g. a drain killed there.
+                # Nothing can depend on it any more; the drain finishes the removal.
+                parked.error = "its image is half removed (an interrupted removal): the drain finishes it"
+                result.append((parked, []))
+                continue
+            parked.snapshots = len(snaps)
             if not _only_fastsnap_snapshots(snaps):
                 parked.state = ParkedState.BLOCKED
                 parked.error = "it has snapshots that are not fastsnap's: left alone"
@@ -144,7 +151,10 @@ def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[Parke
                     LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
                              parked.name, parked.id)
                     fl.flatten_now(cluster, dep)
-                snaps = _snapshots(cluster, parked.pool, parked.id)
+                try:
+                    snaps = _snapshots(cluster, parked.pool, parked.id)
+                except rbd.ImageNotFound:
+                    snaps = []  # half removed (see find): finish the removal
                 parked.snapshots = len(snaps)
                 if not snaps:
                     remove(cluster, parked.pool, parked.id)

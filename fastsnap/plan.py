@@ -4,8 +4,12 @@
 :class:`Plan`, or raises.  The target store is, in order of precedence, the store requested explicitly,
 the operator's ``[snapshot] default_store``, the base image's rbd store on the disk's cluster, and
 Glance's default store.  The snapshot is a copy-on-write clone when the target is an rbd store on the
-disk's cluster and is streamed otherwise.  An unknown fsid or store type never silently becomes a stream:
-it raises :class:`PlanError`.
+disk's cluster.  When the target is an rbd store on another cluster that fastsnap has credentials for
+(``[ceph] remote_clusters``), it is written there directly with librbd: ``delta`` (a clone of the base
+image's copy in that store plus the extents the instance wrote) when the disk is a clone of the base image and
+the base image has a copy in the target store, else ``copy`` (the disk's allocated extents).  Everything else
+is streamed through Glance.  An unknown fsid or store type never silently becomes a stream: it raises
+:class:`PlanError`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class SnapshotPath(str, enum.Enum):  # noqa: UP042 - the API is specified as (st
 
     CLONE = "clone"
     STREAM = "stream"
+    DELTA = "delta"  # rbd store on another cluster, base image copied there: clone it + the instance's writes
+    COPY = "copy"    # rbd store on another cluster, no usable base copy: the disk's allocated extents
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class PlanRequest:
     base_image: BaseImage | None = None  # None: volume-backed / no image_ref
     requested_store: str | None = None  # explicit per-request store
     configured_store: str | None = None  # operator's [snapshot] default_store
+    remote_fsids: frozenset[str] = frozenset()  # other clusters fastsnap has credentials for
+    disk_parent: str | None = None  # rbd:// URL of the disk's clone parent (on disk_fsid), None: not a clone
+    delta_refused: str | None = None  # why a delta plan was refused after checking the base copy (I/O)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Plan:
     pool: str | None  # rbd pool of the target store when path is CLONE, else the store's pool or None
     fsid: str | None  # cluster of the target store (catalogue, or base image location evidence)
     reason: str  # human-readable
+    base_location: str | None = None  # DELTA: rbd:// URL of the base image's copy in the target store
 
 
 # Store id -> fsids seen in the base image's rbd location URLs attributed to that store.
@@ -85,14 +95,71 @@ def make_plan(req: PlanRequest) -> Plan:
     if not req.stores:
         raise ConfigError("Glance reports no stores; check enabled_backends in glance-api's configuration")
     catalogue = {store.id: store for store in req.stores}
-    candidates, evidence = _base_image_stores(req.base_image, catalogue)
+    candidates, evidence, copies = _base_image_stores(req.base_image, catalogue)
 
     notes = [] if req.base_image is not None else [NO_BASE_IMAGE]
     store, choice, from_base = _choose_store(req, catalogue, candidates, evidence)
     notes.append(choice)
     path, pool, fsid, why = _path_for(store, req.disk_fsid, evidence)
+    base_location = None
+    if path is SnapshotPath.STREAM and fsid is not None and fsid != req.disk_fsid and store.type == "rbd":
+        path, why, base_location = _cross_cluster(req, store, fsid, copies.get(store.id, []))
     reason = "; ".join(notes) + (": clone" if from_base else f"; {why}")
-    return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason)
+    return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason, base_location=base_location)
+
+
+def _cross_cluster(
+    req: PlanRequest, store: StoreInfo, fsid: str, copies: list[RbdLocation]
+) -> tuple[SnapshotPath, str, str | None]:
+    """(path, why, base copy URL) for an rbd ``store`` on the other cluster ``fsid``."""
+    where = f"store {store.id!r} is rbd pool {store.pool} on another cluster (fsid {fsid}, disk on {req.disk_fsid})"
+    if fsid not in req.remote_fsids:
+        return SnapshotPath.STREAM, f"{where} and fastsnap has no credentials for it ([ceph] remote_clusters): " \
+                                    "stream", None
+    if store.pool is None:
+        raise PlanError(f"Glance did not report the pool of rbd store {store.id!r}; cannot write into it")
+    not_delta = _why_not_delta(req, store, fsid, copies)
+    if not_delta is None:
+        base = req.base_image
+        assert base is not None
+        copy = next(loc for loc in copies if loc.in_pool(fsid, store.pool) and loc.snapshot)
+        why = (f"{where}; base image {base.id} has a copy there and the disk is a clone of it: delta "
+               "(clone the copy, write only what the instance wrote)")
+        return SnapshotPath.DELTA, why, copy.url
+    return SnapshotPath.COPY, f"{where}; {not_delta}: copy (allocated extents only, written with librbd)", None
+
+
+def _why_not_delta(req: PlanRequest, store: StoreInfo, fsid: str, copies: list[RbdLocation]) -> str | None:
+    """None when the delta path applies, else why not."""
+    base = req.base_image
+    if base is None:
+        return "no base image"
+    assert store.pool is not None
+    if not any(loc.in_pool(fsid, store.pool) and loc.snapshot for loc in copies):
+        return f"base image {base.id} has no copy in store {store.id!r}"
+    if req.disk_parent is None:
+        return "the disk is not a clone"
+    try:
+        parent = RbdLocation.parse(req.disk_parent)
+    except InvalidLocation:
+        return f"the disk's parent {req.disk_parent!r} is not an rbd location"
+    if parent.fsid != req.disk_fsid or parent.image != base.id or not _base_has(base, parent):
+        return f"the disk is a clone of {parent.pool}/{parent.image}@{parent.snapshot}, not of base image {base.id}"
+    if req.delta_refused:
+        return req.delta_refused
+    return None
+
+
+def _base_has(base: BaseImage, parent: RbdLocation) -> bool:
+    """True when ``parent`` is one of the base image's own locations (the same Glance image, so the same bytes)."""
+    urls = [url for url, _ in base.locations] + ([base.direct_url] if base.direct_url else [])
+    for url in urls:
+        try:
+            if RbdLocation.parse(url) == parent:
+                return True
+        except InvalidLocation:
+            continue
+    return False
 
 
 def _choose_store(
@@ -194,15 +261,15 @@ def _path_for(
 
 def _base_image_stores(
     image: BaseImage | None, catalogue: dict[str, StoreInfo]
-) -> tuple[list[StoreInfo], _Evidence]:
+) -> tuple[list[StoreInfo], _Evidence, dict[str, list[RbdLocation]]]:
     """The catalogue stores holding ``image`` (locations first, then ``stores``) and the fsid evidence.
 
     A location's store is its ``metadata.store``, else the store its rbd URL points into (see
     :func:`_attribute`).  Non-rbd and unparsable URLs are skipped.  ``direct_url`` counts as one more
-    location without metadata.
+    location without metadata.  The third value maps a store to the base image's rbd locations in it.
     """
     if image is None:
-        return [], {}
+        return [], {}, {}
     named = (*(store_id for _, store_id in image.locations if store_id), *image.stores)
     own = [catalogue[store_id] for store_id in named if store_id in catalogue]
     urls = list(image.locations)
@@ -210,6 +277,7 @@ def _base_image_stores(
         urls.append((image.direct_url, None))
     order: list[str] = []
     evidence: _Evidence = {}
+    copies: dict[str, list[RbdLocation]] = {}
     for url, store_id in urls:
         try:
             loc = RbdLocation.parse(url)
@@ -219,10 +287,11 @@ def _base_image_stores(
         if store is None:
             continue
         order.append(store.id)
+        copies.setdefault(store.id, []).append(loc)
         if loc.fsid is not None:
             evidence.setdefault(store.id, set()).add(loc.fsid)
     order.extend(store.id for store in own)
-    return [catalogue[store_id] for store_id in dict.fromkeys(order)], evidence
+    return [catalogue[store_id] for store_id in dict.fromkeys(order)], evidence, copies
 
 
 def _attribute(loc: RbdLocation, catalogue: Iterable[StoreInfo], own: list[StoreInfo]) -> StoreInfo | None:

@@ -32,6 +32,8 @@ class SnapshotResult:
     quiesced: bool = False      # the guest's filesystems were frozen around the disk snapshot
     quiesce: dict[str, Any] = field(default_factory=dict)    # reason, domain, freeze_seconds
     rotated: list[str] = field(default_factory=list)         # backups: older backups deleted by the rotation
+    # delta/copy paths: bytes read from the disk's cluster, written/zeroed/skipped on the target (TransferStats)
+    transfer: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
@@ -42,7 +44,8 @@ class SnapshotResult:
             known = set(cls.__dataclass_fields__)
             return cls(**{**{k: v for k, v in rec.items() if k in known}, "already_done": already_done})
         location = (RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-                    if op.path == SnapshotPath.CLONE and op.fsid and op.pool else None)
+                    if op.path in (SnapshotPath.CLONE, SnapshotPath.DELTA, SnapshotPath.COPY) and op.fsid and op.pool
+                    else None)
         return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
                    reason=str(op.extra.get("reason", "")), seconds=0.0, size=int(op.extra.get("size", 0)),
                    bytes_streamed=0, bytes_read=0, disk=op.disk, flatten=dict(op.extra.get("flatten", {})),

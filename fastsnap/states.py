@@ -50,11 +50,16 @@ class Step(enum.StrEnum):
     UPLOAD = "upload"                        # stream path: the data into Glance
     ACTIVE = "active"                        # wait for Glance to activate the image
     FLATTEN_QUEUE = "flatten_queue"          # background policy: hand the flatten to the Ceph mgr
+    REMOTE_IMAGE = "remote_image"            # delta: clone the base's copy on the target cluster; copy: create
+    REMOTE_WRITE = "remote_write"            # delta/copy: write the disk's extents into it
+    REMOTE_SNAP = "remote_snap"              # delta/copy: its ``snap``
 
 
 CLONE_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.CLONE, Step.FLATTEN, Step.DISK_SNAP_RELEASE, Step.CLONE_SNAP,
                Step.LOCATION, Step.ACTIVE, Step.FLATTEN_QUEUE)
 STREAM_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD, Step.ACTIVE, Step.DISK_SNAP_RELEASE)
+REMOTE_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.REMOTE_IMAGE, Step.REMOTE_WRITE, Step.DISK_SNAP_RELEASE,
+                Step.REMOTE_SNAP, Step.LOCATION, Step.ACTIVE)
 # Steps during which a REST job shows as ``registering``.
 REGISTER_STEPS = (Step.LOCATION, Step.ACTIVE, Step.FLATTEN_QUEUE)
 

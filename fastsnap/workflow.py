@@ -19,7 +19,7 @@ from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster
-from fastsnap.errors import FastsnapError, GlanceError, NoDomain, NotFound
+from fastsnap.errors import ConfigError, FastsnapError, GlanceError, NoDomain, NotFound
 from fastsnap.glance import Glance
 from fastsnap.journal import FlattenInfo
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
@@ -30,6 +30,8 @@ from fastsnap.stream import SnapshotReader, StreamStats
 LOG = logging.getLogger(__name__)
 
 UPLOAD_ATTEMPTS = 3
+# Delta and copy paths (fastsnap.crosscluster): written with librbd into an rbd store on another cluster.
+REMOTE_PATHS = (SnapshotPath.DELTA, SnapshotPath.COPY)
 
 
 # Fault injection for tests only: tests/crashing_cli.py sets this to kill the process at a named point. Nothing in
@@ -77,6 +79,7 @@ class Context:
     conf: Any = None  # oslo.config ConfigOpts (for the ceph CLI used to queue mgr tasks)
     on_step: Callable[[str], None] | None = None  # told before each step; may raise to cancel
     freeze: Freeze | None = None
+    remote: Any = None  # fastsnap.crosscluster.RemoteClusters: the other clusters (delta and copy paths)
 
 
 def _snapshot_disk(ctx: Context, op: jr.Operation, disk: ImageSpec, snap: str) -> None:
@@ -283,6 +286,7 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
     if op.began(Step.IMAGE) and owned and ctx.glance.find(op.op_id) is not None:
         ctx.glance.delete(op.op_id)
         done.append(f"deleted Glance image {op.op_id}")
+    done += _rollback_remote(ctx, op)
     if op.path == SnapshotPath.CLONE and op.began(Step.CLONE) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         if ctx.cluster.exists(clone):
@@ -301,7 +305,9 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
 
 
 def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
-    """True when the result is complete and only needs registering / marking (clone path)."""
+    """True when the result is complete and only needs registering / marking (clone, delta, copy paths)."""
+    if op.path in REMOTE_PATHS:
+        return _remote_complete(ctx, op)
     if op.path == SnapshotPath.CLONE and op.began(Step.CLONE_SNAP) and op.pool:
         clone = ImageSpec(op.pool, op.op_id)
         try:
@@ -314,14 +320,47 @@ def roll_forward_possible(ctx: Context, op: jr.Operation) -> bool:
     return False
 
 
+def _rollback_remote(ctx: Context, op: jr.Operation) -> list[str]:
+    """Delta and copy paths: remove the image this operation made on the target cluster (idempotent)."""
+    if op.path not in REMOTE_PATHS or not op.began(Step.REMOTE_IMAGE) or not op.pool or not op.fsid:
+        return []
+    if ctx.remote is None:
+        raise ConfigError(f"operation {op.op_id} made an image on cluster {op.fsid}, but fastsnap has no "
+                          "credentials for it any more ([ceph] remote_clusters)")
+    cluster = ctx.remote.get(op.fsid)
+    spec = ImageSpec(op.pool, op.op_id)
+    if not cluster.exists(spec):
+        return []
+    cluster.remove_image(spec)
+    return [f"removed {spec} on cluster {op.fsid}"]
+
+
+def _remote_complete(ctx: Context, op: jr.Operation) -> bool:
+    """Delta and copy paths: the target image is complete (its ``snap`` exists), so roll forward."""
+    if not op.began(Step.REMOTE_SNAP) or not op.pool or not op.fsid or ctx.remote is None:
+        return False
+    try:
+        return CLONE_SNAP in ctx.remote.get(op.fsid).snapshots(ImageSpec(op.pool, op.op_id))
+    except NotFound:
+        return False
+
+
 def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
     disk = ImageSpec.parse(op.disk)
     snap = temp_snap_name(op.op_id)
     done: list[str] = []
-    if op.path == SnapshotPath.CLONE:
+    if op.path in (SnapshotPath.CLONE, *REMOTE_PATHS):
         assert op.pool and op.fsid
-        if snap in ctx.cluster.snapshots(disk):
-            ctx.cluster.remove_snapshot(disk, snap)
+        try:
+            if snap in ctx.cluster.snapshots(disk):
+                ctx.cluster.remove_snapshot(disk, snap)
+                done.append(f"removed snapshot {disk}@{snap}")
+        except NotFound:
+            # The disk is no longer under its name: deleted while this process was dead. Its snapshot was
+            # already in the RBD snapshot trash (the clone's `snap` exists, so the release step ran) and Nova's
+            # hook parked the disk in the RBD trash: the clone still reads through it, and the parked disk is
+            # drained (clone flattened, disk purged) once the image is registered.
+            done.append(f"disk {disk} is gone (parked in the RBD trash): the clone reads through it")
         _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
         done.append(f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active")
         flatten = op.flatten

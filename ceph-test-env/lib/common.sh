@@ -111,6 +111,17 @@ service_token_roles_required = true
 CONF
 }
 
+# remote_user CLUSTER_DIR POOL: fastsnap's least-privilege user on another cluster (cluster B), for the delta and
+# copy paths (issue 16): it creates, clones, writes, snapshots and removes images in Glance's pool there, nothing
+# else. Idempotent (get-or-create); the keyring lands where that cluster's ceph.conf looks (keyring.$name).
+REMOTE_USER=fastsnap-remote
+remote_user() {
+  local dir=$1 pool=$2
+  [ -s "$dir/keyring.client.$REMOTE_USER" ] && return 0
+  timeout 30 ceph -c "$dir/ceph.conf" --connect-timeout 20 auth get-or-create "client.$REMOTE_USER" \
+    mon 'profile rbd' osd "profile rbd pool=$pool" -o "$dir/keyring.client.$REMOTE_USER" >/dev/null
+}
+
 # write_env OUT CEPH_A_DIR CEPH_B_DIR: OUT/fastsnap.conf and OUT/env.sh for the stack's clients (tests, demo,
 # CLI). A cluster dir has the fsid in .created (ceph-cluster.sh start) or fsid (ceph-cluster.sh export).
 write_env() {
@@ -125,6 +136,12 @@ log_dir = $out/fastsnap-log
 [ceph]
 conf = $a/ceph.conf
 user = fastsnap
+# Cluster B (Glance store "remote"): written directly by the delta and copy paths.
+remote_clusters = ceph_b
+[ceph_b]
+fsid = $b_fsid
+conf = $b/ceph.conf
+user = $REMOTE_USER
 [glance]
 auth_type = password
 auth_url = $KEYSTONE_URL

@@ -79,6 +79,9 @@ do_secure_hash = $GLANCE_SECURE_HASH
 # Nova (images_type = rbd) clones an image's rbd disk only when it sees the image's location: in Nova 34 from
 # "locations" (show_multiple_locations, deprecated) or "direct_url"; otherwise it downloads the image.
 show_image_direct_url = True
+# copy-image (admin): copies an active image into more stores, as operators of multistore clouds do; the delta
+# path (issue 16) clones the base image's copy in the target store.
+enabled_import_methods = [glance-direct,web-download,copy-image]
 [database]
 connection = $(pg_url glance)
 [glance_store]

@@ -41,7 +41,20 @@ quiesce_opts = [
                  help="A guest frozen for a snapshot is thawed after at most this many seconds, even when the "
                       "RBD snapshot has not completed (the snapshot then fails)."),
 ]
-ALL_OPTS = snapshot_opts + flatten_opts + quiesce_opts
+# Delta and copy paths (issue 16, fastsnap.crosscluster).
+copy_opts = [
+    cfg.IntOpt("remote_chunk_size_mb", default=4, min=1, max=64,
+               help="Size of each read/write on the delta and copy paths, in MiB (rounded to whole RBD objects of "
+                    "the disk: at least one object, 8 MiB for disks cloned from Glance's rbd images)."),
+    cfg.IntOpt("remote_parallel", default=8, min=1, max=64,
+               help="Reads/writes in flight on the delta and copy paths; their buffers take at most remote_parallel "
+                    "times the piece size (remote_chunk_size_mb rounded to objects)."),
+    cfg.IntOpt("base_check_samples", default=8, min=0, max=256,
+               help="Delta path: number of 64 KiB blocks compared between the base image's copy on the disk's "
+                    "cluster and on the target cluster before cloning the latter (besides sizes and identity); "
+                    "0 compares sizes only."),
+]
+ALL_OPTS = snapshot_opts + flatten_opts + quiesce_opts + copy_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -165,7 +165,9 @@ def test_fastsnap_container_serves_snapshots(stack: Stack, make_disk: Writer, ba
     """The fastsnap service container (docker-compose.yml's fastsnap, `fastsnap serve`) snapshots a disk of
     cluster A through its REST API, with a Keystone token."""
     url = f"http://{stack.services.address('fastsnap')}:8787"
-    headers = {"X-Auth-Token": stack.session("fastsnap").get_token()}
+    token = stack.session("fastsnap").get_token()
+    assert token
+    headers = {"X-Auth-Token": token}
     disk = make_disk()
     want = stack.disk_sha256("vms", disk)
     r = requests.post(f"{url}/v1/snapshots", headers=headers, timeout=60,

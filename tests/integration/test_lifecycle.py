@@ -9,8 +9,9 @@ then leaves the disk in ``vms`` (measured on this stack: 60.5 s and a leaked dis
 snapshot). Each test ends by waiting for the service's poller to drain the parked disks (it is woken by the hook)
 and checks that nothing it made is left in ``vms``, ``images`` or the RBD trash of ``vms``.
 
-One guest at a time except in the "many" test (``FASTSNAP_TEST_LIFECYCLE_SERVERS``, default 4, booted in
-sequence).
+One guest at a time except in the "many" test (``FASTSNAP_TEST_LIFECYCLE_SERVERS``, default 8, booted at once).
+The kill tests SIGKILL the service at a named point of a snapshot Nova asked for (``tests/crashing_cli.py``) or
+while it flattens the clone of a parked disk, delete the server, restart the service and check the end state.
 """
 
 # The Nova-hook fixtures come from test_nova.py; tests take them as arguments of the same name.
@@ -22,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -34,12 +36,15 @@ import rbd
 
 from tests.integration.conftest import ROOT, Stack
 from tests.integration.test_nova import (  # noqa: F401  (fixtures)
+    BOOT_TIMEOUT,
     SNAP_TIMEOUT,
     FastsnapService,
     NovaAPI,
     _ini,
+    delete_images,
     fastsnap_driver,
     hook_nova,
+    image_gone,
     read_counter,
     resumes_from,
     wait_idle,
@@ -85,10 +90,8 @@ def made(stack: Stack, hook_nova: NovaAPI, life_service: FastsnapService) -> Ite
     for sid in things["servers"]:
         if sid in hook_nova.servers:
             hook_nova.delete_servers(sid)
-    g = stack.glance("admin")
-    for image_id in things["images"]:
-        with contextlib.suppress(Exception):
-            g.images.delete(image_id)
+    left = delete_images(stack, things["images"])
+    assert not left, f"images Glance did not delete: {left}"
     drained(stack, life_service)
     assert_nothing_left(stack, things)
 
@@ -161,7 +164,12 @@ def timed_delete(nova: NovaAPI, sid: str) -> float:
 
 
 def compute_errors(nova: NovaAPI, offset: int) -> list[str]:
-    return [ln for ln in nova.log_since(offset).splitlines() if " ERROR " in ln or "rbd remove" in ln]
+    """nova-compute's errors and failed disk removals since ``offset``. Not counted: Placement's generation
+    conflict on an inventory update (``placement.concurrent_update``), which Nova logs as an ERROR and retries: the
+    host's memory total moves on this machine (13.5-19 GiB seen), so nova-compute updates its inventory while an
+    instance's allocations change."""
+    return [ln for ln in nova.log_since(offset).splitlines()
+            if (" ERROR " in ln and "placement.concurrent_update" not in ln) or "rbd remove" in ln]
 
 
 # -- the tests -------------------------------------------------------------------------------------------------
@@ -286,14 +294,21 @@ def test_rebuild_right_after_a_snapshot(stack: Stack, hook_nova: NovaAPI, life_s
 def test_many_servers_snapshotted_then_deleted_at_once(stack: Stack, hook_nova: NovaAPI,
                                                        life_service: FastsnapService,
                                                        made: dict[str, list[str]]) -> None:
-    n = int(os.environ.get("FASTSNAP_TEST_LIFECYCLE_SERVERS", "4"))
-    sids = [boot(hook_nova, made, stack.env["FASTSNAP_NOVA_IMAGE"], ready=False) for _ in range(n)]
+    n = int(os.environ.get("FASTSNAP_TEST_LIFECYCLE_SERVERS", "8"))
+    t0 = time.monotonic()
+    sids = [hook_nova.create(stack.env["FASTSNAP_NOVA_IMAGE"], f"life-many-{i}") for i in range(n)]
+    made["servers"].extend(sids)
+    for sid in sids:
+        hook_nova.wait_server(sid, "ACTIVE", BOOT_TIMEOUT)
+    boot_secs = time.monotonic() - t0
+    t0 = time.monotonic()
     images = {sid: hook_nova.image_create(sid, f"life-many-{i}")[0] for i, sid in enumerate(sids)}
     made["images"].extend(images.values())
     for sid, image_id in images.items():
         wait_image(stack, image_id)
         wait_idle(hook_nova, sid)
         assert parent_of(stack, "images", image_id) == ("vms", f"{sid}_disk")
+    snap_secs = time.monotonic() - t0
     offset = hook_nova.log_size()
     t0 = time.monotonic()
     _delete_all(hook_nova, sids)
@@ -304,13 +319,18 @@ def test_many_servers_snapshotted_then_deleted_at_once(stack: Stack, hook_nova: 
     for image_id in images.values():
         assert parent_of(stack, "images", image_id) is None
         assert stack.glance("admin").images.get(image_id)["status"] == "active"
-    print(f"{n} servers deleted at once in {secs:.1f}s; parked disks drained {waited:.1f}s later")
+    print(f"{n} servers: booted at once in {boot_secs:.1f}s, snapshotted at once in {snap_secs:.1f}s, deleted at "
+          f"once in {secs:.1f}s; parked disks drained {waited:.1f}s later")
 
 
 def _delete_all(nova: NovaAPI, sids: list[str]) -> None:
     for sid in sids:
         r = nova._call("DELETE", f"/servers/{sid}")
         assert r.status_code == 204, r.text
+    _wait_deleted(nova, sids)
+
+
+def _wait_deleted(nova: NovaAPI, sids: list[str]) -> None:
     left = list(sids)
     deadline = time.monotonic() + 300
     while left and time.monotonic() < deadline:
@@ -340,6 +360,136 @@ def test_service_killed_then_restarted(stack: Stack, hook_nova: NovaAPI, life_se
     assert old_id not in {t["id"] for t in trash(stack)}
     assert parent_of(stack, "images", job["image_id"]) is None
     print(f"delete with fastsnap killed {secs:.1f}s; drained {waited:.1f}s after the restart")
+
+
+# Where the service is killed during a snapshot Nova asked for, and what the snapshot becomes.
+KILL_POINTS = {
+    # fastsnap's snapshot of the disk is still in the user namespace: the delete cannot park the disk and runs
+    # Nova's retries until the restarted service has rolled the operation back (image deleted, action failed).
+    "disk_snap:after": "gone",
+    # the clone and its `snap` are complete, the location not registered yet: the disk's snapshot is trashed, so
+    # the delete parks the disk at once; the restarted service rolls the snapshot forward through the parked disk.
+    "location": "active",
+}
+
+
+def _log_waits(path: Path, offset: int, needle: str, timeout: float, poll: float = 0.5) -> str:
+    """Wait until ``needle`` appears in the file after ``offset``; returns that part of the file."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            text = f.read()
+        if needle in text:
+            return text
+        time.sleep(poll)
+    raise AssertionError(f"{needle!r} not in {path} after {timeout}s: {text[-3000:]}")
+
+
+def _fastsnap_event(nova: NovaAPI, sid: str, request_id: str, timeout: float = 180) -> dict[str, Any]:
+    """The finished compute_fastsnap_snapshot event of Nova's snapshot action (the server may be deleted)."""
+    deadline = time.monotonic() + timeout
+    evs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        evs = [e for e in nova.events(sid, request_id) if e["event"] == "compute_fastsnap_snapshot"]
+        if evs and evs[0].get("finish_time"):
+            return evs[0]
+        time.sleep(1)
+    raise AssertionError(f"Nova's snapshot action {request_id} did not finish: {evs}")
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_service_killed_during_a_snapshot_then_server_deleted(stack: Stack, hook_nova: NovaAPI,
+                                                              life_service: FastsnapService,
+                                                              made: dict[str, list[str]], point: str) -> None:
+    """SIGKILL of the service in the middle of a snapshot Nova asked for, the server deleted right after, the
+    service restarted: the server is deleted, the image is active and boots or is gone with Nova's action
+    failed, and nothing is left once the parked disks are drained."""
+    outcome = KILL_POINTS[point]
+    sid = boot(hook_nova, made, stack.env["FASTSNAP_NOVA_IMAGE"], ready=False)
+    old_id = disk_id(stack, sid)
+    life_service.stop()
+    life_service.start(crash_at=point)
+    assert life_service.proc is not None
+    offset = hook_nova.log_size()
+    image_id, request_id = hook_nova.image_create(sid, f"life-kill-{point}")
+    made["images"].append(image_id)
+    assert life_service.proc.wait(SNAP_TIMEOUT) == -signal.SIGKILL, "the service was not killed at " + point
+    t0 = time.monotonic()
+    r = hook_nova._call("DELETE", f"/servers/{sid}")
+    assert r.status_code == 204, r.text
+    try:
+        # What the delete did while fastsnap was down.
+        if outcome == "gone":
+            _log_waits(hook_nova.compute_log, offset, f"rbd remove {sid}_disk in pool vms failed", 120)
+            assert f"{sid}_disk" in stack.rbd_images("vms")
+        else:
+            _log_waits(hook_nova.compute_log, offset, "moved to the RBD trash", 120)
+            assert old_id in {t["id"] for t in trash(stack)}
+    finally:
+        down = time.monotonic() - t0
+        life_service.start()
+    _wait_deleted(hook_nova, [sid])
+    secs = time.monotonic() - t0
+    ev = _fastsnap_event(hook_nova, sid, request_id)
+    log = hook_nova.log_since(offset)
+    assert "left in place" not in log, log[-3000:]
+    job = life_service.job_for(image_id)
+    if outcome == "gone":
+        assert job["state"] == "failed" and job["error"]["title"] == "Interrupted", job
+        assert ev["result"] == "Error" and "service stopped during this snapshot" in (ev.get("details") or ""), ev
+        deadline = time.monotonic() + 60
+        while not image_gone(stack, image_id) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert image_gone(stack, image_id), "the image of the rolled-back snapshot is still in Glance"
+    else:
+        assert job["state"] == "done" and job["path"] == "clone", job
+        assert ev["result"] == "Success", ev
+        assert stack.glance("admin").images.get(image_id)["status"] == "active"
+    waited = drained(stack, life_service)
+    assert old_id not in {t["id"] for t in trash(stack)}
+    if outcome == "active":
+        assert parent_of(stack, "images", image_id) is None, "the rolled-forward clone was not flattened"
+        want = resumes_from(read_counter(stack, f"rbd:images/{image_id}@snap"))
+        child = boot(hook_nova, made, image_id, ready=False)
+        assert hook_nova.ready_counter(child) == want
+        hook_nova.delete_servers(child)
+    print(f"killed at {point}: image {outcome}; server deleted {secs:.1f}s after the request (service down "
+          f"{down:.1f}s of it), parked disks drained {waited:.1f}s later")
+
+
+def test_service_killed_while_draining_a_parked_disk(stack: Stack, hook_nova: NovaAPI,
+                                                     life_service: FastsnapService,
+                                                     made: dict[str, list[str]]) -> None:
+    """SIGKILL of the service while it flattens the clone of a disk Nova's delete just parked: the restarted
+    service finishes the drain (the clone flattened again, its data intact, the disk purged)."""
+    sid = boot(hook_nova, made, stack.env["FASTSNAP_NOVA_IMAGE"], ready=False)
+    old_id = disk_id(stack, sid)
+    image_id = snapshot(stack, hook_nova, life_service, made, sid, "life-kill-drain")["image_id"]
+    want = read_counter(stack, f"rbd:images/{image_id}@snap")
+    offset = life_service.oslo_log.stat().st_size
+    r = hook_nova._call("DELETE", f"/servers/{sid}")
+    assert r.status_code == 204, r.text
+    assert life_service.proc is not None
+    try:
+        try:
+            _log_waits(life_service.oslo_log, offset, f"flattening images/{image_id} first", 120, poll=0.02)
+        finally:
+            life_service.proc.kill()  # SIGKILL
+            life_service.proc.wait(30)
+        mid_flatten = parent_of(stack, "images", image_id) is not None
+        assert old_id in {t["id"] for t in trash(stack)}, "the parked disk was removed before the kill"
+        _wait_deleted(hook_nova, [sid])
+    finally:
+        life_service.start()
+    waited = drained(stack, life_service)
+    assert old_id not in {t["id"] for t in trash(stack)}
+    assert parent_of(stack, "images", image_id) is None
+    assert read_counter(stack, f"rbd:images/{image_id}@snap") == want
+    assert stack.glance("admin").images.get(image_id)["status"] == "active"
+    print(f"killed while draining ({'clone still had its parent' if mid_flatten else 'flatten had finished'}); "
+          f"drained {waited:.1f}s after the restart")
 
 
 @contextlib.contextmanager

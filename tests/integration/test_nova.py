@@ -70,14 +70,18 @@ class NovaAPI:
 
     # servers
 
-    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
+    def create(self, image: str, name: str | None = None) -> str:
+        """Ask Nova for a server (without waiting for it); returns its id."""
         body = {"server": {"name": name or f"fs-{uuid.uuid4().hex[:6]}", "imageRef": image,
                            "flavorRef": self.flavor, "networks": "none"}}
         r = self._call("POST", "/servers", json=body)
         assert r.status_code == 202, r.text
-        sid = r.json()["server"]["id"]
+        sid = str(r.json()["server"]["id"])
         self.servers.append(sid)
-        return self.wait_server(sid, "ACTIVE", BOOT_TIMEOUT)
+        return sid
+
+    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
+        return self.wait_server(self.create(image, name), "ACTIVE", BOOT_TIMEOUT)
 
     @property
     def flavor(self) -> str:
@@ -178,6 +182,30 @@ def image_gone(stack: Stack, image_id: str) -> bool:
     return not list(stack.glance("admin").images.list(filters={"id": image_id}))
 
 
+def delete_images(stack: Stack, image_ids: list[str], timeout: float = 120) -> dict[str, str]:
+    """Delete images (as admin), retrying failed deletes until ``timeout``; returns {id: last error} of those
+    still there. Glance answers 500 to a delete that races the end of its own background hash calculation
+    (``location_import``: "Operation file ... does not exist, cannot cancel"), which takes minutes for several
+    freshly registered images on this machine; the same delete a little later succeeds."""
+    g = stack.glance("admin")
+    left = {i: "" for i in image_ids}
+    deadline = time.monotonic() + timeout
+    while left:
+        for image_id in list(left):
+            try:
+                g.images.delete(image_id)
+                del left[image_id]
+            except Exception as exc:  # glanceclient raises its own HTTP errors
+                if image_gone(stack, image_id):
+                    del left[image_id]
+                else:
+                    left[image_id] = f"{type(exc).__name__}: {exc}"
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    return left
+
+
 # -- the fastsnap service on the compute host ----------------------------------------------------------------
 
 
@@ -192,16 +220,26 @@ class FastsnapService:
         self.log = work / "service.log"
         base = Path(stack.config_file).read_text()
         base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
-        self.conf.write_text(base + f"\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
-                             f"unix_socket = {socket_path}\nunix_socket_mode = 0660\nflatten_poll_interval = 5\n")
+        # Its own log file (the stack's fastsnap.conf logs every fastsnap process into one log_dir).
+        self.oslo_log = work / "fastsnap.log"
+        self.conf.write_text(base + f"\n[DEFAULT]\nlog_file = {self.oslo_log}\n[journal]\nstate_dir = {work / 'state'}"
+                             f"\n[service]\nunix_socket = {socket_path}\nunix_socket_mode = 0660\n"
+                             "flatten_poll_interval = 5\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, crash_at: str | None = None) -> None:
+        """Start the service; with ``crash_at`` it SIGKILLs itself at that point of a snapshot's workflow
+        (``fastsnap.workflow.crash_point``, through tests/crashing_cli.py)."""
+        self.stop()  # a restart: never two services on one socket
         self.socket.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.stack.env}
+        cmd = [str(ROOT / ".venv/bin/fastsnap")]
+        if crash_at:
+            cmd = [str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"]
+            env["FASTSNAP_TEST_CRASH_AT"] = crash_at
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf),
-                                          "serve"], stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.stack.env})
+            self.proc = subprocess.Popen([*cmd, "--config-file", str(self.conf), "serve"], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -312,10 +350,7 @@ def images(stack: Stack) -> Iterator[list[str]]:
     """Images a test makes through Nova: deleted afterwards (those Nova or fastsnap already deleted are fine)."""
     made: list[str] = []
     yield made
-    g = stack.glance("admin")
-    for image_id in made:
-        with contextlib.suppress(Exception):
-            g.images.delete(image_id)
+    delete_images(stack, made)
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,34 @@ def test_cli_flatten_status_reports_parked_disks(stack: Stack, fs: Fastsnap, mak
         assert parked_id not in _trash_ids(stack)
     finally:
         _purge(stack, parked_id)
+
+
+def test_interrupted_removal_of_a_parked_disk_is_finished(stack: Stack, fs: Fastsnap, make_disk: Writer,
+                                                          bases: dict[str, str]) -> None:
+    """A drain killed inside librbd's removal from the trash (after the data objects and the header went, before
+    the trash entry did) leaves an entry whose image cannot be opened: the next drain finishes the removal
+    instead of skipping the entry for ever."""
+    disk = make_disk()
+    res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked-half", base_image=bases["fast"]))
+    stack.snapshots.append(res.image_id)
+    parked_id = _park(stack, disk)
+    try:
+        with stack.ioctx("images") as io, rbd.Image(io, res.image_id) as img:
+            img.flatten()  # the disk's trashed snapshot is purged: nothing depends on the disk any more
+        # What librbd's removal had done when it was killed: data objects, object map and header gone.
+        with stack.ioctx("vms") as io:
+            mine = [o.key for o in io.list_objects() if parked_id in o.key and not o.key.startswith("rbd_id.")]
+            assert f"rbd_header.{parked_id}" in mine, mine
+            for key in mine:
+                io.remove_object(key)
+        rows = fs.parked_disks()
+        assert [(r.id, r.state, r.dependents) for r in rows] == [(parked_id, "waiting", [])], rows
+        assert "half removed" in (rows[0].error or "")
+        drained = fs.parked_disks(run=True)
+        assert [(r.id, r.state) for r in drained] == [(parked_id, "removed")], drained
+        assert parked_id not in _trash_ids(stack)
+        with stack.ioctx("vms") as io:
+            left = [o.key for o in io.list_objects() if parked_id in o.key]
+        assert left == [], f"objects of the removed disk left: {left}"
+    finally:
+        _purge(stack, parked_id)

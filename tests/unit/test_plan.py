@@ -450,3 +450,129 @@ def test_unknown_store_is_bad_request() -> None:
     with pytest.raises(BadRequest) as excinfo:
         make_plan(request(requested_store="nope"))
     assert excinfo.value.exit_code == 2
+
+
+# -- cross-cluster paths (issue 16): delta, copy, and stream without credentials ----------------------------
+
+PARENT = url(DISK, "images", "base")                      # the disk is a clone of the base image's copy in 'fast'
+IN_BOTH = image(stores=("fast", "remote"),
+                locations=((url(DISK, "images"), "fast"), (url(OTHER, "images"), "remote")))
+IN_BOTH_NO_META = image(stores=("fast", "remote"),
+                        locations=((url(DISK, "images"), None), (url(OTHER, "images"), None)))
+CREDS = frozenset({OTHER})
+
+
+@pytest.mark.parametrize(
+    ("req", "path", "base_location", "phrases"),
+    [
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.DELTA, url(OTHER, "images"),
+            ["store 'remote' requested explicitly", "another cluster (fsid other-fsid, disk on disk-fsid)",
+             "base image base has a copy there and the disk is a clone of it: delta"],
+            id="requested-remote-base-copy-delta",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH_NO_META, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.DELTA, url(OTHER, "images"),
+            [": delta"],
+            id="locations-without-metadata-delta",
+        ),
+        pytest.param(
+            request(configured_store="remote", base_image=IN_BOTH, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.DELTA, url(OTHER, "images"),
+            ["from [snapshot] default_store", ": delta"],
+            id="configured-remote-delta",
+        ),
+        pytest.param(
+            request(stores=(REMOTE_DEFAULT, FAST, StoreInfo("cheap", "file", False)), remote_fsids=CREDS,
+                    base_image=image(stores=("remote",), locations=((url(OTHER, "images"), "remote"),)),
+                    disk_parent=url(DISK, "images", "other-image")),
+            SnapshotPath.COPY, None,
+            ["default store 'remote'", "the disk is a clone of images/other-image@snap, not of base image base",
+             ": copy"],
+            id="default-remote-disk-parent-is-another-image-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_FAST, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.COPY, None,
+            ["base image base has no copy in store 'remote'", ": copy (allocated extents only"],
+            id="base-only-in-fast-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", remote_fsids=CREDS),
+            SnapshotPath.COPY, None,
+            [NO_BASE, "no base image: copy"],
+            id="no-base-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, remote_fsids=CREDS),
+            SnapshotPath.COPY, None,
+            ["the disk is not a clone: copy"],
+            id="disk-not-a-clone-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, remote_fsids=CREDS,
+                    disk_parent=url(OTHER, "images", "base")),
+            SnapshotPath.COPY, None,
+            ["the disk is a clone of images/base@snap, not of base image base"],
+            id="parent-url-on-another-cluster-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, remote_fsids=CREDS, disk_parent=PARENT,
+                    delta_refused="the base image's copy differs at offset 0"),
+            SnapshotPath.COPY, None,
+            ["the base image's copy differs at offset 0: copy"],
+            id="base-copy-check-failed-copy",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, disk_parent=PARENT),
+            SnapshotPath.STREAM, None,
+            ["another cluster (fsid other-fsid, disk on disk-fsid)", "no credentials for it", ": stream"],
+            id="no-credentials-stream",
+        ),
+        pytest.param(
+            request(requested_store="remote", base_image=IN_BOTH, remote_fsids=frozenset({THIRD}),
+                    disk_parent=PARENT),
+            SnapshotPath.STREAM, None,
+            ["no credentials for it", ": stream"],
+            id="credentials-for-another-cluster-only-stream",
+        ),
+        pytest.param(
+            request(requested_store="remote2", base_image=IN_BOTH, remote_fsids=frozenset({THIRD}),
+                    disk_parent=PARENT),
+            SnapshotPath.COPY, None,
+            ["store 'remote2' is rbd pool glance on another cluster (fsid third-fsid", "no copy in store 'remote2'"],
+            id="third-cluster-with-credentials-copy",
+        ),
+        pytest.param(
+            request(requested_store="cheap", base_image=IN_BOTH, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.STREAM, None,
+            ["'file' store, not rbd: stream"],
+            id="file-store-with-credentials-stream",
+        ),
+        pytest.param(
+            request(base_image=IN_BOTH, remote_fsids=CREDS, disk_parent=PARENT),
+            SnapshotPath.CLONE, None,
+            ["in store 'fast'", ": clone"],
+            id="base-in-both-no-store-requested-clone-stays",
+        ),
+    ],
+)
+def test_cross_cluster_plan(req: PlanRequest, path: SnapshotPath, base_location: str | None,
+                            phrases: list[str]) -> None:
+    plan = make_plan(req)
+    assert plan.path is path
+    assert plan.base_location == base_location
+    for phrase in phrases:
+        assert phrase in plan.reason, f"{phrase!r} not in {plan.reason!r}"
+
+
+def test_cross_cluster_without_pool_is_an_error() -> None:
+    nopool = StoreInfo("far", "rbd", False, fsid=OTHER)
+    with pytest.raises(PlanError, match="pool of rbd store 'far'"):
+        make_plan(request(stores=(*CATALOGUE, nopool), requested_store="far", remote_fsids=CREDS))
+
+
+def test_new_paths_are_strings() -> None:
+    assert SnapshotPath("delta") is SnapshotPath.DELTA and SnapshotPath("copy") is SnapshotPath.COPY

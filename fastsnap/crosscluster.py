@@ -1,0 +1,314 @@
+"""Snapshots into an rbd store on another Ceph cluster, written there directly with librbd (issue 16).
+
+Two paths, chosen by :func:`fastsnap.plan.make_plan`:
+
+``delta``  the disk is a clone of the base image, and the base image has a copy in the target store (one Glance
+           image, so the same bytes): clone that copy on the target cluster under the new image id, then write
+           into it only the extents the disk itself holds (``diff_iterate`` of the disk's point-in-time snapshot
+           with ``include_parent=False``); extents that read as zeros (discards) become ``write_zeroes``.
+``copy``   no usable base copy: create an image of the disk's size on the target cluster and write the disk
+           snapshot's allocated extents (parent included) into it; all-zero pieces are skipped, so the image is
+           thin on both ends.
+
+Both then create ``snap`` on the target image and register ``rbd://<fsid>/<pool>/<id>/snap`` with Glance. Each
+step is journaled before it acts (fastsnap.workflow), and ``rollback`` removes the target image.
+
+Credentials: one oslo.config section per other cluster, named in ``[ceph] remote_clusters``, holding its fsid,
+ceph.conf, user and keyring. fastsnap checks on connecting that the cluster's fsid is the configured one.
+Least privilege on the other cluster: ``mon 'profile rbd' osd 'profile rbd pool=<Glance's pool>'``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import rbd
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from fastsnap import journal as jr
+from fastsnap import workflow as wf
+from fastsnap.ceph import Cluster, ceph_call
+from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
+from fastsnap.errors import CephError, ConfigError, NotFound
+from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
+from fastsnap.plan import SnapshotPath
+from fastsnap.states import Step
+from fastsnap.stream import allocated_extents
+
+LOG = logging.getLogger(__name__)
+
+SAMPLE = 64 << 10
+
+
+@dataclass(frozen=True)
+class RemoteConf:
+    name: str
+    fsid: str
+    conf: str
+    user: str
+    keyring: str | None
+    connect_timeout: int
+    op_timeout: int
+
+
+def remote_confs(conf: cfg.ConfigOpts) -> dict[str, RemoteConf]:
+    """fsid -> credentials of each other cluster the configuration names. ConfigError for a broken section."""
+    out: dict[str, RemoteConf] = {}
+    for name in conf.ceph.remote_clusters:
+        if name in OWN_SECTIONS:
+            raise ConfigError(f"[ceph] remote_clusters names section [{name}], which is one of fastsnap's own")
+        if name not in conf:
+            conf.register_opts(remote_cluster_opts, group=name)
+        g = conf[name]
+        missing = [opt for opt in ("fsid", "conf") if not g[opt]]
+        if missing:
+            raise ConfigError(f"[ceph] remote_clusters names [{name}], which lacks {' and '.join(missing)}")
+        rc = RemoteConf(name, g.fsid, g.conf, g.user, g.keyring, g.connect_timeout, g.op_timeout)
+        if rc.fsid in out:
+            raise ConfigError(f"sections [{out[rc.fsid].name}] and [{name}] name the same fsid {rc.fsid}")
+        out[rc.fsid] = rc
+    return out
+
+
+class RemoteClusters:
+    """Connections to the other clusters, opened on first use and checked against their configured fsid."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.confs = remote_confs(conf)
+        self._open: dict[str, Cluster] = {}
+        self._lock = threading.Lock()
+
+    def fsids(self) -> frozenset[str]:
+        return frozenset(self.confs)
+
+    def get(self, fsid: str) -> Cluster:
+        with self._lock:
+            if fsid not in self._open:
+                rc = self.confs.get(fsid)
+                if rc is None:
+                    raise ConfigError(f"fastsnap has no credentials for Ceph cluster {fsid} "
+                                      f"(add a section to [ceph] remote_clusters)")
+                cluster = Cluster(rc.conf, rc.user, rc.keyring, rc.connect_timeout, rc.op_timeout)
+                if cluster.fsid != fsid:
+                    cluster.close()
+                    raise ConfigError(f"[{rc.name}] fsid = {fsid}, but {rc.conf} reaches cluster {cluster.fsid}")
+                self._open[fsid] = cluster
+            return self._open[fsid]
+
+    def close(self) -> None:
+        with self._lock:
+            for cluster in self._open.values():
+                cluster.close()
+            self._open.clear()
+
+
+# -- the base copy check (delta path) ----------------------------------------------------------------------
+
+
+def check_base_copy(local: Cluster, parent: RbdLocation, remote: Cluster, copy: RbdLocation,
+                    samples: int) -> tuple[str | None, int]:
+    """Compare the base image on the disk's cluster (``parent``, the disk's clone parent) with its copy on the
+    target cluster: both must exist with the same size, and ``samples`` blocks spread over the image must be
+    the same bytes. Returns (None, bytes read from the disk's cluster) when they match, else (why not, ...).
+    Glance calls both one image (one checksum); this checks that the RBD snapshots really hold it."""
+    assert parent.pool and parent.snapshot and copy.pool and copy.snapshot
+    read = 0
+    try:
+        with local.image(ImageSpec(parent.pool, parent.image), snapshot=parent.snapshot, read_only=True) as a, \
+                remote.image(ImageSpec(copy.pool, copy.image), snapshot=copy.snapshot, read_only=True) as b:
+            size_a, size_b = int(a.size()), int(b.size())
+            if size_a != size_b:
+                return f"the base image's copy {copy} has {size_b} bytes, its parent {parent} {size_a}", read
+            last = max(0, size_a - SAMPLE)
+            offsets = sorted({min(last, size_a * i // samples) // 4096 * 4096 for i in range(samples)})
+            for off in offsets:
+                block_a = a.read(off, SAMPLE)
+                read += len(block_a)
+                if block_a != b.read(off, SAMPLE):
+                    return f"the base image's copy {copy} differs from {parent} at offset {off}", read
+    except NotFound as exc:
+        return f"the base image's copy cannot be opened: {exc}", read
+    return None, read
+
+
+# -- moving the bytes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TransferStats:
+    size: int
+    listed: int = 0             # bytes in the extents listed by diff_iterate
+    bytes_read: int = 0         # read from the disk's cluster (the disk snapshot)
+    bytes_written: int = 0      # data written to the target cluster
+    bytes_zeroed: int = 0       # written as write_zeroes (delta: masks the parent)
+    bytes_skipped: int = 0      # read as zeros and not written (copy: the new image reads zeros there anyway)
+    check_bytes_read: int = 0   # delta: read from the disk's cluster to check the base copy
+    chunks: int = 0
+    peak_inflight: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def own_extents(image: Any, size: int) -> list[tuple[int, int, bool]]:
+    """(offset, length, exists) of what the opened snapshot holds itself (``include_parent=False``)."""
+    out: list[tuple[int, int, bool]] = []
+
+    def cb(offset: int, length: int, exists: bool) -> int:
+        if length:
+            if out and out[-1][0] + out[-1][1] == offset and out[-1][2] == exists:
+                out[-1] = (out[-1][0], out[-1][1] + length, exists)
+            else:
+                out.append((offset, length, exists))
+        return 0
+
+    image.diff_iterate(0, size, None, cb, include_parent=False, whole_object=True)
+    return sorted((off, min(length, size - off), ex) for off, length, ex in out if off < size)
+
+
+def _split(extents: list[tuple[int, int, bool]], chunk: int) -> list[tuple[int, int, bool]]:
+    pieces = []
+    for off, length, exists in extents:
+        end = off + length
+        while off < end:
+            n = min(chunk, end - off)
+            pieces.append((off, n, exists))
+            off += n
+    return pieces
+
+
+def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_parent: bool, chunk: int,
+             parallel: int, stats: TransferStats, progress: Callable[[int, int], None] | None = None) -> None:
+    """Copy ``extents`` of ``src`` (an opened snapshot) to ``dst`` at the same offsets, ``parallel`` pieces of at
+    most ``chunk`` bytes in flight (memory: parallel * chunk). A piece that does not exist, or reads as zeros, is
+    written with ``write_zeroes`` when ``mask_parent`` (``dst`` is a clone whose parent has other bytes there)
+    and skipped otherwise (``dst`` is new: it reads zeros there already)."""
+    pieces = _split(extents, chunk)
+    stats.listed = sum(length for _, length, _ in extents)
+    total = len(pieces)
+    zeros = bytes(chunk)
+    lock = threading.Lock()
+    inflight = [0]
+
+    def one(off: int, n: int, exists: bool) -> None:
+        with lock:
+            inflight[0] += n
+            stats.peak_inflight = max(stats.peak_inflight, inflight[0])
+        try:
+            data = src.read(off, n) if exists else None
+            if data is not None and len(data) < n:
+                data += bytes(n - len(data))
+            zero = data is None or data == zeros[:n]
+            if zero:
+                if mask_parent:
+                    dst.write_zeroes(off, n)
+            else:
+                dst.write(data, off)
+            with lock:
+                stats.bytes_read += 0 if data is None else n
+                if not zero:
+                    stats.bytes_written += n
+                elif mask_parent:
+                    stats.bytes_zeroed += n
+                else:
+                    stats.bytes_skipped += n
+                stats.chunks += 1
+        finally:
+            with lock:
+                inflight[0] -= n
+
+    done = 0
+    half = False
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fastsnap-copy") as pool:
+        running: set[Future[None]] = set()
+        it = iter(pieces)
+        try:
+            while True:
+                while len(running) < parallel:
+                    piece = next(it, None)
+                    if piece is None:
+                        break
+                    running.add(pool.submit(one, *piece))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()  # raises the piece's error
+                    done += 1
+                if progress is not None:
+                    progress(done, total)
+                if not half and done * 2 >= total:
+                    half = True
+                    wf.crash_point(f"{Step.REMOTE_WRITE}:mid")
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
+
+
+# -- the workflow (steps in fastsnap.workflow: REMOTE_STEPS; roll back and forward there too) ---------------
+
+PATHS = wf.REMOTE_PATHS
+
+
+def _create(cluster: Cluster, spec: ImageSpec, size: int) -> None:
+    try:
+        rbd.RBD().create(cluster.ioctx(spec.pool), spec.name, size, old_format=False)
+    except rbd.ImageExists:
+        with cluster.image(spec, read_only=True) as img:
+            if cluster.parent(spec) is not None or int(img.size()) != size:
+                raise CephError(f"RBD image {spec} exists and is not the image this snapshot creates") from None
+    except rbd.Error as exc:
+        raise CephError(f"Ceph: creating {spec} on cluster {cluster.fsid} failed: {exc}") from exc
+
+
+def _clone(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
+    assert base.pool and base.snapshot
+    cluster.clone(ImageSpec(base.pool, base.image), base.snapshot, spec)
+    with cluster.image(spec) as img, ceph_call(f"resizing {spec} to {size}"):
+        if int(img.size()) != size:
+            img.resize(size)
+
+
+def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
+        remote: RemoteClusters, chunk: int, parallel: int,
+        progress: Callable[[int, int], None] | None = None) -> tuple[wf.Outcome, TransferStats]:
+    """The delta or copy path (``op.path``) into ``op.pool`` on cluster ``op.fsid``."""
+    assert op.pool is not None and op.fsid is not None and op.path in PATHS
+    target = remote.get(op.fsid)
+    snap = temp_snap_name(op.op_id)
+    spec = ImageSpec(op.pool, op.op_id)
+    url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
+    size = int(op.extra["size"])
+    stats = TransferStats(size=size, check_bytes_read=int(op.extra.get("check_bytes_read", 0)))
+    wf._step(ctx, op, Step.IMAGE, create_image)
+    wf._step(ctx, op, Step.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
+    if op.path == SnapshotPath.DELTA:
+        base = RbdLocation.parse(str(op.extra["base_location"]))
+        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
+    else:
+        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _create(target, spec, size))
+
+    def write() -> None:
+        with ctx.cluster.image(disk, snapshot=snap, read_only=True) as src, target.image(spec) as dst:
+            obj = int(src.stat().get("obj_size", 4 << 20))
+            step = max(obj, chunk // obj * obj)
+            if op.path == SnapshotPath.DELTA:
+                extents = own_extents(src, size)
+            else:
+                extents = [(off, n, True) for off, n in allocated_extents(src, size)]
+            transfer(src, dst, extents, mask_parent=op.path == SnapshotPath.DELTA, chunk=step, parallel=parallel,
+                     stats=stats, progress=progress)
+            dst.flush()
+
+    wf._step(ctx, op, Step.REMOTE_WRITE, write)
+    op.extra["transfer"] = stats.to_dict()
+    wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    wf._step(ctx, op, Step.REMOTE_SNAP, lambda: target.create_snapshot(spec, CLONE_SNAP))
+    outcome = wf._register(ctx, op, url)
+    return outcome, stats
