@@ -59,7 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ratio-size", default="4:2",
                    help="VIRTUAL:WRITTEN GiB of the interleaved stream-vs-ceiling comparison [4:2]")
     p.add_argument("--ratio-repeats", type=int, default=3, help="alternations of stream and ceiling [3]")
-    p.add_argument("--only", default=",".join(ALL_PARTS), help=f"parts to run, of {','.join(ALL_PARTS)}")
+    p.add_argument("--only", default=",".join(ALL_PARTS),
+                   help=f"parts to run, of {','.join(ALL_PARTS)}; or 'cost' alone: bench.cost with its defaults "
+                        "(what a clone snapshot costs, do_secure_hash on and off, CLI memory; see bench/cost.py)")
     p.add_argument("--flatten", help="[snapshot] flatten policy for the bench config (default: fastsnap's)")
     p.add_argument("--tmp-dir", default=None, help="local directory of Nova generic's temporary file")
     p.add_argument("--out", help="directory to write results.json, RESULTS.md and time_vs_size.png")
@@ -261,6 +263,10 @@ def profile(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: str, 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     parts = {p.strip() for p in a.only.split(",") if p.strip()}
+    if parts == {"cost"}:  # its own JSON (cost.json) and RESULTS.md section
+        from bench import cost
+
+        return cost.main(["--out", a.out] if a.out else [])
     unknown = parts - set(ALL_PARTS)
     if unknown:
         raise SystemExit(f"bench: unknown parts {sorted(unknown)}")

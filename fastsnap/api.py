@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from keystoneauth1 import session as ks_session
@@ -28,16 +29,46 @@ from fastsnap import recover as rc
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, create_trust, delete_trust, user_session
 from fastsnap.ceph import Cluster
-from fastsnap.errors import BadRequest, ConfigError, Conflict, FastsnapError, NotFound, QuiesceRequired, Reserved
+from fastsnap.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    FastsnapError,
+    NotFound,
+    PlanError,
+    QuiesceRequired,
+    Reserved,
+    UnknownStore,
+)
 from fastsnap.glance import Glance, inheritable, session_from_conf
 from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.locks import Locks
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 from fastsnap.request import SnapshotRequest, validate_request
 from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
-from fastsnap.states import REUSABLE, ImageType, OpState, RecoverAction
+from fastsnap.states import REUSABLE, ImageType, OpState, RecoverAction, Step
+from fastsnap.storecache import StoreCache, complete
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Planned:
+    """A request validated and planned (by :meth:`Fastsnap.prepare`), to be taken soon by the same caller: the
+    service plans when it accepts a request and hands this to the job, which then asks Glance nothing again."""
+
+    plan: Plan
+    base_raw: dict[str, Any] | None
+    size: int
+    queued: dict[str, Any] | None
+    glance: Glance
+    ident: Identity
+    at: float = field(default_factory=time.monotonic)
+
+    MAX_AGE = 30.0  # seconds; an older one is planned again
+
+    def fresh(self) -> bool:
+        return time.monotonic() - self.at < self.MAX_AGE
 
 
 def snapshot_properties(req: SnapshotRequest, base_raw: dict[str, Any] | None,
@@ -67,6 +98,18 @@ def snapshot_properties(req: SnapshotRequest, base_raw: dict[str, Any] | None,
     return props
 
 
+def _identity_key(conf: cfg.ConfigOpts) -> str:
+    """Which Glance, as whom: the key of the store cache's file (another configuration never reads it)."""
+    vals = []
+    for name in ("endpoint_override", "region_name", "auth_url", "username", "user_id", "project_name",
+                 "project_id"):
+        try:
+            vals.append(str(getattr(conf.glance, name)))
+        except cfg.NoSuchOptError:  # the auth plugin's options are registered when it is loaded
+            vals.append("")
+    return "|".join(vals)
+
+
 class Fastsnap:
     """A fastsnap client for one compute host: one Ceph connection, one Glance client, one journal."""
 
@@ -77,7 +120,8 @@ class Fastsnap:
         self._cluster: Cluster | None = None
         self._glance: Glance | None = None
         self.journal = jr.Journal.from_conf(self.conf)
-        self._stores: tuple[float, tuple[StoreInfo, ...]] | None = None
+        self._store_cache: StoreCache | None = None
+        self._stores_lock = threading.Lock()
         self.locks = Locks(self.conf.journal.state_dir)
         self._hypervisors: dict[str, qs.Hypervisor] = {}
         self._remote: xc.RemoteClusters | None = None
@@ -169,22 +213,34 @@ class Fastsnap:
 
     # -- stores -----------------------------------------------------------------------------------------
 
-    def store_catalogue(self) -> tuple[StoreInfo, ...]:
-        """Glance's stores as fastsnap's service user sees them, cached ``[glance] store_cache_seconds``."""
-        ttl = self.conf.glance.store_cache_seconds
-        now = time.monotonic()
-        if self._stores is not None and now - self._stores[0] < ttl:
-            return self._stores[1]
-        stores = self.glance.stores()
-        if all(s.fsid for s in stores if s.type == "rbd"):
-            self._stores = (now, stores)
+    @property
+    def store_cache(self) -> StoreCache:
+        if self._store_cache is None:
+            _ = self.session  # loads the auth plugin, whose options name the identity
+            self._store_cache = StoreCache(self.conf.journal.state_dir, _identity_key(self.conf),
+                                           self.conf.glance.store_cache_seconds)
+        return self._store_cache
+
+    def store_catalogue(self, fresh: bool = False) -> tuple[StoreInfo, ...]:
+        """Glance's stores as fastsnap's service user sees them, cached ``[glance] store_cache_seconds`` in
+        memory and in the state directory (the rule: :mod:`fastsnap.storecache`). ``fresh``: ask Glance."""
+        cache = self.store_cache
+        stores = None if fresh else cache.get()
+        if stores is not None:
+            return stores
+        with self._stores_lock:  # one request for every snapshot that found the cache stale at once
+            stores = None if fresh else cache.get()
+            if stores is None:
+                stores = self.glance.stores()
+                if complete(stores):
+                    cache.put(stores)
         return stores
 
     def stores(self) -> list[StoreView]:
         fsid = self.cluster.fsid
         return [StoreView(s.id, s.type, s.is_default, s.description, s.pool, s.fsid,
                           clone=s.type == "rbd" and s.fsid == fsid and bool(s.pool))
-                for s in self.glance.stores()]
+                for s in self.store_catalogue(fresh=True)]
 
     # -- planning (validates everything before anything is created) --------------------------------------
 
@@ -218,7 +274,12 @@ class Fastsnap:
                            configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
                            disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
                                                              parent.snapshot).url if parent else None)
-        plan = make_plan(preq)
+        try:
+            plan = make_plan(preq)
+        except (UnknownStore, PlanError) as exc:  # perhaps a cached catalogue is out of date: ask Glance again
+            self.store_cache.invalidate(f"planning failed: {exc}")
+            preq = dataclasses.replace(preq, stores=self.store_catalogue(fresh=True))
+            plan = make_plan(preq)
         if plan.path is SnapshotPath.DELTA:
             # One Glance image, so the same bytes: check that the RBD snapshots really hold them before cloning.
             assert plan.base_location and preq.disk_parent and plan.fsid
@@ -253,10 +314,19 @@ class Fastsnap:
                            f"not of {req.disk}")
         return op
 
+    def prepare(self, req: SnapshotRequest, user_token: str | None = None, user_auth: Any = None,
+                acting: tuple[Glance, Identity] | None = None) -> Planned:
+        """Validate and plan ``req`` for the caller (creates nothing); hand the result to :meth:`snapshot`
+        (``planned``) to take it without asking Glance and Keystone the same things again. ``acting``: the
+        caller's Glance and identity, when :meth:`glance_for` already gave them."""
+        glance, ident = acting or self.glance_for(user_token, user_auth)
+        plan, base_raw, size, queued = self._plan(req, glance)
+        return Planned(plan, base_raw, size, queued, glance, ident)
+
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
                  wait: float | None = None, user_token: str | None = None, user_auth: Any = None,
                  on_plan: Callable[[Plan, str], None] | None = None,
-                 on_step: Callable[[str], None] | None = None) -> SnapshotResult:
+                 on_step: Callable[[str], None] | None = None, planned: Planned | None = None) -> SnapshotResult:
         """Take the snapshot. With ``user_token`` (or a keystoneauth ``user_auth`` plugin) it is taken on behalf
         of that user: the image belongs to the user's project. ``wait``: seconds to wait for a free slot
         (None: as long as it takes, 0: fail at once with Busy). ``on_plan(plan, image_id)`` is told the plan
@@ -281,15 +351,17 @@ class Fastsnap:
                 LOG.info("image %s was already filled by an earlier operation on %s; returning its result",
                          op.op_id, op.disk)
                 return SnapshotResult.of(op, already_done=True)
-            return self._snapshot(req, op_id, progress, wait, user_token, user_auth, on_plan, on_step)
+            return self._snapshot(req, op_id, progress, wait, user_token, user_auth, on_plan, on_step, planned)
 
     def _snapshot(self, req: SnapshotRequest, op_id: str, progress: Callable[[int, int], None] | None,
                   wait: float | None, user_token: str | None, user_auth: Any,
                   on_plan: Callable[[Plan, str], None] | None,
-                  on_step: Callable[[str], None] | None) -> SnapshotResult:
+                  on_step: Callable[[str], None] | None, planned: Planned | None = None) -> SnapshotResult:
         t0 = time.monotonic()
-        glance, ident = self.glance_for(user_token, user_auth)
-        plan, base_raw, size, queued = self._plan(req, glance)
+        if planned is None or not planned.fresh():
+            planned = self.prepare(req, user_token, user_auth)
+        glance, ident = planned.glance, planned.ident
+        plan, base_raw, size, queued = planned.plan, planned.base_raw, planned.size, planned.queued
         if on_plan is not None:
             on_plan(plan, op_id)
         props = snapshot_properties(req, base_raw, queued)
@@ -327,7 +399,7 @@ class Fastsnap:
             wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)
             try:
-                outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze)
+                outcome = self._run(op, req, plan, props, progress, glance, on_step, freeze, queued)
             finally:
                 if op.state != OpState.RUNNING:  # rolled back completely: recover will not need the trust
                     self.drop_trust(op, glance.session)
@@ -361,7 +433,8 @@ class Fastsnap:
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
-             on_step: Callable[[str], None] | None = None, freeze: wf.Freeze | None = None) -> wf.Outcome:
+             on_step: Callable[[str], None] | None = None, freeze: wf.Freeze | None = None,
+             queued: dict[str, Any] | None = None) -> wf.Outcome:
         ctx = self.context(glance)
         ctx.on_step = on_step
         ctx.freeze = freeze
@@ -370,9 +443,9 @@ class Fastsnap:
         def create_image() -> None:
             if req.image_id is None:
                 ctx.glance.create(op.op_id, req.name, props)
-            else:
-                ctx.glance.call(f"updating image {op.op_id}", lambda: ctx.glance.client.images.update(
-                    op.op_id, name=req.name, disk_format="raw", container_format=req.container_format, **props))
+            else:  # the queued image the plan read: one PATCH
+                ctx.glance.update_queued(op.op_id, queued or {}, {
+                    "name": req.name, "disk_format": "raw", "container_format": req.container_format, **props})
 
         try:
             if plan.path in (SnapshotPath.DELTA, SnapshotPath.COPY):
@@ -390,6 +463,8 @@ class Fastsnap:
         except BaseException as exc:
             LOG.warning("snapshot %s failed at step %s: %s; rolling back", op.op_id,
                         op.steps[-1] if op.steps else "-", wf.describe(exc))
+            if op.steps and op.steps[-1] == Step.LOCATION and isinstance(exc, FastsnapError):
+                self.store_cache.invalidate(f"Glance refused the location in store {op.store}: {exc}")
             try:
                 undone = wf.rollback(ctx, op)
                 LOG.info("rolled back %s: %s", op.op_id, "; ".join(undone) or "nothing to undo")

@@ -69,7 +69,9 @@ def user_session(service: ks_session.Session, token: str | None = None,
     if ref is not None and not ref.project_id:
         raise Forbidden("the user token is not scoped to a project")
     wrapped = service_token.ServiceTokenAuthWrapper(user_auth=user_auth, service_auth=service.auth)
-    sess = ks_session.Session(auth=wrapped, verify=service.verify, cert=service.cert, timeout=service.timeout)
+    # The service session's connection pool too: no new TCP (and TLS) connections to Glance per user.
+    sess = ks_session.Session(auth=wrapped, session=service.session, verify=service.verify, cert=service.cert,
+                              timeout=service.timeout)
     ident = Identity("user", ref.user_id if ref else None, ref.project_id if ref else None,
                      tuple(ref.role_names or ()) if ref else ())
     return sess, ident

@@ -6,7 +6,11 @@ others → GlanceError.
 
 from __future__ import annotations
 
+import json
+import statistics
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,9 +54,18 @@ def inheritable(props: dict[str, Any]) -> dict[str, str]:
 T = TypeVar("T")
 
 
+POOL_SIZE = 64  # HTTP connections kept per host: the service's concurrent snapshots reuse theirs
+
+
 def session_from_conf(conf: cfg.ConfigOpts) -> ks_session.Session:
+    """fastsnap's keystoneauth1 session: one token for the process's life (renewed when it expires), one pool of
+    keep-alive connections shared by every Glance client made from it (user sessions included)."""
     auth = ks_loading.load_auth_from_conf_options(conf, "glance")
-    return ks_loading.load_session_from_conf_options(conf, "glance", auth=auth)
+    sess = ks_loading.load_session_from_conf_options(conf, "glance", auth=auth)
+    adapter = ks_session.TCPKeepAliveAdapter(pool_maxsize=POOL_SIZE)
+    for scheme in ("http://", "https://"):
+        sess.session.mount(scheme, adapter)
+    return sess
 
 
 class Glance:
@@ -67,6 +80,7 @@ class Glance:
             "2", session=session, endpoint_override=endpoint_override, interface=interface,
             region_name=region_name, connect_retries=retries, status_code_retries=retries,
             retriable_status_codes=[500, 502, 503, 504])
+        self.board = StatusBoard()
         # Non-idempotent calls (create, upload) must not be retried blindly.
         self.once = glanceclient.Client(
             "2", session=session, endpoint_override=endpoint_override, interface=interface,
@@ -88,7 +102,22 @@ class Glance:
             raise map_error(what, exc) from exc
 
     def supports(self, version: str) -> bool:
-        return bool(glanceclient.common.utils.has_version(self.client.http_client, version))
+        """Whether Glance supports an API version; asked once per process and endpoint (``GET /versions``)."""
+        key = self._endpoint_key()
+        with _VERSIONS_LOCK:
+            known = _VERSIONS.get(key)
+        if known is None:
+            _, body = self.call("listing API versions", lambda: self.client.http_client.get("/versions"))
+            known = {str(v.get("id")) for v in (body or {}).get("versions", [])
+                     if v.get("status") in ("SUPPORTED", "CURRENT", "EXPERIMENTAL")}
+            with _VERSIONS_LOCK:
+                _VERSIONS[key] = known
+        return version in known
+
+    def _endpoint_key(self) -> str:
+        http = self.client.http_client
+        return str(getattr(http, "endpoint_override", None) or getattr(http, "endpoint", None) or
+                   (getattr(http, "interface", None), getattr(http, "region_name", None)))
 
     # -- stores ----------------------------------------------------------------------------------------
 
@@ -115,8 +144,13 @@ class Glance:
     # -- images ----------------------------------------------------------------------------------------
 
     def get(self, image_id: str) -> dict[str, Any]:
-        img = self.call(f"getting image {image_id}", lambda: self.client.images.get(image_id))
-        return dict(img)
+        """The image as Glance shows it (one ``GET``; glanceclient's model would fetch its schema first)."""
+        _, body = self.call(f"getting image {image_id}",
+                            lambda: self.client.http_client.get(f"/v2/images/{image_id}"))
+        if not isinstance(body, dict):
+            raise GlanceError(f"Glance: getting image {image_id}: unexpected answer {body!r:.200}")
+        body.pop("self", None)
+        return body
 
     def find(self, image_id: str) -> dict[str, Any] | None:
         try:
@@ -130,10 +164,13 @@ class Glance:
             raise BadRequest(f"base image {image_id} is {img.get('status')}, not active")
         locs: list[tuple[str, str | None]] = []
         raw = img.get("locations") or []
-        if not raw:
-            try:
-                raw = self.client.images.get_image_locations(image_id)
-            except Exception:  # hidden unless we have the service role: fall back to `stores`
+        if not raw and img.get("direct_url") is None:
+            try:  # the location API (2.17); hidden unless we have the service role: fall back to `stores`
+                if self.supports("v2.17"):
+                    _, raw = self.client.http_client.get(f"/v2/images/{image_id}/locations")
+            except Exception:
+                raw = []
+            if not isinstance(raw, list):
                 raw = []
         for loc in raw:
             if isinstance(loc, dict) and loc.get("url"):
@@ -144,10 +181,13 @@ class Glance:
 
     def create(self, image_id: str, name: str, properties: dict[str, str]) -> dict[str, Any]:
         """Create a queued image with a client-chosen id; an existing image of that id counts as created."""
-        try:
-            img = self.once.images.create(id=image_id, name=name, disk_format="raw", container_format="bare",
-                                          **properties)
-            return dict(img)
+        body = {**properties, "id": image_id, "name": name, "disk_format": "raw", "container_format": "bare"}
+        try:  # one POST (glanceclient's model would fetch the image schema first); never retried blindly
+            _, img = self.once.http_client.post("/v2/images", data=body)
+            if not isinstance(img, dict):
+                raise GlanceError(f"Glance: creating image {image_id}: unexpected answer {img!r:.200}")
+            img.pop("self", None)
+            return img
         except gexc.HTTPConflict:
             existing = self.get(image_id)
             LOG.info("image %s already exists (%s)", image_id, existing.get("status"))
@@ -156,6 +196,23 @@ class Glance:
             raise BadRequest(f"Glance rejected the image: {exc.details or exc}") from exc
         except Exception as exc:
             raise map_error(f"creating image {image_id}", exc) from exc
+
+    def update_queued(self, image_id: str, queued: dict[str, Any], changes: dict[str, Any]) -> None:
+        """Set ``changes`` on a queued image whose current view is ``queued``: one JSON-patch ``PATCH``
+        (glanceclient's ``update`` would read the image and its schema first)."""
+        ops = [{"op": "replace" if k in queued else "add", "path": f"/{k}", "value": v} for k, v in changes.items()]
+        if not ops:
+            return
+        headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+        try:
+            self.call(f"updating image {image_id}",
+                      lambda: self.client.http_client.patch(f"/v2/images/{image_id}", headers=headers,
+                                                            data=json.dumps(ops)))  # a str keeps the type
+        except GlanceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, gexc.HTTPBadRequest):
+                raise BadRequest(f"Glance rejected the image: {cause.details or cause}") from exc
+            raise
 
     def upload(self, image_id: str, data: Any, size: int, store: str | None) -> None:
         def go() -> None:
@@ -170,29 +227,59 @@ class Glance:
 
     def add_location(self, image_id: str, url: str) -> str:
         """Register a location on a queued image; returns the API used."""
-        if self.supports("v2.17"):
-            self.call(f"adding location to {image_id}",
-                      lambda: self.client.images.add_image_location(image_id, url, validation_data={}))
+        if self.supports("v2.17"):  # one POST (glanceclient's call adds GET /versions and GET image)
+            self.call(f"adding location to {image_id}", lambda: self.client.http_client.post(
+                f"/v2/images/{image_id}/locations", data={"url": url, "validation_data": {}}))
             return "v2.17"
         self.call(f"adding location to {image_id} (legacy)",
                   lambda: self.client.images.add_location(image_id, url, {}))
         return "legacy"
 
-    def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None) -> dict[str, Any]:
+    def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None,
+                    registered: bool = False) -> dict[str, Any]:
+        """Poll the image until it has ``want``.
+
+        ``registered``: a location was just registered; Glance activates it in a background task whose duration
+        depends on its load, so the first poll comes when this process saw recent activations take
+        (:data:`ACTIVATION`) and the next ones back off from there: under load fastsnap polls less, not more.
+        Images waited for at once through this client are polled together, one list request for all of them
+        (:class:`StatusBoard`)."""
         start = time.monotonic()
         deadline = start + (timeout or self.status_timeout)
-        while True:
-            img = self.get(image_id)
-            status = img.get("status")
-            if status == want:
-                return img
-            if status in ("killed", "deleted", "pending_delete", "deactivated"):
-                raise GlanceError(f"image {image_id} became {status} while waiting for {want}")
-            if time.monotonic() > deadline:
-                raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
-            # Glance activates a registered location within tens of ms: poll closely first, then back off.
-            waited = time.monotonic() - start
-            time.sleep(0.02 if waited < 2 else 0.2 if waited < 10 else 1.0)
+        delays = ACTIVATION.delays() if registered else backoff(0.05)
+        delay = 0.0
+        self.board.add(image_id)
+        try:
+            if registered:
+                delay = next(delays)
+                time.sleep(delay)
+            while True:
+                img = self.board.poll(self, image_id, time.monotonic() - max(0.02, 0.5 * delay))
+                status = img.get("status")
+                if status == want:
+                    if registered:
+                        ACTIVATION.observe(time.monotonic() - start)
+                    return img
+                if status in ("killed", "deleted", "pending_delete", "deactivated"):
+                    raise GlanceError(f"image {image_id} became {status} while waiting for {want}")
+                now = time.monotonic()
+                if now > deadline:
+                    raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
+                delay = max(0.0, min(next(delays), deadline - now + 0.01))
+                time.sleep(delay)
+        finally:
+            self.board.remove(image_id)
+
+    def images_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Several images in one list request (``id=in:...``); those Glance does not list are missing."""
+        query = f"/v2/images?id=in:{','.join(ids)}&limit={len(ids)}"
+        _, body = self.call(f"listing images {', '.join(ids)}", lambda: self.client.http_client.get(query))
+        out: dict[str, dict[str, Any]] = {}
+        for img in (body or {}).get("images", []) if isinstance(body, dict) else []:
+            if isinstance(img, dict) and img.get("id") in ids:
+                img.pop("self", None)
+                out[str(img["id"])] = img
+        return out
 
     def delete(self, image_id: str) -> None:
         """Delete an image; already gone counts as success."""
@@ -200,6 +287,118 @@ class Glance:
             self.call(f"deleting image {image_id}", lambda: self.client.images.delete(image_id))
         except NotFound:
             return
+
+
+# -- polling ------------------------------------------------------------------------------------------------------
+
+_VERSIONS: dict[str, set[str]] = {}  # Glance endpoint -> API versions it supports (asked once per process)
+_VERSIONS_LOCK = threading.Lock()
+
+MAX_POLL_INTERVAL = 2.0
+
+
+def backoff(first: float, factor: float = 1.5, cap: float = MAX_POLL_INTERVAL) -> Any:
+    """first, first * factor, ... up to ``cap``, forever."""
+    d = first
+    while True:
+        yield min(d, cap)
+        d *= factor
+
+
+class ActivationTimes:
+    """How long recent location registrations took to become active, seen by this process.
+
+    The first poll comes at 0.8 x the median of the last observations (so that the estimate can also come down:
+    an image found active at the first poll records less than the estimate); after it, each wait is 30 % of the
+    time waited so far (at least ``floor``, at most 2 s), so a poll finds the image at most ~30 % later than it
+    became active, and a slower Glance is polled less often, not more. Starts from ``initial`` seconds (an idle
+    Glance activates in 0.2-0.3 s here; a busy one in seconds)."""
+
+    def __init__(self, initial: float = 0.4, keep: int = 8, floor: float = 0.05, step: float = 0.3) -> None:
+        self._seen: deque[float] = deque([initial], maxlen=keep)
+        self._lock = threading.Lock()
+        self.floor = floor
+        self.step = step
+
+    def estimate(self) -> float:
+        with self._lock:
+            return float(statistics.median(self._seen))
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._seen.append(max(self.floor, seconds))
+
+    def delays(self) -> Any:
+        waited = max(self.floor, min(0.8 * self.estimate(), MAX_POLL_INTERVAL))
+        yield waited
+        while True:
+            d = max(self.floor, min(self.step * waited, MAX_POLL_INTERVAL))
+            waited += d
+            yield d
+
+
+ACTIVATION = ActivationTimes()
+
+BATCH_MAX = 50  # images per list request
+
+
+class StatusBoard:
+    """The images one Glance client waits for, polled together.
+
+    A waiter whose poll is due takes a result at least as fresh as it needs (``fresh_after``) from an earlier or
+    running poll; otherwise it polls for every image waited for: one ``GET /v2/images?id=in:...`` (a plain
+    ``GET`` when it waits alone). So N snapshots waiting at once through one client (the service, operator mode)
+    cost about one request per poll interval, not N."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: set[str] = set()
+        self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inflight: tuple[float, threading.Event, frozenset[str]] | None = None
+
+    def add(self, image_id: str) -> None:
+        with self._lock:
+            self._waiting.add(image_id)
+
+    def remove(self, image_id: str) -> None:
+        with self._lock:
+            self._waiting.discard(image_id)
+            self._seen.pop(image_id, None)
+
+    def poll(self, glance: Glance, image_id: str, fresh_after: float) -> dict[str, Any]:
+        while True:
+            with self._lock:
+                hit = self._seen.get(image_id)
+                if hit is not None and hit[0] >= fresh_after:
+                    return hit[1]
+                running = self._inflight
+                if running is not None and running[0] >= fresh_after and image_id in running[2]:
+                    event = running[1]
+                    mine = False
+                else:
+                    others = sorted(self._waiting - {image_id})[:BATCH_MAX - 1]
+                    ids = frozenset([image_id, *others])
+                    started = time.monotonic()
+                    event = threading.Event()
+                    self._inflight = (started, event, ids)
+                    mine = True
+            if not mine:
+                event.wait(60)
+                continue  # its result is in _seen, or it failed: poll ourselves
+            try:
+                found = glance.images_by_id(sorted(ids)) if len(ids) > 1 else {image_id: glance.get(image_id)}
+                with self._lock:
+                    for k, v in found.items():
+                        if k in self._waiting:
+                            self._seen[k] = (started, v)
+            finally:
+                with self._lock:
+                    if self._inflight is not None and self._inflight[1] is event:
+                        self._inflight = None
+                event.set()
+            if image_id in found:
+                return found[image_id]
+            return glance.get(image_id)  # not listed (gone, or hidden from lists): ask for it alone
 
 
 def map_error(what: str, exc: Exception) -> Exception:

@@ -8,6 +8,7 @@ so a retry or ``recover`` finds whatever a killed process left, and every undo i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,25 +133,66 @@ def _step(ctx: Context, op: jr.Operation, step: Step, act: Callable[[], None]) -
     crash_point(f"{step}:after")
 
 
+class _Background:
+    """One call run in a thread beside the workflow's steps; ``join`` returns after it ended, ``result`` raises
+    its error."""
+
+    def __init__(self, fn: Callable[[], None], name: str) -> None:
+        self._fn = fn
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # handed to the workflow's thread by result()
+            self._error = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
               flatten_policy: FlattenPolicy = FlattenPolicy.NEVER, mgr_timeout: int = 10) -> Outcome:
+    """The clone path. The Glance image is created (step ``image``, journaled first like every step) in a thread
+    while the disk is snapshotted and cloned: the two do not depend on each other until the location is
+    registered. The thread is always joined before the next step that needs it (``clone_snap``) and before a
+    roll back, so roll back sees whatever it made."""
     assert op.pool is not None and op.fsid is not None
     snap = temp_snap_name(op.op_id)
     clone = ImageSpec(op.pool, op.op_id)
     url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-    _step(ctx, op, Step.IMAGE, create_image)
-    _step(ctx, op, Step.DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
-    _step(ctx, op, Step.CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
-    if flatten_policy == FlattenPolicy.SYNC:
-        _step(ctx, op, Step.FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
-        info = op.flatten
-        if info is not None:
-            info.state = FlattenState.DONE
-            op.flatten = info
-    # Clone v2: the parent snapshot goes to the trash and is purged once the clone is flattened or removed.
-    _step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    if ctx.on_step is not None:
+        ctx.on_step(Step.IMAGE)
+    ctx.journal.begin(op, Step.IMAGE)
+    crash_point(Step.IMAGE)
+    creating = _Background(create_image, f"fastsnap-image-{op.op_id[:8]}")
+    creating.start()
+    try:
+        _step(ctx, op, Step.DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
+        _step(ctx, op, Step.CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
+        if flatten_policy == FlattenPolicy.SYNC:
+            _step(ctx, op, Step.FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
+            info = op.flatten
+            if info is not None:
+                info.state = FlattenState.DONE
+                op.flatten = info
+        # Clone v2: the parent snapshot goes to the trash and is purged once the clone is flattened or removed.
+        _step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+    finally:
+        creating.join()
+    creating.result()
+    crash_point(f"{Step.IMAGE}:after")
     _step(ctx, op, Step.CLONE_SNAP, lambda: ctx.cluster.create_snapshot(clone, CLONE_SNAP))
-    outcome = _register(ctx, op, url)
+    outcome = _register(ctx, op, url, fresh=True)
     if flatten_policy == FlattenPolicy.BACKGROUND:
         _step(ctx, op, Step.FLATTEN_QUEUE, lambda: queue_flatten(ctx, op, mgr_timeout))
     return outcome
@@ -171,18 +213,21 @@ def queue_flatten(ctx: Context, op: jr.Operation, mgr_timeout: int) -> None:
     op.flatten = info
 
 
-def _register(ctx: Context, op: jr.Operation, url: str) -> Outcome:
+def _register(ctx: Context, op: jr.Operation, url: str, fresh: bool = False) -> Outcome:
+    """Register the clone's location and wait for the image to become active. ``fresh``: this process created
+    (or found queued) the image in this run, so it is known to be queued; otherwise (roll forward) Glance is
+    asked first, and a location is added only to a queued image."""
     def add() -> None:
-        img = ctx.glance.get(op.op_id)
-        if img.get("status") == "queued":
-            api = ctx.glance.add_location(op.op_id, url)
-            op.extra["location_api"] = api
+        if not fresh and ctx.glance.get(op.op_id).get("status") != "queued":
+            return
+        api = ctx.glance.add_location(op.op_id, url)
+        op.extra["location_api"] = api
 
     _step(ctx, op, Step.LOCATION, add)
     image: dict[str, object] = {}
 
     def wait() -> None:
-        image.update(ctx.glance.wait_status(op.op_id, "active"))
+        image.update(ctx.glance.wait_status(op.op_id, "active", registered=op.extra.get("location_api") is not None))
 
     _step(ctx, op, Step.ACTIVE, wait)
     return Outcome(url, None, image)

@@ -49,6 +49,14 @@ NOVA_DEBIAN_PACKAGES=(rabbitmq-server)
 # `openstack server delete --wait`, so a poll could race the close and fail with "Remote end closed connection
 # without response". OpenStack's own deployments keep connections longer (Apache/uWSGI); so does the stack.
 GUNICORN_KEEPALIVE=${FASTSNAP_TEST_GUNICORN_KEEPALIVE:-75}
+# Glance's [DEFAULT] do_secure_hash (True: Glance's default, it re-reads each registered rbd location to hash it);
+# bench.cost measures both (it runs `up` with False and back). Glance's gunicorn workers.
+GLANCE_SECURE_HASH=${FASTSNAP_TEST_GLANCE_SECURE_HASH:-True}
+GLANCE_WORKERS=${FASTSNAP_TEST_GLANCE_WORKERS:-2}
+# Glance's [taskflow_executor] engine_mode and max_workers (its defaults: parallel, 10): the task that activates a
+# registered location runs on it.
+GLANCE_TASKFLOW_ENGINE=${FASTSNAP_TEST_GLANCE_TASKFLOW_ENGINE:-parallel}
+GLANCE_TASKFLOW_WORKERS=${FASTSNAP_TEST_GLANCE_TASKFLOW_WORKERS:-10}
 
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }

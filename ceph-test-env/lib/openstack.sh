@@ -74,6 +74,8 @@ glance_start() {
 log_file = $GL_DIR/log/glance-api.log
 enabled_backends = fast:rbd, cheap:file, remote:rbd
 worker_self_reference_url = $GLANCE_URL
+do_secure_hash = $GLANCE_SECURE_HASH
+# gunicorn workers: $GLANCE_WORKERS (here so that a change restarts Glance)
 # Nova (images_type = rbd) clones an image's rbd disk only when it sees the image's location: in Nova 34 from
 # "locations" (show_multiple_locations, deprecated) or "direct_url"; otherwise it downloads the image.
 show_image_direct_url = True
@@ -95,6 +97,9 @@ filesystem_store_datadir = $GL_DIR/staging
 filesystem_store_datadir = $GL_DIR/tasks
 [oslo_concurrency]
 lock_path = $GL_DIR/locks
+[taskflow_executor]
+engine_mode = $GLANCE_TASKFLOW_ENGINE
+max_workers = $GLANCE_TASKFLOW_WORKERS
 [paste_deploy]
 flavor = keystone
 $(keystone_authtoken_section glance)
@@ -113,7 +118,7 @@ CONF
     log "glance: starting on $GLANCE_BIND (stores fast, cheap (default), remote)"
     rm -f "$GL_DIR/gunicorn.pid"
     OS_GLANCE_CONFIG_DIR="$GL_DIR/etc" "$VENV/bin/gunicorn" --no-control-socket -D -p "$GL_DIR/gunicorn.pid" \
-      -b "$GLANCE_BIND" -w 2 --threads 8 --timeout 600 --keep-alive "$GUNICORN_KEEPALIVE" --error-logfile "$GL_DIR/log/gunicorn.log" \
+      -b "$GLANCE_BIND" -w "$GLANCE_WORKERS" --threads 8 --timeout 600 --keep-alive "$GUNICORN_KEEPALIVE" --error-logfile "$GL_DIR/log/gunicorn.log" \
       glance.wsgi.api:application || die "glance did not start (log: $GL_DIR/log/gunicorn.log)"
   fi
   wait_http "$GLANCE_URL/versions" 90 glance "$GL_DIR/log/gunicorn.log"

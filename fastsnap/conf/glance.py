@@ -14,8 +14,12 @@ glance_opts = [
     cfg.IntOpt("status_timeout", default=300, min=1,
                help="Seconds to wait for an image to become active after its location is registered."),
     cfg.IntOpt("store_cache_seconds", default=30, min=0,
-               help="Seconds a long-running fastsnap (the service) reuses Glance's store catalogue before asking "
-                    "again; 0 asks for every snapshot. A catalogue entry with an unknown fsid is never cached."),
+               help="Seconds fastsnap reuses Glance's store catalogue (GET /v2/info/stores/detail, for which "
+                    "Glance connects to every Ceph cluster) before asking again, in memory and in "
+                    "<[journal] state_dir>/stores-cache.json, which CLI runs on the host share; 0 asks for every "
+                    "snapshot. A catalogue with an rbd store of unknown fsid is never cached; the cache is "
+                    "dropped when planning with it fails (the request is planned again with a fresh catalogue) or "
+                    "Glance refuses a location."),
     cfg.IntOpt("connect_retries", default=3, min=0,
                help="Retries of an idempotent Glance call on connection errors and 5xx answers "
                     "(keystoneauth1's retries, with back-off)."),

@@ -207,7 +207,7 @@ def create_app(svc: Service) -> Flask:
                 earlier = _earlier(req, body, key, project, who)
                 if earlier is not None:
                     return _job_response(earlier, 200)
-            svc.fs.plan(req, glance)
+            planned = svc.fs.prepare(req, acting=(glance, ident))
         except FastsnapError as exc:
             return from_exception(exc)
         job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
@@ -221,7 +221,7 @@ def create_app(svc: Service) -> Flask:
             if not visible(stored, who):
                 return error(400, f"image {req.image_id} does not exist")
             return _job_response(svc.settle(stored), 200)
-        svc.runner.submit(job, lambda j: svc.run(j, req, auth))
+        svc.runner.submit(job, lambda j: svc.run(j, req, auth, planned))
         return _job_response(job, 202)
 
     def _job_response(job: Job, code: int) -> Response:

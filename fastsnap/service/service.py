@@ -10,7 +10,7 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.api import Fastsnap
+from fastsnap.api import Fastsnap, Planned
 from fastsnap.errors import Cancelled
 from fastsnap.journal import Job
 from fastsnap.plan import Plan, SnapshotPath
@@ -108,7 +108,9 @@ class Service:
 
     # -- the job ----------------------------------------------------------------------------------------
 
-    def run(self, job: Job, req: SnapshotRequest, auth: dict[str, Any]) -> None:
+    def run(self, job: Job, req: SnapshotRequest, auth: dict[str, Any], planned: Planned | None = None) -> None:
+        """Take the snapshot of an accepted job; ``planned``: what the request's validation planned (not asked
+        of Glance and Keystone again)."""
         t0 = time.monotonic()
         last = [0.0]
         m.IN_FLIGHT.inc()
@@ -135,7 +137,8 @@ class Service:
                 self.journal.save_job(job)
 
         try:
-            res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step, **auth)
+            res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step,
+                                   planned=planned, **auth)
             job.result = res.to_dict()
             job.state = JobState.DONE
             job.bytes_done, job.bytes_total = res.bytes_streamed, res.size if res.path == SnapshotPath.STREAM else 0

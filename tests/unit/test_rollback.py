@@ -89,7 +89,8 @@ class RecordingGlance:
         self.images[image_id].update(status="active", location=url.split("/", 3)[3].rsplit("/", 1)[0])
         return "new"
 
-    def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None) -> dict[str, Any]:
+    def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None,
+                    registered: bool = False) -> dict[str, Any]:
         self.log.append(f"wait_status {image_id} {want}")
         assert self.images[image_id]["status"] == want
         return self.images[image_id]
