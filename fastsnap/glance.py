@@ -164,7 +164,10 @@ class Glance:
             raise BadRequest(f"base image {image_id} is {img.get('status')}, not active")
         locs: list[tuple[str, str | None]] = []
         raw = img.get("locations") or []
-        if not raw and img.get("direct_url") is None:
+        stores = tuple(s for s in str(img.get("stores") or "").split(",") if s)
+        # direct_url names one location only: a multistore image (e.g. after copy-image) needs the whole list,
+        # or its copy in another store (the delta path's base) is never seen.
+        if not raw and (img.get("direct_url") is None or len(stores) > 1):
             try:  # the location API (2.17); hidden unless we have the service role: fall back to `stores`
                 if self.supports("v2.17"):
                     _, raw = self.client.http_client.get(f"/v2/images/{image_id}/locations")
@@ -175,7 +178,6 @@ class Glance:
         for loc in raw:
             if isinstance(loc, dict) and loc.get("url"):
                 locs.append((loc["url"], (loc.get("metadata") or {}).get("store")))
-        stores = tuple(s for s in str(img.get("stores") or "").split(",") if s)
         return BaseImage(id=image_id, stores=stores, locations=tuple(locs),
                          direct_url=img.get("direct_url")), img
 
