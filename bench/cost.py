@@ -75,6 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", default="1:0.5,2:1,4:2",
                    help="VIRTUAL:WRITTEN GiB of the streams whose CLI peak RSS is measured besides the clone ('': the "
                         "clone only; none: no memory measurement)")
+    p.add_argument("--location-api", default="auto", choices=("auto", "locations", "patch"),
+                   help="fastsnap's [glance] location_api; patch also turns on Glance's show_multiple_locations "
+                        "for the run [auto]")
     p.add_argument("--flatten", default="never", help="[snapshot] flatten of the bench config [never]")
     p.add_argument("--label", default="current", help="name of this run in cost.json (e.g. before, after)")
     p.add_argument("--out", help="directory of cost.json and RESULTS.md (scripts/bench: bench)")
@@ -141,10 +144,12 @@ def quiet(pids: dict[str, list[int]], timeout: float, rate: float = 0.05, window
 # -- Glance's configuration -------------------------------------------------------------------------------------
 
 
-def set_secure_hash(on: bool) -> float:
-    """Run ``ceph-test-env/up`` with Glance's do_secure_hash on or off (Glance restarts when it changed)."""
+def set_secure_hash(on: bool, multiple_locations: bool = False) -> float:
+    """Run ``ceph-test-env/up`` with Glance's do_secure_hash on or off and show_multiple_locations (for
+    ``location_api = patch``) on or off (Glance restarts when its configuration changed)."""
     t0 = time.monotonic()
-    env = {**os.environ, "FASTSNAP_TEST_GLANCE_SECURE_HASH": "True" if on else "False"}
+    env = {**os.environ, "FASTSNAP_TEST_GLANCE_SECURE_HASH": "True" if on else "False",
+           "FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS": "True" if multiple_locations else "False"}
     up = subprocess.run([os.path.join(ROOT, "ceph-test-env", "up")], env=env, capture_output=True, text=True,
                         check=False, timeout=900)
     if up.returncode != 0:
@@ -294,7 +299,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     from fastsnap import Fastsnap
 
     env = Env.load()
-    config = env.bench_config(max_concurrent=64, flatten=a.flatten)
+    config = env.bench_config(max_concurrent=64, flatten=a.flatten, location_api=a.location_api)
     stack = Stack(env)
     cleanup = Cleanup(stack)
     counter = Counter(services_from_env(dict(os.environ))).install()
@@ -305,7 +310,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         log(f"removed {left} leftovers of an earlier run")
     ns = [int(x) for x in a.n.split(",") if x]
     virtual, written = pair(a.disk)
-    out: dict[str, Any] = {"label": a.label, "merge": a.merge, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    out: dict[str, Any] = {"label": a.label, "merge": a.merge, "location_api": a.location_api,
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                            "args": vars(a), "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
                            "disk": {"virtual": virtual, "written": written}, "runs": []}
     try:
@@ -315,7 +321,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             make_disk(stack, d, virtual, written)
         log(f"{len(disks)} disks of {gib(written)}/{gib(virtual)} in {time.monotonic() - t0:.1f}s")
         for setting in [h.strip() for h in a.hash.split(",") if h.strip()]:
-            took = set_secure_hash(setting == "on")
+            took = set_secure_hash(setting == "on", a.location_api == "patch")
             log(f"Glance do_secure_hash = {glance_conf_hash(env.run_dir)} (up took {took:.1f}s)")
             pids = stack_pids(env.run_dir)
             fs = Fastsnap(config_file=config)

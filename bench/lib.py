@@ -72,13 +72,16 @@ class Env:
             auth_url=self.auth_url, username="fastsnap", password=self.service_password, project_name="service",
             user_domain_name="Default", project_domain_name="Default"))
 
-    def bench_config(self, max_concurrent: int = 64, flatten: str | None = None) -> str:
+    def bench_config(self, max_concurrent: int = 64, flatten: str | None = None,
+                     location_api: str | None = None) -> str:
         """A copy of the stack's fastsnap.conf with the bench's overrides; returns its path."""
         with open(self.fastsnap_config) as f:
             text = f.read()
         text += f"\n[snapshot]\nmax_concurrent = {max_concurrent}\n"
         if flatten:
             text += f"flatten = {flatten}\n"
+        if location_api:
+            text += f"[glance]\nlocation_api = {location_api}\n"
         path = os.path.join(self.run_dir, "fastsnap-bench.conf")
         with open(path, "w") as f:
             f.write(text)

@@ -73,9 +73,10 @@ class Glance:
 
     def __init__(self, session: ks_session.Session, endpoint_override: str | None = None,
                  interface: str = "internal", region_name: str | None = None, retries: int = 3,
-                 status_timeout: int = 300) -> None:
+                 status_timeout: int = 300, location_api: str = "auto") -> None:
         self.session = session
         self.status_timeout = status_timeout
+        self.location_api = location_api
         self.client = glanceclient.Client(
             "2", session=session, endpoint_override=endpoint_override, interface=interface,
             region_name=region_name, connect_retries=retries, status_code_retries=retries,
@@ -90,7 +91,7 @@ class Glance:
     def from_conf(cls, conf: cfg.ConfigOpts, session: ks_session.Session | None = None) -> Glance:
         g = conf.glance
         return cls(session or session_from_conf(conf), g.endpoint_override, g.interface, g.region_name,
-                   g.connect_retries, g.status_timeout)
+                   g.connect_retries, g.status_timeout, g.location_api)
 
     # -- error mapping ---------------------------------------------------------------------------------
 
@@ -227,15 +228,33 @@ class Glance:
         except Exception as exc:
             raise map_error(f"uploading image {image_id} to store {store}", exc) from exc
 
-    def add_location(self, image_id: str, url: str) -> str:
-        """Register a location on a queued image; returns the API used."""
-        if self.supports("v2.17"):  # one POST (glanceclient's call adds GET /versions and GET image)
+    def add_location(self, image_id: str, url: str) -> tuple[str, dict[str, Any] | None]:
+        """Register a location on a queued image: (the API used, the image when Glance answered with it active).
+
+        ``[glance] location_api``: the 2.17 location API (one POST; Glance activates the image in a background
+        task: poll it) or the JSON-patch ``add /locations/-`` (synchronous: the answer is the active image)."""
+        api = self.location_api
+        if api == "auto":
+            api = "v2.17" if self.supports("v2.17") else "patch"
+        elif api == "locations":
+            api = "v2.17"
+        if api == "v2.17":  # one POST (glanceclient's call adds GET /versions and GET image)
             self.call(f"adding location to {image_id}", lambda: self.client.http_client.post(
                 f"/v2/images/{image_id}/locations", data={"url": url, "validation_data": {}}))
-            return "v2.17"
-        self.call(f"adding location to {image_id} (legacy)",
-                  lambda: self.client.images.add_location(image_id, url, {}))
-        return "legacy"
+            return api, None
+        patch = json.dumps([{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}])
+        try:
+            _, body = self.once.http_client.patch(
+                f"/v2/images/{image_id}", data=patch,
+                headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+        except gexc.HTTPForbidden as exc:
+            raise Forbidden(f"Glance refused to add a location to {image_id} through the image PATCH API "
+                            f"([glance] location_api = {self.location_api}): {exc.details or exc}. It needs "
+                            "show_multiple_locations = True in Glance; or set [glance] location_api = auto") from exc
+        except Exception as exc:
+            raise map_error(f"adding location to {image_id} (image PATCH)", exc) from exc
+        img = body if isinstance(body, dict) else None
+        return api, (img if img and img.get("status") == "active" else None)
 
     def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None,
                     registered: bool = False) -> dict[str, Any]:
@@ -254,7 +273,10 @@ class Glance:
         try:
             if registered:
                 delay = next(delays)
-                time.sleep(delay)
+                news = self.board.doze(image_id, delay)
+                if news is not None and news.get("status") == want:
+                    ACTIVATION.observe(time.monotonic() - start)
+                    return news
             while True:
                 img = self.board.poll(self, image_id, time.monotonic() - max(0.02, 0.5 * delay))
                 status = img.get("status")
@@ -268,7 +290,11 @@ class Glance:
                 if now > deadline:
                     raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
                 delay = max(0.0, min(next(delays), deadline - now + 0.01))
-                time.sleep(delay)
+                news = self.board.doze(image_id, delay)
+                if news is not None and news.get("status") == want:
+                    if registered:
+                        ACTIVATION.observe(time.monotonic() - start)
+                    return news
         finally:
             self.board.remove(image_id)
 
@@ -342,6 +368,7 @@ class ActivationTimes:
 ACTIVATION = ActivationTimes()
 
 BATCH_MAX = 50  # images per list request
+PENDING = frozenset({"queued", "saving", "importing", "uploading"})  # states an image waited for leaves
 
 
 class StatusBoard:
@@ -350,22 +377,41 @@ class StatusBoard:
     A waiter whose poll is due takes a result at least as fresh as it needs (``fresh_after``) from an earlier or
     running poll; otherwise it polls for every image waited for: one ``GET /v2/images?id=in:...`` (a plain
     ``GET`` when it waits alone). So N snapshots waiting at once through one client (the service, operator mode)
-    cost about one request per poll interval, not N."""
+    cost about one request per poll interval, not N. A waiter dozes between its polls (:meth:`doze`) and is woken
+    as soon as any waiter's poll finds its image out of a pending state, so it does not sleep past the activation
+    others already saw."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: set[str] = set()
         self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
         self._inflight: tuple[float, threading.Event, frozenset[str]] | None = None
+        self._news: dict[str, threading.Event] = {}
 
     def add(self, image_id: str) -> None:
         with self._lock:
             self._waiting.add(image_id)
+            self._news[image_id] = threading.Event()
 
     def remove(self, image_id: str) -> None:
         with self._lock:
             self._waiting.discard(image_id)
             self._seen.pop(image_id, None)
+            self._news.pop(image_id, None)
+
+    def doze(self, image_id: str, seconds: float) -> dict[str, Any] | None:
+        """Sleep up to ``seconds``; the image as a poll saw it, when one found it no longer pending meanwhile."""
+        with self._lock:
+            news = self._news.get(image_id)
+        if news is None:
+            time.sleep(seconds)
+            return None
+        if not news.wait(seconds):
+            return None
+        with self._lock:
+            news.clear()
+            hit = self._seen.get(image_id)
+        return hit[1] if hit is not None else None
 
     def poll(self, glance: Glance, image_id: str, fresh_after: float) -> dict[str, Any]:
         while True:
@@ -393,6 +439,8 @@ class StatusBoard:
                     for k, v in found.items():
                         if k in self._waiting:
                             self._seen[k] = (started, v)
+                            if k != image_id and v.get("status") not in PENDING:
+                                self._news[k].set()
             finally:
                 with self._lock:
                     if self._inflight is not None and self._inflight[1] is event:

@@ -217,16 +217,21 @@ def _register(ctx: Context, op: jr.Operation, url: str, fresh: bool = False) -> 
     """Register the clone's location and wait for the image to become active. ``fresh``: this process created
     (or found queued) the image in this run, so it is known to be queued; otherwise (roll forward) Glance is
     asked first, and a location is added only to a queued image."""
+    image: dict[str, object] = {}
+
     def add() -> None:
         if not fresh and ctx.glance.get(op.op_id).get("status") != "queued":
             return
-        api = ctx.glance.add_location(op.op_id, url)
+        api, active = ctx.glance.add_location(op.op_id, url)
         op.extra["location_api"] = api
+        if active is not None:  # the image PATCH answers with the image, activated
+            image.update(active)
 
     _step(ctx, op, Step.LOCATION, add)
-    image: dict[str, object] = {}
 
     def wait() -> None:
+        if image.get("status") == "active":
+            return
         image.update(ctx.glance.wait_status(op.op_id, "active", registered=op.extra.get("location_api") is not None))
 
     _step(ctx, op, Step.ACTIVE, wait)

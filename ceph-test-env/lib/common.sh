@@ -53,6 +53,9 @@ GUNICORN_KEEPALIVE=${FASTSNAP_TEST_GUNICORN_KEEPALIVE:-75}
 # bench.cost measures both (it runs `up` with False and back). Glance's gunicorn workers.
 GLANCE_SECURE_HASH=${FASTSNAP_TEST_GLANCE_SECURE_HASH:-True}
 GLANCE_WORKERS=${FASTSNAP_TEST_GLANCE_WORKERS:-2}
+# Glance's [DEFAULT] show_multiple_locations (deprecated, default False): True lets a service add a location with
+# the JSON-patch API (fastsnap's [glance] location_api = patch, Nova's rbd snapshots before 2025.2).
+GLANCE_SHOW_MULTIPLE_LOCATIONS=${FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS:-False}
 # Glance's [taskflow_executor] engine_mode and max_workers (its defaults: parallel, 10): the task that activates a
 # registered location runs on it.
 GLANCE_TASKFLOW_ENGINE=${FASTSNAP_TEST_GLANCE_TASKFLOW_ENGINE:-parallel}

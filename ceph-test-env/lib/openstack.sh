@@ -75,6 +75,7 @@ log_file = $GL_DIR/log/glance-api.log
 enabled_backends = fast:rbd, cheap:file, remote:rbd
 worker_self_reference_url = $GLANCE_URL
 do_secure_hash = $GLANCE_SECURE_HASH
+show_multiple_locations = $GLANCE_SHOW_MULTIPLE_LOCATIONS
 # gunicorn workers: $GLANCE_WORKERS (here so that a change restarts Glance)
 # Nova (images_type = rbd) clones an image's rbd disk only when it sees the image's location: in Nova 34 from
 # "locations" (show_multiple_locations, deprecated) or "direct_url"; otherwise it downloads the image.

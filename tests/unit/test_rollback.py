@@ -82,12 +82,12 @@ class RecordingGlance:
         self.log.append(f"get {image_id}")
         return self.images[image_id]
 
-    def add_location(self, image_id: str, url: str) -> str:
+    def add_location(self, image_id: str, url: str) -> tuple[str, dict[str, Any] | None]:
         self.log.append(f"add_location {image_id} {url}")
         if self.refuse_location:
             raise GlanceError("Glance refused the location (403)")
         self.images[image_id].update(status="active", location=url.split("/", 3)[3].rsplit("/", 1)[0])
-        return "new"
+        return "v2.17", None
 
     def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None,
                     registered: bool = False) -> dict[str, Any]:
