@@ -35,7 +35,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -48,8 +47,9 @@ from bench.lib import (
     GiB,
     Stack,
     Started,
-    _children,
+    at_once,
     cpu_seconds,
+    daemon_pids,
     fastsnap_argv,
     gib,
     log,
@@ -99,20 +99,7 @@ def pair(text: str) -> tuple[int, int]:
 
 def stack_pids(run_dir: str) -> dict[str, list[int]]:
     """Glance and Keystone (gunicorn master + workers) and cluster A's OSDs."""
-    import re
-
-    pids: dict[str, list[int]] = {"glance": [], "keystone": [], "osd": []}
-    for name in ("glance", "keystone"):
-        with contextlib.suppress(OSError, ValueError), open(os.path.join(run_dir, name, "gunicorn.pid")) as f:
-            master = int(f.read().strip())
-            pids[name] = [master, *_children(master)]
-    osd_run = os.path.join(run_dir, "ceph-a", "run")
-    with contextlib.suppress(OSError):
-        for fn in os.listdir(osd_run):
-            if re.fullmatch(r"osd\.\d+\.pid", fn):
-                with contextlib.suppress(ValueError), open(os.path.join(osd_run, fn)) as f:
-                    pids["osd"].append(int(f.read().strip()))
-    return pids
+    return daemon_pids(run_dir, ("glance", "keystone"))
 
 
 def self_cpu() -> float:
@@ -172,28 +159,8 @@ def snapshots_at_once(fs: Any, disks: Sequence[str]) -> tuple[float, list[Any], 
     """One clone snapshot per disk, in threads released together, all through ``fs``; (wall, results, times)."""
     from fastsnap import SnapshotRequest
 
-    n = len(disks)
-    results: list[Any] = [RuntimeError("not run")] * n
-    times = [0.0] * n
-    gate = threading.Event()
-
-    def work(i: int) -> None:
-        gate.wait()
-        t = time.monotonic()
-        try:
-            results[i] = fs.snapshot(SnapshotRequest(disk=f"vms/{disks[i]}", name=unique("cost"), store="fast"))
-        except BaseException as exc:  # reported in the row
-            results[i] = exc
-        times[i] = time.monotonic() - t
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    gate.set()
-    for t in threads:
-        t.join()
-    return time.monotonic() - t0, results, times
+    return at_once(lambda i: fs.snapshot(SnapshotRequest(disk=f"vms/{disks[i]}", name=unique("cost"), store="fast")),
+                   len(disks))
 
 
 def measure(stack: Stack, cleanup: Cleanup, fs: Any, counter: Counter, disks: Sequence[str], pids: dict[str, list[int]],

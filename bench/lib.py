@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,10 +116,7 @@ class Stack:
         return str(img["id"])
 
     def image(self, image_id: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.glance.images.get(image_id))
-        except Exception:  # 404
-            return None
+        return glance_image(self.glance, image_id)
 
     def wait_active(self, image_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -135,30 +132,12 @@ class Stack:
 
     def delete_image(self, image_id: str, timeout: float = 300) -> None:
         """Delete a Glance image; retried while its RBD image is busy (e.g. a flatten still holds it)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.glance.images.delete(image_id)
-                return
-            except Exception as exc:
-                if self.image(image_id) is None:
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
-                time.sleep(1)
+        delete_image(self.glance, image_id, timeout, poll=1)
 
     # -- Ceph ---------------------------------------------------------------------------------------
 
     def has_parent(self, pool: Any, name: str) -> bool:
-        try:
-            with rbd.Image(pool, name, read_only=True) as img:
-                try:
-                    img.get_parent_image_spec()
-                    return True
-                except rbd.ImageNotFound:
-                    return False
-        except rbd.ImageNotFound:
-            return False
+        return has_parent(pool, name)
 
     def wait_no_parent(self, pool: Any, name: str, timeout: float = 900) -> float:
         """Wait until an image is independent of its parent (a background flatten finished); seconds waited."""
@@ -190,6 +169,68 @@ class Stack:
                 time.sleep(1)
 
 
+# -- Glance images and RBD images, for any client of the stack (bench.novahost's too) -------------------------
+
+
+def glance_image(glance: Any, image_id: str) -> dict[str, Any] | None:
+    """The image as ``glance`` (a glanceclient v2 client) sees it; None when it answers 404 (or fails)."""
+    try:
+        return dict(glance.images.get(image_id))
+    except Exception:  # 404
+        return None
+
+
+def delete_image(glance: Any, image_id: str, timeout: float, poll: float) -> None:
+    """Delete a Glance image, tried again every ``poll`` seconds while it is still there (its RBD image busy: a
+    flatten still holds it; Glance's hashing task racing the delete) until ``timeout``; gone counts as deleted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            glance.images.delete(image_id)
+            return
+        except Exception as exc:
+            if glance_image(glance, image_id) is None:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
+            time.sleep(poll)
+
+
+def has_parent(pool: Any, name: str) -> bool:
+    """Whether RBD image ``name`` of ``pool`` (an ioctx) is a clone still depending on its parent; False when the
+    image is gone."""
+    try:
+        with rbd.Image(pool, name, read_only=True) as img:
+            try:
+                img.get_parent_image_spec()
+                return True
+            except rbd.ImageNotFound:
+                return False
+    except rbd.ImageNotFound:
+        return False
+
+
+def trim_at_once(cluster: Any) -> None:
+    """The OSD is a file, so Ceph classes it as hdd and trims deleted snapshots with a 5 s sleep between steps:
+    the space of deleted images would come back only long after a run. Trim at once (``cluster``: a connected
+    ``rados.Rados`` with the rights of client.admin)."""
+    for opt in ("osd_snap_trim_sleep", "osd_snap_trim_sleep_hdd"):
+        cluster.mon_command(json.dumps({"prefix": "config set", "who": "osd", "name": opt, "value": "0"}), b"")
+
+
+def wait_trimmed(cluster: Any, timeout: float, poll: float) -> float:
+    """Wait until the OSDs of ``cluster`` (a connected ``rados.Rados``) have trimmed the snapshots of deleted images
+    (their space is free again), looking every ``poll`` seconds; seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        rc, out, _ = cluster.mon_command(json.dumps({"prefix": "pg stat", "format": "json"}), b"")
+        states = json.loads(out).get("pg_summary", {}).get("num_pg_by_state", []) if rc == 0 else []
+        if not any("snaptrim" in s.get("name", "") for s in states):
+            break
+        time.sleep(poll)
+    return time.monotonic() - t0
+
+
 # -- test disks -------------------------------------------------------------------------------------------
 
 
@@ -209,25 +250,32 @@ def make_disk(stack: Stack, name: str, virtual: int, written: int, depth: int = 
     n_obj = virtual // OBJ
     n_data = min(n_obj, max(1, written // OBJ))
     offsets = [(i * n_obj // n_data) * OBJ for i in range(n_data)]
-    sem = threading.Semaphore(depth)
-    errors: list[int] = []
-    pats = _patterns()
     with rbd.Image(stack.vms, name) as img:
-        def done(completion: Any) -> None:
-            rc = int(completion.get_return_value())
-            if rc < 0:
-                errors.append(rc)
-            sem.release()
-
-        for i, off in enumerate(offsets):
-            sem.acquire()
-            img.aio_write(pats[i % len(pats)], off, done)
-        for _ in range(depth):
-            sem.acquire()
-        img.flush()
+        errors = write_blocks(img, offsets, _patterns(), depth)
     if errors:
         raise RuntimeError(f"writing {name} failed: {errors[:3]}")
     return [(o, OBJ) for o in offsets]
+
+
+def write_blocks(img: Any, offsets: Iterable[int], blocks: Sequence[bytes], depth: int) -> list[int]:
+    """Write ``blocks[i % len(blocks)]`` at the i-th offset into the open ``rbd.Image``, ``depth`` asynchronous
+    writes in flight, then flush; the error codes of the writes that failed."""
+    sem = threading.Semaphore(depth)
+    errors: list[int] = []
+
+    def done(completion: Any) -> None:
+        rc = int(completion.get_return_value())
+        if rc < 0:
+            errors.append(rc)
+        sem.release()
+
+    for i, off in enumerate(offsets):
+        sem.acquire()
+        img.aio_write(blocks[i % len(blocks)], off, done)
+    for _ in range(depth):
+        sem.acquire()
+    img.flush()
+    return errors
 
 
 # -- measured processes ------------------------------------------------------------------------------------
@@ -540,14 +588,7 @@ def sweep(stack: Stack) -> int:
 
 def wait_snaptrim(stack: Stack, timeout: float = 600) -> float:
     """Wait until the OSDs have trimmed the snapshots of deleted images (their space is free again); seconds."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        rc, out, _ = stack.rados.mon_command(json.dumps({"prefix": "pg stat", "format": "json"}), b"")
-        states = json.loads(out).get("pg_summary", {}).get("num_pg_by_state", []) if rc == 0 else []
-        if not any("snaptrim" in s.get("name", "") for s in states):
-            break
-        time.sleep(0.5)
-    return time.monotonic() - t0
+    return wait_trimmed(stack.rados, timeout, poll=0.5)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -568,12 +609,15 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def daemon_pids(run_dir: str) -> dict[str, list[int]]:
-    """Glance (gunicorn master + workers) and cluster A's OSD processes of the stack in ``run_dir``."""
-    pids: dict[str, list[int]] = {"glance": [], "osd": []}
-    with contextlib.suppress(OSError, ValueError), open(os.path.join(run_dir, "glance", "gunicorn.pid")) as f:
-        master = int(f.read().strip())
-        pids["glance"] = [master, *_children(master)]
+def daemon_pids(run_dir: str, services: Sequence[str] = ("glance",)) -> dict[str, list[int]]:
+    """The processes of the stack in ``run_dir``: each of ``services`` (a gunicorn master ``<service>/gunicorn.pid``
+    and its workers, e.g. glance, keystone), then cluster A's OSDs (``osd``)."""
+    pids: dict[str, list[int]] = {name: [] for name in services}
+    for name in services:
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(run_dir, name, "gunicorn.pid")) as f:
+            master = int(f.read().strip())
+            pids[name] = [master, *_children(master)]
+    pids["osd"] = []
     osd_run = os.path.join(run_dir, "ceph-a", "run")
     with contextlib.suppress(OSError):
         for fn in os.listdir(osd_run):
@@ -602,3 +646,32 @@ def daemon_cpu(run_dir: str) -> Iterator[dict[str, float]]:
     yield out
     for k, v in pids.items():
         out[k] = round(cpu_seconds(v) - before[k], 2)
+
+
+# -- work released at once --------------------------------------------------------------------------------------
+
+
+def at_once(work: Callable[[int], Any], n: int) -> tuple[float, list[Any], list[float]]:
+    """``work(0)`` ... ``work(n - 1)`` in threads released together by one event: (wall time from the release until
+    the last returned, each call's result or the exception it raised, each call's seconds)."""
+    results: list[Any] = [RuntimeError("not run")] * n
+    times = [0.0] * n
+    gate = threading.Event()
+
+    def run_one(i: int) -> None:
+        gate.wait()
+        t = time.monotonic()
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # the caller reports it
+            results[i] = exc
+        times[i] = time.monotonic() - t
+
+    threads = [threading.Thread(target=run_one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    gate.set()
+    for t in threads:
+        t.join()
+    return time.monotonic() - t0, results, times

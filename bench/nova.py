@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.lib import has_parent, trim_at_once, wait_trimmed, write_blocks
 from bench.novahost import (
     HOOK_DRIVER,
     STOCK_DRIVER,
@@ -60,61 +61,25 @@ class Ceph:
     def fill(self, disk: str, nbytes: int, window: int = 16) -> float:
         """Write ``nbytes`` of incompressible data into vms/disk from DATA_OFFSET on, ``window`` 4 MiB writes in
         flight; seconds."""
-        import threading
-
         import rbd
 
         blocks = [os.urandom(4 * MiB) for _ in range(8)]
-        sem = threading.Semaphore(window)
-        errors: list[int] = []
-
-        def done(completion: Any, *_: Any) -> None:
-            rc = completion.get_return_value()
-            if rc < 0:
-                errors.append(rc)
-            sem.release()
-
         t0 = time.monotonic()
         with rbd.Image(self.vms, disk) as img:
             assert img.size() >= DATA_OFFSET + nbytes, f"{disk} is {img.size()} bytes, too small"
-            for i, off in enumerate(range(DATA_OFFSET, DATA_OFFSET + nbytes, 4 * MiB)):
-                sem.acquire()
-                img.aio_write(blocks[i % len(blocks)], off, done)
-            for _ in range(window):
-                sem.acquire()
-            img.flush()
+            errors = write_blocks(img, range(DATA_OFFSET, DATA_OFFSET + nbytes, 4 * MiB), blocks, window)
         if errors:
             raise RuntimeError(f"writing {disk}: errors {errors[:5]}")
         return time.monotonic() - t0
 
-    def has_parent(self, image: str) -> bool | None:
-        import rbd
-
-        try:
-            with rbd.Image(self.images, image, read_only=True) as img:
-                try:
-                    img.get_parent_image_spec()
-                    return True
-                except rbd.ImageNotFound:
-                    return False
-        except rbd.ImageNotFound:
-            return None
+    def has_parent(self, image: str) -> bool:
+        return has_parent(self.images, image)
 
     def wait_snaptrim(self, timeout: float = 900) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            rc, out, _ = self.cluster.mon_command(json.dumps({"prefix": "pg stat", "format": "json"}), b"")
-            states = json.loads(out).get("pg_summary", {}).get("num_pg_by_state", []) if rc == 0 else []
-            if not any("snaptrim" in s.get("name", "") for s in states):
-                break
-            time.sleep(1)
-        return time.monotonic() - t0
+        return wait_trimmed(self.cluster, timeout, poll=1)
 
     def set_fast_trim(self) -> None:
-        # The OSD is a sparse file, classed hdd: trimming sleeps 5 s between steps by default (see bench.run).
-        for k in ("osd_snap_trim_sleep", "osd_snap_trim_sleep_hdd"):
-            self.cluster.mon_command(json.dumps({"prefix": "config set", "who": "osd", "name": k, "value": "0"}),
-                                     b"")
+        trim_at_once(self.cluster)  # see bench.lib.trim_at_once
 
 
 class Bench:

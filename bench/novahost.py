@@ -26,6 +26,8 @@ import glanceclient
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
+from bench.lib import delete_image, glance_image
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path(os.environ.get("FASTSNAP_TEST_RUN_DIR") or ROOT / "ceph-test-env/run")
 HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
@@ -67,28 +69,39 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class FastsnapService:
-    """``fastsnap serve`` on the unix socket nova.conf's ``[fastsnap] unix_socket`` names, configured from the
-    stack's fastsnap.conf with its own journal (``work/state``)."""
+    """``fastsnap serve`` on the unix socket nova.conf's ``[fastsnap] unix_socket`` names (``socket``; default
+    ``FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET``), configured from the stack's fastsnap.conf with its own journal
+    (``work/state``), its output in ``work/service.log`` and, with ``log_file``, its oslo.log there too (instead of
+    the stack's log_dir). tests/integration/test_nova.py's service is this one."""
 
-    def __init__(self, env: dict[str, str], work: Path, extra_conf: str = "") -> None:
+    def __init__(self, env: dict[str, str], work: Path, extra_conf: str = "", socket: Path | None = None,
+                 log_file: Path | None = None) -> None:
         self.env = env
-        self.socket = Path(env["FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET"])
+        self.socket = socket or Path(env["FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET"])
         self.work = work
         self.conf = work / "fastsnap.conf"
         self.log = work / "service.log"
         base = Path(env["FASTSNAP_CONFIG_FILE"]).read_text()
         base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
+        own_log = f"\n[DEFAULT]\nlog_file = {log_file}" if log_file else ""
         work.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(base + f"\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
+        self.conf.write_text(base + f"{own_log}\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
                              f"unix_socket = {self.socket}\nunix_socket_mode = 0660\n{extra_conf}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the service (stopping the one this object started: never two on one socket) and wait until it
+        answers."""
+        self.launch([str(ROOT / ".venv/bin/fastsnap")], {})
+
+    def launch(self, cmd: list[str], extra_env: dict[str, str]) -> None:
+        """:meth:`start` with ``cmd`` before ``--config-file ... serve`` and ``extra_env`` in its environment."""
+        self.stop()
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(ROOT / ".venv/bin/fastsnap"), "--config-file", str(self.conf),
-                                          "serve"], stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **self.env})
+            self.proc = subprocess.Popen([*cmd, "--config-file", str(self.conf), "serve"], stdout=log,
+                                         stderr=subprocess.STDOUT, env={**os.environ, **self.env, **extra_env},
+                                         cwd=ROOT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,7 +109,7 @@ class FastsnapService:
             with contextlib.suppress(OSError):
                 if self.call("GET", "/v1/stores")[0] == 200:
                     return
-            time.sleep(0.3)
+            time.sleep(0.2)
         raise RuntimeError("fastsnap service did not answer: " + self.log.read_text()[-3000:])
 
     def stop(self) -> None:
@@ -198,10 +211,7 @@ class Cloud:
     # images
 
     def image(self, image_id: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.glance.images.get(image_id))
-        except Exception:  # 404
-            return None
+        return glance_image(self.glance, image_id)
 
     def wait_image(self, image_id: str, timeout: float = 1800, poll: float = 0.25) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -216,17 +226,7 @@ class Cloud:
         raise RuntimeError(f"image {image_id} is {img.get('status')}")
 
     def delete_image(self, image_id: str, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.glance.images.delete(image_id)
-                return
-            except Exception as exc:
-                if self.image(image_id) is None:
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
-                time.sleep(2)
+        delete_image(self.glance, image_id, timeout, poll=2)
 
 
 # -- the guest, through libvirt ------------------------------------------------------------------------------

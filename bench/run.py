@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from bench.lib import (
     Row,
     Stack,
     Started,
+    at_once,
     daemon_cpu,
     emit,
     fastsnap_argv,
@@ -36,6 +36,7 @@ from bench.lib import (
     make_disk,
     sweep,
     table,
+    trim_at_once,
     unique,
     wait_snaptrim,
 )
@@ -223,29 +224,8 @@ def _threads(clients: list[Any], disks: list[str]) -> tuple[float, list[dict[str
     """Run one clone snapshot per (client, disk) in threads released together; (wall, results, times)."""
     from fastsnap import SnapshotRequest
 
-    n = len(clients)
-    results: list[dict[str, Any] | BaseException] = [RuntimeError("not run")] * n
-    times: list[float] = [0.0] * n
-    gate = threading.Event()
-
-    def work(i: int) -> None:
-        gate.wait()
-        t = time.monotonic()
-        try:
-            results[i] = clients[i].snapshot(SnapshotRequest(disk=f"vms/{disks[i]}", name=unique("conct"),
-                                                             store="fast")).to_dict()
-        except BaseException as exc:
-            results[i] = exc
-        times[i] = time.monotonic() - t
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    gate.set()
-    for t in threads:
-        t.join()
-    return time.monotonic() - t0, results, times
+    return at_once(lambda i: clients[i].snapshot(SnapshotRequest(disk=f"vms/{disks[i]}", name=unique("conct"),
+                                                                 store="fast")).to_dict(), len(clients))
 
 
 def profile(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: str, out_dir: str | None) -> dict[str, Any]:
@@ -274,11 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = env.bench_config(max_concurrent=64, flatten=a.flatten)
     stack = Stack(env)
     cleanup = Cleanup(stack)
-    # The OSD is a file, so Ceph classes it as hdd and trims deleted snapshots with a 5 s sleep between steps:
-    # the space of the deleted images would come back only long after the run. Trim at once, and let each
-    # measurement wait until trimming is done.
-    for opt in ("osd_snap_trim_sleep", "osd_snap_trim_sleep_hdd"):
-        stack.rados.mon_command(json.dumps({"prefix": "config set", "who": "osd", "name": opt, "value": "0"}), b"")
+    trim_at_once(stack.rados)  # and each measurement waits until trimming is done
     left = sweep(stack)
     if left:
         log(f"removed {left} leftovers of an earlier run")

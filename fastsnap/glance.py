@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import glanceclient
@@ -55,6 +55,9 @@ T = TypeVar("T")
 
 
 POOL_SIZE = 64  # HTTP connections kept per host: the service's concurrent snapshots reuse theirs
+
+# Seconds between the attempts of an image delete that raced Glance's own hashing task (Glance.delete).
+DELETE_WAITS = (1.0, 2.0, 4.0, 8.0)
 
 
 def session_from_conf(conf: cfg.ConfigOpts) -> ks_session.Session:
@@ -309,12 +312,28 @@ class Glance:
                 out[str(img["id"])] = img
         return out
 
-    def delete(self, image_id: str) -> None:
-        """Delete an image; already gone counts as success."""
-        try:
-            self.call(f"deleting image {image_id}", lambda: self.client.images.delete(image_id))
-        except NotFound:
-            return
+    def delete(self, image_id: str, waits: Sequence[float] = DELETE_WAITS) -> None:
+        """Delete an image; already gone counts as success.
+
+        Glance answers 500 to a delete that races the end of its own background hash calculation of the image
+        (``do_secure_hash`` after a location was registered: "Operation file ... does not exist, cannot cancel"),
+        or 409 while that task still has the RBD image open (the rbd store cannot remove it); the same delete a
+        little later succeeds. ``self.client`` repeats a 500 by itself (keystoneauth1's ``status_code_retries``:
+        ``[glance] connect_retries`` times within a few seconds), not a 409; a 500 or 409 that outlasts that is
+        tried again after each of ``waits`` seconds. Any other error, or the last one, is raised."""
+        what = f"deleting image {image_id}"
+        for wait in (*waits, None):
+            try:
+                self.client.images.delete(image_id)
+                return
+            except Exception as exc:
+                err = map_error(what, exc)
+                if isinstance(err, NotFound):
+                    return
+                if wait is None or not isinstance(exc, gexc.HTTPInternalServerError | gexc.HTTPConflict):
+                    raise err from exc
+                LOG.info("%s: %s; trying again in %.1f s", what, exc, wait)
+                time.sleep(wait)
 
 
 # -- polling ------------------------------------------------------------------------------------------------------

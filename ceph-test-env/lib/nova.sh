@@ -275,7 +275,9 @@ long_rpc_timeout = 1800
 block_device_allocate_retries = 120
 reserved_host_memory_mb = 512
 initial_ram_allocation_ratio = 1.0
-initial_cpu_allocation_ratio = 4.0
+# 2 cores x 8.0 = 16 VCPU for the 1-vCPU flavor: the "many" lifecycle test's 8 servers at once leave headroom
+# (cpu_allocation_ratio, unlike initial_cpu_allocation_ratio, also applies to a compute node that exists).
+cpu_allocation_ratio = 8.0
 [api]
 auth_strategy = keystone
 [wsgi]

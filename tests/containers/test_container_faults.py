@@ -161,24 +161,41 @@ def test_keystone_container_restarted(stack: Stack, make_disk: Writer, bases: di
     assert _assert_clean(stack, disk, want, [res["image_id"]]) == 1
 
 
-def test_fastsnap_container_serves_snapshots(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
-    """The fastsnap service container (docker-compose.yml's fastsnap, `fastsnap serve`) snapshots a disk of
-    cluster A through its REST API, with a Keystone token."""
+def _container_snapshot(stack: Stack, disk: str, **body: Any) -> dict[str, Any]:
+    """A snapshot of vms/``disk`` through the fastsnap service container's REST API (a Keystone token); its job
+    once finished."""
     url = f"http://{stack.services.address('fastsnap')}:8787"
     token = stack.session("fastsnap").get_token()
     assert token
     headers = {"X-Auth-Token": token}
-    disk = make_disk()
-    want = stack.disk_sha256("vms", disk)
-    r = requests.post(f"{url}/v1/snapshots", headers=headers, timeout=60,
-                      json={"disk": f"vms/{disk}", "name": "from-the-container", "base_image": bases["fast"]})
+    r = requests.post(f"{url}/v1/snapshots", headers=headers, timeout=60, json={"disk": f"vms/{disk}", **body})
     assert r.status_code == 202, r.text
     deadline = time.monotonic() + 300
     while True:
         job: dict[str, Any] = requests.get(f"{url}/v1/snapshots/{r.json()['id']}", headers=headers, timeout=60).json()
         if job["state"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
-            break
+            return job
         time.sleep(0.5)
+
+
+def test_fastsnap_container_serves_snapshots(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
+    """The fastsnap service container (docker-compose.yml's fastsnap, `fastsnap serve`) snapshots a disk of
+    cluster A through its REST API, with a Keystone token."""
+    disk = make_disk()
+    want = stack.disk_sha256("vms", disk)
+    job = _container_snapshot(stack, disk, name="from-the-container", base_image=bases["fast"])
     assert job["state"] == "done", job
     assert job["path"] == "clone"
+    assert _assert_clean(stack, disk, want, [job["image_id"]]) == 1
+
+
+def test_fastsnap_container_writes_cluster_b(stack: Stack, make_disk: Writer, bases: dict[str, str]) -> None:
+    """The container's fastsnap.conf names cluster B ([ceph] remote_clusters, its fsid from the ceph-conf volume):
+    a snapshot into the store ``remote`` is written there with librbd (copy path: the base has no copy in
+    ``remote``), not streamed through Glance."""
+    disk = make_disk()
+    want = stack.disk_sha256("vms", disk)
+    job = _container_snapshot(stack, disk, name="container-to-b", base_image=bases["fast"], store="remote")
+    assert job["state"] == "done", job
+    assert job["path"] == "copy", job
     assert _assert_clean(stack, disk, want, [job["image_id"]]) == 1

@@ -344,10 +344,12 @@ def make_disk(stack: Stack) -> Iterator[Writer]:
     stack.delete_snapshots()
     with stack.ioctx("vms") as io:
         for name in made:
-            _remove_disk(io, name)
+            remove_disk(io, name)
 
 
-def _remove_disk(io: Any, name: str) -> None:
+def remove_disk(io: Any, name: str) -> None:
+    """Remove a test's disk from the pool ``io`` with its snapshots (those in the trash namespace stay: purged with
+    their last clone); gone already is fine."""
     try:
         with rbd.Image(io, name) as img:
             for s in list(img.list_snaps()):

@@ -26,7 +26,7 @@ import rbd
 
 from fastsnap import journal as jr
 from fastsnap.states import REMOTE_STEPS, OpState
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, remove_disk
 
 MiB = 1 << 20
 OBJ = 8 * MiB          # Glance's rbd stores write 8 MiB objects (rbd_store_chunk_size = 8); clones inherit it
@@ -87,14 +87,7 @@ def disks(stack: Stack) -> Iterator[list[str]]:
     stack.delete_snapshots()
     with stack.ioctx("vms") as io:
         for name in made:
-            try:
-                with rbd.Image(io, name) as img:
-                    for s in list(img.list_snaps()):
-                        if int(s.get("namespace", 0)) == 0:
-                            img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
-                rbd.RBD().remove(io, name)
-            except rbd.ImageNotFound:
-                pass
+            remove_disk(io, name)
 
 
 def _osd_out_bytes(stack: Stack) -> int:

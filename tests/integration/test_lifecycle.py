@@ -25,7 +25,6 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +39,13 @@ from tests.integration.test_nova import (  # noqa: F401  (fixtures)
     SNAP_TIMEOUT,
     FastsnapService,
     NovaAPI,
-    _ini,
     delete_images,
     fastsnap_driver,
     hook_nova,
     image_gone,
     read_counter,
     resumes_from,
+    serving,
     wait_idle,
     wait_image,
 )
@@ -64,21 +63,12 @@ DRAIN_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def life_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapService]:
-    sock = Path(_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
     # gunicorn closes idle keep-alive connections after 2 s, the period of some polls: a request sent on a
     # connection being closed is aborted before Nova reads it; send it again on a new one.
     hook_nova.sess._connect_retries = hook_nova.admin._connect_retries = 2
-    with tempfile.TemporaryDirectory(prefix="fastsnap-life-") as tmp:
-        svc = FastsnapService(stack, sock, Path(tmp))
-        with open(svc.conf, "a") as f:
-            f.write(f"[snapshot]\nflatten = never\nclone_depth_soft = {SOFT}\nclone_depth_hard = {HARD}\n")
-        svc.start()
-        try:
-            yield svc
-        finally:
-            svc.stop()
-            log = svc.log.read_text(errors="replace")
-            assert "Traceback" not in log, log[-4000:]
+    with serving(stack, hook_nova, "fastsnap-life-",
+                 f"[snapshot]\nflatten = never\nclone_depth_soft = {SOFT}\nclone_depth_hard = {HARD}\n") as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -542,7 +532,7 @@ def _chain(stack: Stack, hook_nova: NovaAPI, life_service: FastsnapService, made
         r = hook_nova._call("POST", f"/servers/{sid}/action", json={"os-stop": None})
         assert r.status_code == 202, r.text
         hook_nova.wait_server(sid, "SHUTOFF", SNAP_TIMEOUT)
-        if len(sids) > WINDOW:  # stopped servers still hold their vCPUs (8 on this host): the oldest goes
+        if len(sids) > WINDOW:  # stopped servers still hold their vCPUs (16 on this host): the oldest goes
             _delete_all(hook_nova, [sids.pop(0)])
         image = job["image_id"]
     print("generation, depth, policy: " + json.dumps(seen))

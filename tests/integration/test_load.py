@@ -12,7 +12,7 @@ from pathlib import Path
 import rbd
 
 from bench import load
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, remove_disk
 from tests.integration.test_service import Service
 
 POSTS = 200
@@ -64,11 +64,4 @@ def test_200_concurrent_posts(stack: Stack, tmp_path: Path) -> None:
         stack.delete_snapshots()
         with stack.ioctx("vms") as io:
             for d in disks:
-                try:
-                    with rbd.Image(io, d) as img:
-                        for s in img.list_snaps():
-                            if int(s.get("namespace", 0)) == 0:
-                                img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
-                    rbd.RBD().remove(io, d)
-                except (rbd.ImageNotFound, rbd.ImageBusy, rbd.ImageHasSnapshots):
-                    pass
+                remove_disk(io, d)

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import threading
@@ -28,6 +27,7 @@ import pytest
 import requests
 from keystoneauth1 import session as ks_session
 
+from bench import novahost
 from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
 from tests.integration.nova import Nova as NovaCLI
 from tests.integration.nova import Server
@@ -209,63 +209,25 @@ def delete_images(stack: Stack, image_ids: list[str], timeout: float = 120) -> d
 # -- the fastsnap service on the compute host ----------------------------------------------------------------
 
 
-class FastsnapService:
-    """``fastsnap serve`` on the unix socket nova.conf's [fastsnap] unix_socket names."""
+class FastsnapService(novahost.FastsnapService):
+    """``fastsnap serve`` on the unix socket nova.conf's [fastsnap] unix_socket names (bench.novahost's, which
+    scripts/demo_nova.py and bench.nova use too), with its own oslo.log file (``oslo_log``: the stack's
+    fastsnap.conf logs every fastsnap process into one log_dir)."""
 
-    def __init__(self, stack: Stack, socket_path: Path, work: Path) -> None:
+    def __init__(self, stack: Stack, socket_path: Path, work: Path, extra_conf: str = "") -> None:
         self.stack = stack
-        self.socket = socket_path
-        self.work = work
-        self.conf = work / "fastsnap.conf"
-        self.log = work / "service.log"
-        base = Path(stack.config_file).read_text()
-        base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
-        # Its own log file (the stack's fastsnap.conf logs every fastsnap process into one log_dir).
         self.oslo_log = work / "fastsnap.log"
-        self.conf.write_text(base + f"\n[DEFAULT]\nlog_file = {self.oslo_log}\n[journal]\nstate_dir = {work / 'state'}"
-                             f"\n[service]\nunix_socket = {socket_path}\nunix_socket_mode = 0660\n"
-                             "flatten_poll_interval = 5\n")
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(stack.env, work, extra_conf="flatten_poll_interval = 5\n" + extra_conf, socket=socket_path,
+                         log_file=self.oslo_log)
 
     def start(self, crash_at: str | None = None) -> None:
         """Start the service; with ``crash_at`` it SIGKILLs itself at that point of a snapshot's workflow
         (``fastsnap.workflow.crash_point``, through tests/crashing_cli.py)."""
-        self.stop()  # a restart: never two services on one socket
-        self.socket.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.stack.env}
-        cmd = [str(ROOT / ".venv/bin/fastsnap")]
         if crash_at:
-            cmd = [str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"]
-            env["FASTSNAP_TEST_CRASH_AT"] = crash_at
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*cmd, "--config-file", str(self.conf), "serve"], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                if self.call("GET", "/v1/stores")[0] == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError("fastsnap service did not start: " + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        self.proc = None
-
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-X", method, "--unix-socket", str(self.socket),
-                              f"http://localhost{path}"], capture_output=True, text=True, timeout=60, check=False)
-        if out.returncode != 0:
-            raise OSError(f"curl exit {out.returncode}: {out.stderr}")
-        body, _, code = out.stdout.rpartition("\n")
-        return int(code), json.loads(body) if body else None
+            self.launch([str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"],
+                        {"FASTSNAP_TEST_CRASH_AT": crash_at})
+        else:
+            super().start()
 
     def job_for(self, image_id: str) -> dict[str, Any]:
         code, body = self.call("GET", f"/v1/snapshots?image_id={image_id}")
@@ -331,11 +293,13 @@ def hook_nova(stack: Stack, fastsnap_driver: str) -> Iterator[NovaAPI]:
         n.delete_servers()
 
 
-@pytest.fixture(scope="module")
-def fastsnap_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapService]:
+@contextlib.contextmanager
+def serving(stack: Stack, hook_nova: NovaAPI, prefix: str, extra_conf: str = "") -> Iterator[FastsnapService]:
+    """The compute host's fastsnap service in a temporary directory, started; stopped afterwards, and its output
+    must hold no traceback."""
     sock = Path(_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
-    with tempfile.TemporaryDirectory(prefix="fastsnap-nova-") as tmp:
-        svc = FastsnapService(stack, sock, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        svc = FastsnapService(stack, sock, Path(tmp), extra_conf)
         svc.start()
         try:
             yield svc
@@ -343,6 +307,12 @@ def fastsnap_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapServi
             svc.stop()
             log = svc.log.read_text(errors="replace")
             assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.fixture(scope="module")
+def fastsnap_service(stack: Stack, hook_nova: NovaAPI) -> Iterator[FastsnapService]:
+    with serving(stack, hook_nova, "fastsnap-nova-") as svc:
+        yield svc
 
 
 @pytest.fixture
