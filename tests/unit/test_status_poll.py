@@ -60,9 +60,29 @@ def test_activation_estimate_learns_and_backs_off() -> None:
         waited += d
         d = next(delays)
     assert d == gl.MAX_POLL_INTERVAL
-    for _ in range(8):
-        t.observe(0.1)
-    assert t.estimate() == pytest.approx(0.1)  # the median of the last 8: the estimate comes down too
+    t.observe(3.0)  # a storm's long wait ...
+    t.observe(0.1)  # ... does not hold back the next lone snapshot
+    assert t.estimate() == pytest.approx(0.1)
+    for _ in range(3):
+        t.observe(1.5)
+    assert t.estimate() == pytest.approx(1.5)  # a slower Glance: followed within three observations
+
+
+def test_estimate_comes_down_after_a_slow_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After long activations (a storm), a lone image Glance activates at once is found within ~half a second:
+    an image found at the first poll records the middle of the interval, so the estimate falls quickly."""
+    monkeypatch.setattr(gl, "ACTIVATION", gl.ActivationTimes(initial=0.5))
+    board = Board({})
+    g = _glance(board)
+    for i in range(4):
+        board.active_at[f"i{i}"] = 0.0
+    seen = []
+    for i in range(4):
+        t = time.monotonic()
+        g.wait_status(f"i{i}", "active", timeout=5, registered=True)
+        seen.append(time.monotonic() - t)
+    assert seen[0] == pytest.approx(0.4, abs=0.1)
+    assert seen[-1] < 0.1, seen
 
 
 def test_waiter_woken_by_another_waiters_poll(monkeypatch: pytest.MonkeyPatch) -> None:
