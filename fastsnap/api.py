@@ -258,7 +258,7 @@ class Fastsnap:
         user_glance = glance or self.glance
         disk = validate_request(req)
         try:
-            size = self.cluster.size(disk)
+            described = self.cluster.describe(disk)
         except NotFound as exc:  # the caller named it: bad input, nothing created
             raise BadRequest(str(exc)) from exc
         stores = self.store_catalogue()
@@ -269,7 +269,7 @@ class Fastsnap:
                 base, base_raw = user_glance.base_image(req.base_image)
             except (BadRequest, NotFound) as exc:
                 raise BadRequest(f"base image {req.base_image}: {exc}") from exc
-        parent = self.cluster.parent(disk)
+        size, parent = described.size, described.parent
         preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
                            configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
                            disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
@@ -376,12 +376,15 @@ class Fastsnap:
             op.extra["base_location"] = plan.base_location
             op.extra["check_bytes_read"] = getattr(self._tls, "check_bytes_read", 0)
         if plan.path is SnapshotPath.CLONE:
-            depth = 1 + fl.depth(self.cluster, ImageSpec.parse(req.disk))
+            # read now (not when planned: the service may have planned a while ago): one open for both
+            now = self.cluster.describe(ImageSpec.parse(req.disk))
+            up = now.parent
+            depth = 1 + (0 if up is None else 1 + fl.depth(self.cluster, ImageSpec(up.pool, up.image)))
             policy, why = fl.policy_for(self.conf, plan.store, depth)
             op.flatten = jr.FlattenInfo(policy, why, depth)
             # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
             # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
-            op.extra["disk_id"] = self.cluster.image_id(ImageSpec.parse(req.disk))
+            op.extra["disk_id"] = now.image_id
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
             if ident.mode == "user" and self.conf.journal.trust_hours:
                 # Lets recover act for the user after a crash (the image belongs to the user's project).

@@ -34,6 +34,13 @@ class Parent:
     snapshot: str
 
 
+@dataclass(frozen=True)
+class Described:
+    size: int
+    image_id: str
+    parent: Parent | None
+
+
 def _wrap(what: str, exc: Exception) -> CephError:
     if isinstance(exc, rbd.ImageNotFound | rados.ObjectNotFound):
         return CephNotFound(f"Ceph: {what} failed: not found ({exc})")
@@ -135,6 +142,17 @@ class Cluster:
     def size(self, spec: ImageSpec) -> int:
         with self.image(spec, read_only=True) as img, ceph_call(f"reading the size of {spec}"):
             return int(img.size())
+
+    def describe(self, spec: ImageSpec) -> Described:
+        """Size, RBD image id and clone parent of an image, read through one open (each open of an RBD image
+        costs a round of OSD requests; planning and reserving a snapshot need all three)."""
+        with self.image(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
+            try:
+                info = img.get_parent_image_spec()
+                parent: Parent | None = Parent(info["pool_name"], info["image_name"], info["snap_name"])
+            except rbd.ImageNotFound:
+                parent = None
+            return Described(int(img.size()), str(img.id()), parent)
 
     def image_id(self, spec: ImageSpec) -> str:
         """The RBD image id (stable across renames and the trash; a re-created name gets a new one)."""

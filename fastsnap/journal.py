@@ -12,10 +12,12 @@ image id; its final state is settled from the operation's. Older databases are m
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,6 +205,7 @@ class Journal:
         os.makedirs(state_dir, exist_ok=True)
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, "journal.sqlite")
+        self._local = threading.local()
         with self._db() as db:
             Schema.ensure(db)
 
@@ -212,13 +215,24 @@ class Journal:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        """This thread's connection, kept open for the journal's life: opening one per write (and closing it,
+        which checkpoints the WAL when it was the last) cost more than the write. A connection is never used
+        across a fork (a child opens its own) and is dropped after an error, in case the error was the
+        connection's."""
+        local = self._local
+        db: sqlite3.Connection | None = getattr(local, "db", None)
+        if db is None or getattr(local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("pragma journal_mode=wal")
             db.execute("pragma synchronous=full")
+            local.db, local.pid = db, os.getpid()
+        try:
             yield db
-        finally:
-            db.close()
+        except sqlite3.Error:
+            local.db = None
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            raise
 
     def save(self, op: Operation) -> None:
         op.updated_at = time.time()

@@ -61,6 +61,30 @@ GLANCE_SHOW_MULTIPLE_LOCATIONS=${FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS:-F
 GLANCE_TASKFLOW_ENGINE=${FASTSNAP_TEST_GLANCE_TASKFLOW_ENGINE:-parallel}
 GLANCE_TASKFLOW_WORKERS=${FASTSNAP_TEST_GLANCE_TASKFLOW_WORKERS:-10}
 
+# The stack's fixed ports lie in Linux's ephemeral range (32768-60999): an outgoing connection of any process may
+# be given one of them as its local port just before the service binds it ("Address already in use"). Adding them
+# to net.ipv4.ip_local_reserved_ports keeps the kernel from handing them out (binding them explicitly still works).
+# Machine-wide and kept after `down` (harmless); skipped, with a note, where /proc/sys is read-only.
+stack_ports() {
+  local p=("$PG_PORT" "${KEYSTONE_BIND##*:}" "${GLANCE_BIND##*:}" "${FASTSNAP_TEST_SERVICE_PORT:-38787}")
+  if [ "$NOVA" = 1 ]; then
+    p+=("${NOVA_API_BIND##*:}" "${PLACEMENT_BIND##*:}" "${NEUTRON_BIND##*:}" "$RABBIT_PORT" "$RABBIT_EPMD_PORT"
+        "$RABBIT_DIST_PORT")
+  fi
+  printf '%s\n' "${p[@]}"
+}
+
+reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports have want
+  [ -r "$f" ] || return 0
+  have=$(cat "$f")
+  want=$( { tr ',' '\n' <<<"$have"; stack_ports; } | grep -E '^[0-9]+(-[0-9]+)?$' | sort -u | paste -sd, -)
+  [ "$want" = "$have" ] && return 0
+  if ! { echo "$want" >"$f"; } 2>/dev/null; then
+    log "note: could not reserve the stack's ports in $f (read-only here); a rare port clash stays possible"
+  fi
+}
+
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.1f", a - b }'; }
 log() { printf '[%6ss] %s\n' "$(elapsed)" "$*" >&2; }

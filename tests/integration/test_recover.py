@@ -50,8 +50,10 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
     user_base = stack.upload_base("fast", b"\0" * (1 << 20), user="demo2")
     disks = {k: make_disk(size=16 << 20) for k in ("user_back", "user_forward", "stream", "bad")}
     ids = {
-        # for a user: killed after the user's image was created → must be deleted (it is the user project's)
-        "user_back": _killed(stack, conf, "disk_snap", "--disk", f"vms/{disks['user_back']}", "--name", "ub",
+        # for a user: killed after the user's image was created → must be deleted (it is the user project's).
+        # (The image is created in a thread beside the disk snapshot and the clone, joined at "image:after": a kill
+        # at an earlier step may come before Glance created it.)
+        "user_back": _killed(stack, conf, "image:after", "--disk", f"vms/{disks['user_back']}", "--name", "ub",
                              "--base-image", user_base, "--os-token", token),
         # for a user: killed with the clone complete → must be registered and activated in the user's project
         "user_forward": _killed(stack, conf, "location", "--disk", f"vms/{disks['user_forward']}", "--name",
