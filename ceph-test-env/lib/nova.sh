@@ -468,6 +468,13 @@ nova_up() {
       --placement-url "$PLACEMENT_URL" --neutron-url "$NEUTRON_URL" >>"$KS_DIR/log/manage.log" 2>&1 \
       || die "keystone seeding (nova) failed (log: $KS_DIR/log/manage.log)"
     touch "$KS_DIR/.nova-seeded"
+    # Keystone's workers cache the catalog (dogpile, 10 min): on a base stack that already served tokens, the
+    # new endpoints would be missing from them until then. HUP: gunicorn replaces its workers (empty caches).
+    if pid_alive "$KS_DIR/gunicorn.pid"; then
+      kill -HUP "$(cat "$KS_DIR/gunicorn.pid")"
+      sleep 2
+      wait_http "$KEYSTONE_URL" 60 keystone "$KS_DIR/log/gunicorn.log"
+    fi
   fi
   placement_start
   neutron_start
