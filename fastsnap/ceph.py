@@ -37,8 +37,19 @@ class Parent:
 @dataclass(frozen=True)
 class Described:
     size: int
-    image_id: str
+    image_id: str  # stable across renames and the trash; a re-created name gets a new one
     parent: Parent | None
+
+
+def _parent_of(img: Any, spec: ImageSpec) -> Parent | None:
+    """The clone parent of an open RBD image (None for a flat one)."""
+    try:
+        info = img.get_parent_image_spec()
+    except rbd.ImageNotFound:
+        return None
+    except rbd.Error as exc:
+        raise _wrap(f"reading the parent of {spec}", exc) from exc
+    return Parent(info["pool_name"], info["image_name"], info["snap_name"])
 
 
 def _wrap(what: str, exc: Exception) -> CephError:
@@ -139,35 +150,15 @@ class Cluster:
         except NotFound:
             return False
 
-    def size(self, spec: ImageSpec) -> int:
-        with self.image(spec, read_only=True) as img, ceph_call(f"reading the size of {spec}"):
-            return int(img.size())
-
     def describe(self, spec: ImageSpec) -> Described:
         """Size, RBD image id and clone parent of an image, read through one open (each open of an RBD image
         costs a round of OSD requests; planning and reserving a snapshot need all three)."""
         with self.image(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
-            try:
-                info = img.get_parent_image_spec()
-                parent: Parent | None = Parent(info["pool_name"], info["image_name"], info["snap_name"])
-            except rbd.ImageNotFound:
-                parent = None
-            return Described(int(img.size()), str(img.id()), parent)
-
-    def image_id(self, spec: ImageSpec) -> str:
-        """The RBD image id (stable across renames and the trash; a re-created name gets a new one)."""
-        with self.image(spec, read_only=True) as img:
-            return str(img.id())
+            return Described(int(img.size()), str(img.id()), _parent_of(img, spec))
 
     def parent(self, spec: ImageSpec) -> Parent | None:
         with self.image(spec, read_only=True) as img:
-            try:
-                info = img.get_parent_image_spec()
-            except rbd.ImageNotFound:
-                return None
-            except rbd.Error as exc:
-                raise _wrap(f"reading the parent of {spec}", exc) from exc
-            return Parent(info["pool_name"], info["image_name"], info["snap_name"])
+            return _parent_of(img, spec)
 
     def snapshots(self, spec: ImageSpec) -> list[str]:
         with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):

@@ -270,7 +270,7 @@ class Glance:
         start = time.monotonic()
         deadline = start + (timeout or self.status_timeout)
         delays = ACTIVATION.delays() if registered else backoff(0.05)
-        delay = 0.0
+        delay: float | None = next(delays) if registered else None  # a registration is first waited for
         pending = 0.0  # seconds into the wait of the last look that still found the image pending
 
         def found(img: dict[str, Any]) -> dict[str, Any]:
@@ -280,14 +280,13 @@ class Glance:
 
         self.board.add(image_id)
         try:
-            if registered:
-                delay = next(delays)
-                news = self.board.doze(image_id, delay)
-                if news is not None and news.get("status") == want:
-                    return found(news)
             while True:
+                if delay is not None:
+                    news = self.board.doze(image_id, delay)
+                    if news is not None and news.get("status") == want:
+                        return found(news)
                 asked = time.monotonic()
-                img = self.board.poll(self, image_id, asked - max(0.02, 0.5 * delay))
+                img = self.board.poll(self, image_id, asked - max(0.02, 0.5 * (delay or 0.0)))
                 status = img.get("status")
                 if status == want:
                     return found(img)
@@ -298,9 +297,6 @@ class Glance:
                 if now > deadline:
                     raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
                 delay = max(0.0, min(next(delays), deadline - now + 0.01))
-                news = self.board.doze(image_id, delay)
-                if news is not None and news.get("status") == want:
-                    return found(news)
         finally:
             self.board.remove(image_id)
 

@@ -181,6 +181,7 @@ PIDFILES = {
 NATIVE_ONLY = {
     "test_up_is_idempotent_and_fast_when_running": "runs ceph-test-env/up",
     "test_mgr_stopped_falls_back_to_local_flatten": "kills the native mgr by its pid file",
+    "test_patch_registers_in_one_request": "restarts the native Glance with show_multiple_locations (up)",
 }
 
 

@@ -51,9 +51,8 @@ def test_patch_refused_by_glance_fails_cleanly(stack: Stack, make_disk: Writer, 
 
 @pytest.fixture(scope="module")
 def multiple_locations(stack: Stack) -> Iterator[None]:
-    """Glance restarted with show_multiple_locations = True for this module, restored after it."""
-    if stack.mode != "native":
-        pytest.skip("restarts the native stack's Glance")
+    """Glance restarted with show_multiple_locations = True for this module, restored after it (native stack
+    only: conftest.NATIVE_ONLY)."""
     os.environ["FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS"] = "True"
     try:
         stack_up()
