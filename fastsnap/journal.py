@@ -222,9 +222,7 @@ class Journal:
         local = self._local
         db: sqlite3.Connection | None = getattr(local, "db", None)
         if db is None or getattr(local, "pid", None) != os.getpid():
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("pragma journal_mode=wal")
-            db.execute("pragma synchronous=full")
+            db = self._connect()
             local.db, local.pid = db, os.getpid()
         try:
             yield db
@@ -233,6 +231,24 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
             raise
+
+    def _connect(self, timeout: float = 30) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                db.execute("pragma journal_mode=wal")
+                break
+            except sqlite3.OperationalError as exc:
+                # Turning a database (one from an older fastsnap) to WAL needs it alone for a moment, and SQLite
+                # answers "locked" at once instead of waiting (no busy handler): processes opening it together
+                # try again. A WAL database stays WAL: the pragma then takes no lock.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.01)
+        db.execute("pragma synchronous=full")
+        return db
 
     def save(self, op: Operation) -> None:
         op.updated_at = time.time()
