@@ -116,7 +116,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 class CountingProxy:
     """``http://127.0.0.1:<port>`` forwarding every request to ``upstream`` (keep-alive on both sides), counting
-    requests by kind. Bodies are passed through (Content-Length or chunked); for small API calls, not streams."""
+    requests by kind. Bodies are passed through (Content-Length or chunked); for small API calls, not streams.
+    ``fail[kind] = n``: the next n requests of that kind are answered 503 by the proxy itself, not forwarded (a
+    Glance that is briefly overloaded or restarting, for tests)."""
 
     def __init__(self, upstream: str) -> None:
         up = urlsplit(upstream)
@@ -124,6 +126,7 @@ class CountingProxy:
         self.upstream_port = up.port or 80
         self.prefix = up.path.rstrip("/")
         self.counts: _Counter[str] = _Counter()
+        self.fail: dict[str, int] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -134,8 +137,12 @@ class CountingProxy:
                 return
 
             def _forward(self) -> None:
+                what = kind(self.command, self.path)
                 with proxy._lock:
-                    proxy.counts[kind(self.command, self.path)] += 1
+                    proxy.counts[what] += 1
+                    refuse = proxy.fail.get(what, 0) > 0
+                    if refuse:
+                        proxy.fail[what] -= 1
                 length = self.headers.get("Content-Length")
                 body: bytes | None = None
                 if length is not None:
@@ -151,6 +158,9 @@ class CountingProxy:
                         parts.append(self.rfile.read(size))
                         self.rfile.readline()
                     body = b"".join(parts)
+                if refuse:
+                    self._answer(503, "Service Unavailable", [("Content-Type", "text/plain")], b"injected by the proxy")
+                    return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "transfer-encoding", "connection", "content-length")}
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
@@ -160,8 +170,11 @@ class CountingProxy:
                     data = resp.read()
                 finally:
                     conn.close()
-                self.send_response_only(resp.status, resp.reason)
-                for k, v in resp.getheaders():
+                self._answer(resp.status, resp.reason, resp.getheaders(), data)
+
+            def _answer(self, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response_only(status, reason)
+                for k, v in headers:
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))

@@ -8,6 +8,7 @@ location. Without a user identity fastsnap acts as itself ("operator mode").
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -108,21 +109,44 @@ def token_from_env() -> str:
 IDENTITY = {"service_type": "identity", "interface": "public"}
 
 
+# Keystone refuses a second trust with the same trustor, trustee, project, impersonation and expiry (its
+# duplicate_trust_constraint; 409): two snapshots of one user's servers started in the same second would collide.
+# The expiry carries microseconds (kept by PostgreSQL; MySQL's DATETIME keeps seconds), and a conflict is retried
+# with the expiry moved by a random few minutes.
+TRUST_ATTEMPTS = 6
+TRUST_SHIFT_S = (1.0, 600.0)
+
+
 def create_trust(user: ks_session.Session, service: ks_session.Session, ident: Identity,
                  hours: int) -> str:
     """Delegate the user's roles on its project to fastsnap's user (impersonating); returns the trust id."""
     roles = [r for r in ident.roles if r != "admin"] or list(ident.roles)
     if not ident.user_id or not ident.project_id or not roles:
         raise Forbidden("cannot create a trust: the user token names no user, project or role")
-    expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + hours * 3600))
-    body = {"trust": {"trustor_user_id": ident.user_id, "trustee_user_id": service.get_user_id(),
-                      "project_id": ident.project_id, "impersonation": True, "expires_at": expires,
-                      "roles": [{"name": r} for r in roles]}}
-    try:
-        resp = user.post("/OS-TRUST/trusts", json=body, endpoint_filter=IDENTITY)
-        return str(resp.json()["trust"]["id"])
-    except (ksexc.ClientException, KeyError, ValueError) as exc:
-        raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
+    trustee = service.get_user_id()
+    expiry = _expiry(hours)
+    for attempt in range(TRUST_ATTEMPTS):
+        body = {"trust": {"trustor_user_id": ident.user_id, "trustee_user_id": trustee,
+                          "project_id": ident.project_id, "impersonation": True, "expires_at": _isotime(expiry),
+                          "roles": [{"name": r} for r in roles]}}
+        try:
+            resp = user.post("/OS-TRUST/trusts", json=body, endpoint_filter=IDENTITY)
+            return str(resp.json()["trust"]["id"])
+        except ksexc.Conflict as exc:
+            if attempt == TRUST_ATTEMPTS - 1:
+                raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
+            expiry += random.uniform(*TRUST_SHIFT_S)  # spreading expiries, not a secret
+        except (ksexc.ClientException, KeyError, ValueError) as exc:
+            raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def _expiry(hours: int) -> float:
+    return time.time() + hours * 3600
+
+
+def _isotime(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 def trust_session(conf: Any, service: ks_session.Session, trust_id: str) -> ks_session.Session:

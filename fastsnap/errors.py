@@ -101,6 +101,12 @@ class GlanceError(FastsnapError):
     kind = "glance"
 
 
+class GlanceUnavailable(GlanceError):
+    """Glance could not be reached, answered 5xx, or did not finish in time: the same call may succeed later.
+    ``recover`` leaves a complete snapshot whose registration failed this way for its next run instead of undoing
+    it."""
+
+
 class GlanceNotFound(NotFound, GlanceError):
     """Glance answered 404."""
 

@@ -21,7 +21,15 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.errors import BadRequest, FastsnapError, Forbidden, GlanceError, GlanceNotFound, NotFound
+from fastsnap.errors import (
+    BadRequest,
+    FastsnapError,
+    Forbidden,
+    GlanceError,
+    GlanceNotFound,
+    GlanceUnavailable,
+    NotFound,
+)
 from fastsnap.plan import BaseImage, StoreInfo
 
 LOG = logging.getLogger(__name__)
@@ -295,7 +303,7 @@ class Glance:
                 pending = asked - start
                 now = time.monotonic()
                 if now > deadline:
-                    raise GlanceError(f"image {image_id} still {status} after waiting for {want}")
+                    raise GlanceUnavailable(f"image {image_id} still {status} after waiting for {want}")
                 delay = max(0.0, min(next(delays), deadline - now + 0.01))
         finally:
             self.board.remove(image_id)
@@ -482,9 +490,21 @@ def map_error(what: str, exc: Exception) -> Exception:
         return Forbidden(f"Glance: {what}: forbidden ({exc})")
     if isinstance(exc, gexc.HTTPNotFound | ksexc.NotFound):
         return GlanceNotFound(f"Glance: {what}: not found")
+    if _unavailable(exc):
+        return GlanceUnavailable(f"Glance: {what} failed: {type(exc).__name__}: {exc}")
     if isinstance(exc, gexc.BaseException | gexc.HTTPException | ksexc.ClientException | OSError):
         return GlanceError(f"Glance: {what} failed: {type(exc).__name__}: {exc}")
     return exc
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Glance (or Keystone on the way) not reached, 5xx, or no answer in time: a later try may succeed."""
+    if isinstance(exc, ksexc.ConnectionError | ksexc.RequestTimeout | ksexc.HttpServerError | OSError):
+        return True
+    if isinstance(exc, gexc.CommunicationError):
+        return True
+    code = getattr(exc, "code", None) if isinstance(exc, gexc.HTTPException) else None
+    return isinstance(code, int) and code >= 500
 
 
 def _store(raw: dict[str, Any], detailed: bool) -> StoreInfo:

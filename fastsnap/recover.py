@@ -16,7 +16,7 @@ from oslo_log import log as logging
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
 from fastsnap.auth import trust_session
-from fastsnap.errors import FastsnapError
+from fastsnap.errors import CephError, FastsnapError, GlanceUnavailable, NotFound
 from fastsnap.glance import Glance
 from fastsnap.result import RecoverResult
 from fastsnap.states import OpState, RecoverAction
@@ -63,6 +63,10 @@ def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResul
                     fs.drop_trust(op, ctx.glance.session)
                 return RecoverResult(op.op_id, op.disk, RecoverAction.ROLLED_FORWARD, did)
             except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
+                if _may_pass(exc):  # the result is complete: keep it for the next recover rather than undo it
+                    LOG.warning("rolling %s forward failed (%s); left for the next recover", op.op_id, exc)
+                    return RecoverResult(op.op_id, op.disk, RecoverAction.FAILED, thawed,
+                                         error=f"roll forward failed, left for the next recover: {exc}")
                 forward_error = str(exc)
                 LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
         did = thawed + wf.rollback(ctx, op)
@@ -75,3 +79,10 @@ def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResul
     except Exception as exc:  # one bad operation must not stop the others: report it, go on
         LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))
         return RecoverResult(op.op_id, op.disk, RecoverAction.FAILED, error=wf.describe(exc))
+
+
+def _may_pass(exc: FastsnapError) -> bool:
+    """A roll forward failure that says nothing against the result: Glance unreachable, 5xx or slow, or a Ceph
+    call that failed (other than "not there"). Undoing then would throw away a complete snapshot; a refusal
+    (400/403/409), an image deleted meanwhile or one Glance killed does warrant the undo."""
+    return isinstance(exc, GlanceUnavailable) or (isinstance(exc, CephError) and not isinstance(exc, NotFound))

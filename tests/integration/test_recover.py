@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench.reqcount import counting_proxy
 from fastsnap import journal as jr
 from fastsnap.states import OpState
 from tests.integration.conftest import Stack, Writer
@@ -98,3 +99,30 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
     assert code == 0 and list(actions) == [ids["bad"]] and actions[ids["bad"]]["action"] == "rolled_back"
     assert [s for s in stack.snaps("vms", disks["bad"]) if s[1] == 0] == []
     assert ids["bad"] not in stack.image_ids()
+
+
+def test_recover_keeps_a_complete_clone_while_glance_fails_for_now(stack: Stack, conf: str, make_disk: Writer,
+                                                                   bases: dict[str, str], tmp_path: Path) -> None:
+    """Killed with the clone complete; during the first recover Glance answers 503 to the location add (a proxy in
+    front of the real Glance): the snapshot is not undone but left running, and the next recover registers it."""
+    disk = make_disk(size=16 << 20)
+    op_id = _killed(stack, conf, "location", "--disk", f"vms/{disk}", "--name", "kept", "--base-image", bases["fast"])
+    stack.snapshots.append(op_id)
+    with counting_proxy(stack.env["FASTSNAP_TEST_GLANCE_URL"]) as glance:
+        glance.fail = {"POST /v2/images/{id}/locations": 99, "PATCH /v2/images/{id}": 99}
+        proxied = tmp_path / "proxied.conf"
+        proxied.write_text(Path(conf).read_text() + f"\n[glance]\nendpoint_override = {glance.url}\n")
+        code, actions = _recover(stack, str(proxied))
+        refused = glance.snapshot().get("POST /v2/images/{id}/locations", 0)
+    assert refused >= 1, glance.snapshot()
+    assert code == 1 and actions[op_id]["action"] == "failed", actions
+    error = actions[op_id]["error"]
+    assert "left for the next recover" in error and "ServiceUnavailable" in error, error
+    assert stack.glance("admin").images.get(op_id)["status"] == "queued"
+    assert ("snap", 0) in stack.snaps("images", op_id)  # the clone is whole
+    running = jr.Journal(str(Path(conf).parent / "state")).list(OpState.RUNNING)
+    assert [op.op_id for op in running] == [op_id]
+    code, actions = _recover(stack, conf)
+    assert code == 0 and actions[op_id]["action"] == "rolled_forward", actions
+    assert stack.glance("admin").images.get(op_id)["status"] == "active"
+    assert stack.glance_sha256(op_id) == stack.disk_sha256("vms", disk)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fastsnap import BadRequest, Fastsnap, Forbidden, SnapshotRequest
+from fastsnap import BadRequest, Fastsnap, Forbidden, SnapshotRequest, auth
 from tests.integration.conftest import Stack, Writer
 
 
@@ -114,3 +114,22 @@ def test_cli_on_behalf_of_env_user(stack: Stack, make_disk: Writer, demo2: dict[
     op = json.loads(operator.stdout)
     stack.snapshots.append(op["image_id"])
     assert op["acting_as"]["mode"] == "operator"
+
+
+def test_trusts_of_snapshots_started_in_the_same_instant(stack: Stack, demo2: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keystone refuses a second trust with the same trustor, trustee, project and expiry (409): two snapshots of
+    one user's servers started at the same moment must each get a trust of their own (the real Keystone; the
+    expiry is pinned so that the first try collides for sure)."""
+    monkeypatch.setattr(auth, "_expiry", lambda hours: 1.9e9)
+    service = stack.session("fastsnap")
+    user, ident = auth.user_session(service, demo2["token"])
+    ids = [auth.create_trust(user, service, ident, 1) for _ in range(3)]
+    try:
+        assert len(set(ids)) == 3, ids
+        for trust_id in ids:
+            body = user.get(f"/OS-TRUST/trusts/{trust_id}", endpoint_filter=auth.IDENTITY).json()["trust"]
+            assert body["trustee_user_id"] == service.get_user_id() and body["project_id"] == demo2["project"]
+    finally:
+        for trust_id in ids:
+            auth.delete_trust(user, trust_id)

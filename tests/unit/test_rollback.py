@@ -25,7 +25,7 @@ from fastsnap import recover as rc
 from fastsnap import workflow as wf
 from fastsnap.api import Fastsnap
 from fastsnap.ceph import Cluster
-from fastsnap.errors import CephError, CephNotFound, GlanceError, NoDomain
+from fastsnap.errors import CephError, CephNotFound, GlanceError, GlanceUnavailable, NoDomain
 from fastsnap.glance import Glance
 from fastsnap.location import CLONE_SNAP, ImageSpec, temp_snap_name
 from fastsnap.locks import Locks
@@ -73,6 +73,7 @@ class RecordingGlance:
         self.images = images
         self.cluster = cluster
         self.refuse_location = False
+        self.location_errors: list[Exception] = []  # raised by the next add_location calls, one each
 
     def find(self, image_id: str) -> dict[str, Any] | None:
         self.log.append(f"find {image_id}")
@@ -84,6 +85,8 @@ class RecordingGlance:
 
     def add_location(self, image_id: str, url: str) -> tuple[str, dict[str, Any] | None]:
         self.log.append(f"add_location {image_id} {url}")
+        if self.location_errors:
+            raise self.location_errors.pop(0)
         if self.refuse_location:
             raise GlanceError("Glance refused the location (403)")
         self.images[image_id].update(status="active", location=url.split("/", 3)[3].rsplit("/", 1)[0])
@@ -311,6 +314,28 @@ def test_recover_undoes_what_it_cannot_finish(tmp_path: Path) -> None:
     got = w.journal.get(OP)
     assert got is not None and got.state is OpState.ROLLED_BACK
     assert w.cluster.images == {str(DISK): set()} and w.glance.images == {}
+
+
+@pytest.mark.parametrize("error", [GlanceUnavailable("Glance: adding location failed: HTTPServiceUnavailable"),
+                                   CephError("Ceph: connecting failed: timed out")], ids=["glance_503", "ceph"])
+def test_recover_keeps_a_complete_clone_when_registering_fails_for_now(tmp_path: Path, error: Exception) -> None:
+    """A complete clone whose registration fails on something passing (Glance 5xx or unreachable, a Ceph error)
+    is not undone: the operation stays running, and the next recover registers it."""
+    w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {CLONE_SNAP}}, {OP: {"status": "queued"}})
+    w.glance.location_errors.append(error)
+    _journaled(w, _op("clone", _clone_steps(Step.CLONE_SNAP)))
+    host = RecoverHost(w, tmp_path)
+    res = _recover(host)[OP]
+    assert res.action is RecoverAction.FAILED and res.error is not None
+    assert res.error.startswith("roll forward failed, left for the next recover: ") and str(error) in res.error
+    assert not any(a.startswith(("delete", "remove_image")) for a in w.actions())
+    got = w.journal.get(OP)
+    assert got is not None and got.state is OpState.RUNNING
+    assert w.cluster.images[str(CLONE)] == {CLONE_SNAP} and w.glance.images[OP]["status"] == "queued"
+    res = _recover(host)[OP]
+    assert res.action is RecoverAction.ROLLED_FORWARD, res
+    got = w.journal.get(OP)
+    assert got is not None and got.state is OpState.DONE and w.glance.images[OP]["status"] == "active"
 
 
 def test_recover_thaws_first_reports_a_failure_and_goes_on(tmp_path: Path) -> None:
