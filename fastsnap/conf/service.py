@@ -22,6 +22,12 @@ service_opts = [
     cfg.IntOpt("retry_after", default=5, min=1, help="Retry-After seconds sent with 429 when the host is busy."),
     cfg.IntOpt("flatten_poll_interval", default=30, min=1,
                help="Seconds between checks of queued background flattens (and in-process fallbacks)."),
+    cfg.IntOpt("recover_interval", default=300, min=0,
+               help="Seconds between the service's runs of 'recover' over operations whose process is gone: a "
+                    "CLI snapshot killed while the service lives on, or a complete clone whose registration "
+                    "failed on a passing error (Glance unreachable or answering 5xx, a Ceph error) and was left "
+                    "for the next recover rather than undone. Operations running in any process are never "
+                    "touched (they hold their lock). The service always recovers once at start; 0: only then."),
 ]
 
 

@@ -15,6 +15,8 @@ IN_FLIGHT = Gauge("fastsnap_jobs_in_flight", "Snapshot jobs running now", regist
 FLATTEN_BACKLOG = Gauge("fastsnap_flatten_backlog", "Clones waiting to be flattened", registry=REGISTRY)
 PARKED_DISKS = Gauge("fastsnap_parked_disks", "Deleted instance disks parked in the RBD trash until the fastsnap "
                      "clones that depend on them are flattened", registry=REGISTRY)
+RECOVER_PENDING = Gauge("fastsnap_recover_pending", "Interrupted operations the last recover could not settle "
+                        "(left running for the next one; the log says why)", registry=REGISTRY)
 ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
 FREEZE = Histogram("fastsnap_freeze_seconds", "How long guests were frozen around the disk snapshot",
                    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))

@@ -19,7 +19,16 @@ from fastsnap.result import SnapshotResult
 from fastsnap.service import metrics as m
 from fastsnap.service.errors import job_error
 from fastsnap.service.jobs import Runner
-from fastsnap.states import JOB_ACTIVE, PENDING_FLATTEN, REGISTER_STEPS, REUSABLE, JobState, OpState, ParkedState
+from fastsnap.states import (
+    JOB_ACTIVE,
+    PENDING_FLATTEN,
+    REGISTER_STEPS,
+    REUSABLE,
+    JobState,
+    OpState,
+    ParkedState,
+    RecoverAction,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -41,12 +50,31 @@ class Service:
     def start(self) -> None:
         """Recover what a previous process left, settle its jobs from their operations, start the flatten
         poller."""
-        for action in self.fs.recover():
-            LOG.info("recover: %s", action.to_dict())
+        self._recover()
         for job in self.journal.list_jobs(limit=1 << 30):
             if job.state in JOB_ACTIVE:
                 self.settle(job, at_start=True)
         threading.Thread(target=self._flatten_loop, name="fastsnap-flatten", daemon=True).start()
+        if self.conf.service.recover_interval:
+            threading.Thread(target=self._recover_loop, name="fastsnap-recover", daemon=True).start()
+
+    def _recover(self) -> None:
+        results = self.fs.recover()
+        for action in results:
+            (LOG.warning if action.action is RecoverAction.FAILED else LOG.info)("recover: %s", action.to_dict())
+        m.RECOVER_PENDING.set(sum(1 for r in results if r.action is RecoverAction.FAILED))
+
+    def _recover_loop(self) -> None:
+        """Operations left by a dead process after start (or left for the next recover) are finished or undone
+        every ``recover_interval``; jobs standing for them are then brought up to date."""
+        while not self._stop.wait(self.conf.service.recover_interval):
+            try:
+                self._recover()
+                for job in self.journal.list_jobs(limit=1 << 30):
+                    if job.state in JOB_ACTIVE:
+                        self.settle(job)
+            except Exception:
+                LOG.exception("periodic recover failed")
 
     def settle(self, job: Job, at_start: bool = False) -> Job:
         """Bring a job that no thread of this process runs up to date with its operation in the journal (a job

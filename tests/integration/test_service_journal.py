@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from bench.reqcount import counting_proxy
 from fastsnap import journal as jr
+from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer
 from tests.integration.test_service import Service, _big_disk
 
@@ -188,3 +190,47 @@ def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Ser
     assert job["id"] in {j["id"] for j in service.call("GET", "/v1/snapshots", user="demo2").json()["snapshots"]}
     assert job["id"] not in {j["id"] for j in service.call("GET", "/v1/snapshots", user="demo").json()["snapshots"]}
     assert "user_token" not in job["request"]
+
+
+def _until(what: str, check: Any, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_service_recovers_a_killed_cli_run_and_retries_what_glance_failed(stack: Stack, tmp_path: Path,
+                                                                         make_disk: Writer,
+                                                                         bases: dict[str, str]) -> None:
+    """A CLI snapshot on the service's host is killed with its clone complete while the service runs. The service's
+    periodic recover finds it; Glance (a proxy in front of the real one) answers 503 to the location add, so the
+    snapshot is left running, not undone, and the pending gauge says so; once Glance answers, the next periodic
+    recover registers it."""
+    with counting_proxy(stack.env["FASTSNAP_TEST_GLANCE_URL"]) as glance:
+        svc = Service(stack, tmp_path, extra=f"recover_interval = 2\n[glance]\nendpoint_override = {glance.url}\n")
+        svc.start()
+        try:
+            disk = make_disk(size=16 << 20)
+            glance.fail = {"POST /v2/images/{id}/locations": 1 << 30, "PATCH /v2/images/{id}": 1 << 30}
+            out = stack.fastsnap("--config-file", str(svc.conf), "snapshot", "--disk", f"vms/{disk}", "--name",
+                                 "left", "--base-image", bases["fast"], env={"FASTSNAP_TEST_CRASH_AT": "location"})
+            assert out.returncode == -9, (out.returncode, out.stderr)
+            journal = jr.Journal(str(tmp_path / "state"))
+            (op,) = journal.list(OpState.RUNNING)
+            stack.snapshots.append(op.op_id)
+
+            def pending() -> bool:
+                return "fastsnap_recover_pending 1.0" in svc.call("GET", "/metrics").text
+
+            _until("the service's recover to try and leave it", pending)
+            assert glance.snapshot().get("POST /v2/images/{id}/locations", 0) >= 1
+            assert [o.op_id for o in journal.list(OpState.RUNNING)] == [op.op_id]
+            assert stack.glance("admin").images.get(op.op_id)["status"] == "queued"
+            assert ("snap", 0) in stack.snaps("images", op.op_id)
+            glance.fail.clear()
+            _until("the next recover to register it",
+                   lambda: getattr(journal.get(op.op_id), "state", None) is OpState.DONE)
+            _until("the gauge to clear", lambda: not pending())
+            _intact(stack, op.op_id, disk)
+        finally:
+            svc.stop()
