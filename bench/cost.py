@@ -62,6 +62,8 @@ from bench.lib import (
 from bench.reqcount import Counter, services_from_env, total
 
 SECTION = "cost"
+BASELINE = "before"                  # the code before issue 17
+AFTERS = ("after", "after-patch")    # location_api = auto, location_api = patch
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -419,7 +421,7 @@ def _mib(n: int) -> str:
 
 
 def section(saved: dict[str, Any]) -> str:
-    known = ("before", "after", "after-patch")
+    known = (BASELINE, *AFTERS)
     labels = [x for x in known if x in saved] + [x for x in saved if x not in known]
     out = [f"<!-- {SECTION}:begin -->", "## What a clone snapshot costs (issue 17, `python -m bench.cost`)", ""]
     out.append("N clone-path snapshots at once: threads of one process sharing one warm `Fastsnap` client (as the "
@@ -482,7 +484,7 @@ def _row(saved: dict[str, Any], label: str, hashing: bool, n: int) -> dict[str, 
 
 def targets(saved: dict[str, Any]) -> list[str]:
     """The issue's targets, for each newest run ("after", "after-patch") against the baseline ("before")."""
-    afters = [x for x in ("after", "after-patch") if x in saved]
+    afters = [x for x in AFTERS if x in saved]
     if not afters:
         return []
     lines = ["### Targets (before = the code before issue 17, same machine, same day)", "",
@@ -506,7 +508,7 @@ def targets(saved: dict[str, Any]) -> list[str]:
                 ", ".join(f"{x:.3f}" for x in per) + " s (N = 1, 8, 16, 32)", max(per) <= 0.1)
         for n in (16, 32):
             r = _row(saved, label, False, n)
-            b = _row(saved, "before", False, n)
+            b = _row(saved, BASELINE, False, n)
             if r:
                 floor = r["cpu_floor_settled"]
                 add(f"N={n}, hashing off: wall ≤ 1.3x the CPU floor", label,
@@ -515,7 +517,7 @@ def targets(saved: dict[str, Any]) -> list[str]:
                 add(f"N={n}, hashing off: wall ≤ half of before", label,
                     f"{r['wall']:.2f} s vs {b['wall']:.2f} s ({r['wall'] / b['wall']:.2f}x)",
                     r["wall"] <= 0.5 * b["wall"])
-        r1, b1 = _row(saved, label, False, 1), _row(saved, "before", False, 1)
+        r1, b1 = _row(saved, label, False, 1), _row(saved, BASELINE, False, 1)
         if r1 and b1:
             add("single clone snapshot no slower than before (hashing off)", label,
                 f"{r1['mean_seconds']:.3f} s vs {b1['mean_seconds']:.3f} s",

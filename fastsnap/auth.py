@@ -164,8 +164,10 @@ def trust_session(conf: Any, service: ks_session.Session, trust_id: str) -> ks_s
     sess = ks_session.Session(auth=wrapped, verify=service.verify, cert=service.cert, timeout=service.timeout)
     try:
         sess.get_token()
-    except ksexc.ClientException as exc:
+    except (ksexc.Unauthorized, ksexc.NotFound, ksexc.Forbidden) as exc:
         raise Forbidden(f"cannot act through trust {trust_id} (expired or deleted?): {exc}") from exc
+    except ksexc.ClientException as exc:  # Keystone unreachable or failing: the next recover tries again
+        raise Forbidden(f"cannot act through trust {trust_id}: Keystone: {type(exc).__name__}: {exc}") from exc
     return sess
 
 
