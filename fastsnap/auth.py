@@ -125,7 +125,8 @@ def create_trust(user: ks_session.Session, service: ks_session.Session, ident: I
         raise Forbidden("cannot create a trust: the user token names no user, project or role")
     trustee = service.get_user_id()
     expiry = _expiry(hours)
-    for attempt in range(TRUST_ATTEMPTS):
+    conflict: ksexc.Conflict | None = None
+    for _ in range(TRUST_ATTEMPTS):
         body = {"trust": {"trustor_user_id": ident.user_id, "trustee_user_id": trustee,
                           "project_id": ident.project_id, "impersonation": True, "expires_at": _isotime(expiry),
                           "roles": [{"name": r} for r in roles]}}
@@ -133,12 +134,11 @@ def create_trust(user: ks_session.Session, service: ks_session.Session, ident: I
             resp = user.post("/OS-TRUST/trusts", json=body, endpoint_filter=IDENTITY)
             return str(resp.json()["trust"]["id"])
         except ksexc.Conflict as exc:
-            if attempt == TRUST_ATTEMPTS - 1:
-                raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
+            conflict = exc
             expiry += random.uniform(*TRUST_SHIFT_S)  # spreading expiries, not a secret
         except (ksexc.ClientException, KeyError, ValueError) as exc:
             raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {exc}") from exc
-    raise AssertionError("unreachable")
+    raise Forbidden(f"Keystone refused a trust for recovering this snapshot: {conflict}") from conflict
 
 
 def _expiry(hours: int) -> float:

@@ -49,11 +49,9 @@ class Service:
 
     def start(self) -> None:
         """Recover what a previous process left, settle its jobs from their operations, start the flatten
-        poller."""
+        poller and the periodic recover."""
         self._recover()
-        for job in self.journal.list_jobs(limit=1 << 30):
-            if job.state in JOB_ACTIVE:
-                self.settle(job, at_start=True)
+        self._settle_active(at_start=True)
         threading.Thread(target=self._flatten_loop, name="fastsnap-flatten", daemon=True).start()
         if self.conf.service.recover_interval:
             threading.Thread(target=self._recover_loop, name="fastsnap-recover", daemon=True).start()
@@ -70,11 +68,14 @@ class Service:
         while not self._stop.wait(self.conf.service.recover_interval):
             try:
                 self._recover()
-                for job in self.journal.list_jobs(limit=1 << 30):
-                    if job.state in JOB_ACTIVE:
-                        self.settle(job)
+                self._settle_active()
             except Exception:
                 LOG.exception("periodic recover failed")
+
+    def _settle_active(self, at_start: bool = False) -> None:
+        for job in self.journal.list_jobs(limit=1 << 30):
+            if job.state in JOB_ACTIVE:
+                self.settle(job, at_start)
 
     def settle(self, job: Job, at_start: bool = False) -> Job:
         """Bring a job that no thread of this process runs up to date with its operation in the journal (a job

@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,7 @@ def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Ser
     assert "user_token" not in job["request"]
 
 
-def _until(what: str, check: Any, timeout: float = 90) -> None:
+def _until(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
