@@ -24,6 +24,7 @@ from fastsnap import conf as fsconf
 from fastsnap import crosscluster as xc
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
+from fastsnap import ownership as own
 from fastsnap import quiesce as qs
 from fastsnap import recover as rc
 from fastsnap import workflow as wf
@@ -43,6 +44,7 @@ from fastsnap.errors import (
 from fastsnap.glance import Glance, inheritable, session_from_conf
 from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.locks import Locks
+from fastsnap.nova import Nova
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 from fastsnap.request import SnapshotRequest, validate_request
 from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
@@ -162,6 +164,16 @@ class Fastsnap:
             return self.glance, Identity("operator")
         sess, ident = user_session(self.session, user_token, user_auth)
         return Glance.from_conf(self.conf, sess), ident
+
+    def check_owner(self, req: SnapshotRequest, glance: Glance, ident: Identity) -> None:
+        """A snapshot on behalf of a user is of a disk the user's project owns (:mod:`fastsnap.ownership`): the
+        request names the server, Nova shows it to the user, and the disk is its root disk. Asks Nova as the
+        user; creates nothing. Raises Forbidden, :class:`fastsnap.nova.ServerNotFound` or NovaError."""
+        if ident.mode != "user":
+            return
+        server_id = own.require_server(req.disk, req.instance_uuid)
+        server = Nova(self.conf, glance.session).server(server_id)
+        own.check_root_disk(req.disk, server, self.conf.libvirt.images_rbd_pool)
 
     def hypervisor(self, uri: str | None = None) -> qs.Hypervisor:
         """The local libvirt (``[libvirt] connection_uri``), or the one at ``uri`` (recover: as journaled)."""
@@ -315,22 +327,29 @@ class Fastsnap:
         return op
 
     def prepare(self, req: SnapshotRequest, user_token: str | None = None, user_auth: Any = None,
-                acting: tuple[Glance, Identity] | None = None) -> Planned:
+                acting: tuple[Glance, Identity] | None = None, *, verify_owner: bool = True) -> Planned:
         """Validate and plan ``req`` for the caller (creates nothing); hand the result to :meth:`snapshot`
         (``planned``) to take it without asking Glance and Keystone the same things again. ``acting``: the
-        caller's Glance and identity, when :meth:`glance_for` already gave them."""
+        caller's Glance and identity, when :meth:`glance_for` already gave them. For a user, the ownership check
+        (:meth:`check_owner`) comes first, before Ceph is asked anything about the disk; ``verify_owner=False``
+        skips it (a trusted caller that checked, with ``[service] verify_trusted_callers`` off)."""
         glance, ident = acting or self.glance_for(user_token, user_auth)
+        validate_request(req)
+        if verify_owner:
+            self.check_owner(req, glance, ident)
         plan, base_raw, size, queued = self._plan(req, glance)
         return Planned(plan, base_raw, size, queued, glance, ident)
 
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
                  wait: float | None = None, user_token: str | None = None, user_auth: Any = None,
                  on_plan: Callable[[Plan, str], None] | None = None,
-                 on_step: Callable[[str], None] | None = None, planned: Planned | None = None) -> SnapshotResult:
+                 on_step: Callable[[str], None] | None = None, planned: Planned | None = None, *,
+                 verify_owner: bool = True) -> SnapshotResult:
         """Take the snapshot. With ``user_token`` (or a keystoneauth ``user_auth`` plugin) it is taken on behalf
         of that user: the image belongs to the user's project. ``wait``: seconds to wait for a free slot
         (None: as long as it takes, 0: fail at once with Busy). ``on_plan(plan, image_id)`` is told the plan
-        before anything is created; ``on_step(step)`` before each step (raising there cancels and rolls back)."""
+        before anything is created; ``on_step(step)`` before each step (raising there cancels and rolls back).
+        A snapshot for a user must name the server whose root disk ``req.disk`` is (:meth:`check_owner`)."""
         validate_request(req)
         op_id = req.image_id or str(uuid.uuid4())
         # The image id names the operation: at most one acts on it, across threads and processes. A retry waits
@@ -351,15 +370,17 @@ class Fastsnap:
                 LOG.info("image %s was already filled by an earlier operation on %s; returning its result",
                          op.op_id, op.disk)
                 return SnapshotResult.of(op, already_done=True)
-            return self._snapshot(req, op_id, progress, wait, user_token, user_auth, on_plan, on_step, planned)
+            return self._snapshot(req, op_id, progress, wait, user_token, user_auth, on_plan, on_step, planned,
+                                  verify_owner)
 
     def _snapshot(self, req: SnapshotRequest, op_id: str, progress: Callable[[int, int], None] | None,
                   wait: float | None, user_token: str | None, user_auth: Any,
                   on_plan: Callable[[Plan, str], None] | None,
-                  on_step: Callable[[str], None] | None, planned: Planned | None = None) -> SnapshotResult:
+                  on_step: Callable[[str], None] | None, planned: Planned | None = None,
+                  verify_owner: bool = True) -> SnapshotResult:
         t0 = time.monotonic()
         if planned is None or not planned.fresh():
-            planned = self.prepare(req, user_token, user_auth)
+            planned = self.prepare(req, user_token, user_auth, verify_owner=verify_owner)
         glance, ident = planned.glance, planned.ident
         plan, base_raw, size, queued = planned.plan, planned.base_raw, planned.size, planned.queued
         if on_plan is not None:

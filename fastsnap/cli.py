@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-image", help="the instance's base image id (image_ref)")
     s.add_argument("--store", help="target Glance store id (default: see README, 'Store choice')")
     s.add_argument("--image-id", help="fill this queued Glance image instead of creating one")
-    s.add_argument("--instance-uuid", help="recorded as the image's instance_uuid property")
+    s.add_argument("--instance-uuid", help="the server whose root disk --disk is: recorded as the image's "
+                   "instance_uuid property; required with --os-token and --user-from-env (fastsnap checks with "
+                   "Nova that the user's project owns it)")
     s.add_argument("--property", action="append", type=_prop, default=[], metavar="K=V",
                    help="extra image property (repeatable)")
     s.add_argument("--keep-image-on-error", action="store_true",

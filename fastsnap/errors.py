@@ -5,7 +5,7 @@ Each class carries:
   ``http_status``  the REST service's; for server-side failures see :func:`http_status`;
   ``kind``         a machine-readable cause (the ``kind`` of a REST error body, the label of the error metric).
 Library exceptions (librbd, librados, glanceclient, keystoneauth1) are translated into these at the adapter that
-calls the library (:mod:`fastsnap.ceph`, :mod:`fastsnap.glance`); none leaves it.
+calls the library (:mod:`fastsnap.ceph`, :mod:`fastsnap.glance`, :mod:`fastsnap.nova`); none leaves it.
 """
 
 from __future__ import annotations
@@ -112,6 +112,14 @@ class GlanceNotFound(NotFound, GlanceError):
 
     http_status = 404
     kind = "glance_not_found"
+
+
+class NovaError(FastsnapError):
+    """Nova could not be asked (unreachable, 5xx, no compute endpoint in the catalogue): the ownership check of a
+    snapshot for a user cannot be made, so nothing is created; the same request may succeed later."""
+
+    http_status = 503
+    kind = "nova"
 
 
 class Forbidden(FastsnapError):

@@ -202,7 +202,7 @@ class Schema:
 
 class Journal:
     def __init__(self, state_dir: str) -> None:
-        os.makedirs(state_dir, exist_ok=True)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)  # trust ids, who each snapshot was for: fastsnap's only
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, "journal.sqlite")
         self._local = threading.local()

@@ -52,7 +52,8 @@ FIELDS: tuple[Field, ...] = (
     Field("base_image", "string", "the instance's image_ref"),
     Field("store", "string", "target Glance store id"),
     Field("image_id", "string", "a queued image to fill; also an idempotency key"),
-    Field("instance_uuid", "string", "recorded as the image's instance_uuid"),
+    Field("instance_uuid", "string", "the server whose root disk `disk` is (a UUID), recorded as the image's "
+          "instance_uuid; required for a snapshot on behalf of a user (ownership is checked with Nova)"),
     Field("properties", "object", "extra image properties (strings)",
           schema={"maxProperties": MAX_PROPERTIES,
                   "additionalProperties": {"type": "string", "maxLength": PROPERTY_VALUE_MAX}}),
@@ -199,8 +200,12 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
         check_text("base image id", req.base_image, 64)
     if req.store is not None:
         check_text("store", req.store)
-    if req.instance_uuid is not None:
-        check_text("instance uuid", req.instance_uuid)
+    if req.instance_uuid is not None:  # a Nova server id: it becomes part of the URL of the ownership check
+        check_text("instance uuid", req.instance_uuid, 64)
+        try:
+            uuid.UUID(req.instance_uuid)
+        except ValueError:
+            raise BadRequest(f"instance uuid {req.instance_uuid!r} is not a UUID") from None
     if len(req.properties) > MAX_PROPERTIES:
         raise BadRequest(f"{len(req.properties)} properties given; at most {MAX_PROPERTIES} are allowed "
                          f"(Glance's default image_property_quota)")

@@ -18,8 +18,8 @@
 # (CEPH_CREATE_WAIT seconds, default 600). CEPH_DAEMON_ADDR: the address the mgr and OSD this invocation starts
 # bind (default: the monitor's IP), for daemons of one cluster on separate hosts or containers.
 # Client users it creates, least privilege (documented in README's operator page):
-#   client.fastsnap  mon 'profile rbd, allow command "mgr stat"'  osd 'profile rbd pool=<each pool>'  mgr 'profile rbd pool=<each pool>'
-#   client.glance    mon 'profile rbd'  osd 'profile rbd pool=images[, profile rbd pool=vms]'
+#   client.fastsnap  mon 'profile rbd, allow command "mgr stat"'  osd 'profile rbd pool=<each pool>'  mgr 'profile rbd pool=<each pool but vms>'
+#   client.glance    mon 'profile rbd'  osd 'profile rbd pool=<each pool>' (vms too: see create)
 set -euo pipefail
 
 log() { printf '[ceph %s] %s\n' "$(basename "${DIR:-?}")" "$*" >&2; }
@@ -135,20 +135,28 @@ create() {
   wait_osd
   # Clone v2 from unprotected snapshots needs mimic+ clients.
   ceph_cmd osd set-require-min-compat-client mimic --yes-i-really-mean-it >/dev/null 2>&1
-  local pool osd_caps="" sep=""
+  local pool osd_caps="" sep="" mgr_caps="" msep=""
   for pool in "${POOLS[@]}"; do
     ceph_cmd osd pool create "$pool" 16 16 >/dev/null 2>&1
     ceph_cmd osd pool application enable "$pool" rbd >/dev/null 2>&1
     rbd -c "$DIR/ceph.conf" pool init "$pool"
     osd_caps+="${sep}profile rbd pool=$pool"
     sep=", "
+    # fastsnap's only mgr command is 'rbd task add flatten' of clones in Glance's pools, never of instance disks.
+    [ "$pool" = vms ] && continue
+    mgr_caps+="${msep}profile rbd pool=$pool"
+    msep=", "
   done
   ceph_cmd auth get-or-create client.fastsnap mon 'profile rbd, allow command "mgr stat"' osd "$osd_caps" \
-    mgr "$osd_caps" \
+    mgr "$mgr_caps" \
     -o "$DIR/keyring.client.fastsnap"
-  # Glance owns the images pool; it also detaches/reads clones whose parent lives in vms.
+  # Glance owns the images pool; it also reads and removes clones whose parent snapshot lives in vms (until they
+  # are flattened). 'profile rbd-read-only pool=vms' would do for reading and detaching (it allows child_detach),
+  # but not for purging the parent's trashed snapshot when the last clone goes: librbd opens the parent
+  # read/write for that (EPERM) and the snapshot stays in vms, which nothing then purges (a parked disk too).
   ceph_cmd auth get-or-create client.glance mon 'profile rbd' osd "$osd_caps" \
     -o "$DIR/keyring.client.glance"
+  chmod 600 "$DIR"/keyring.client.*   # secrets: for the stack's services (root), nobody else
   # Daemons this invocation does not own ran only for the creation: their owner starts them.
   has osd || { wait_clean; stop_daemons osd; }
   has mgr || stop_daemons mgr

@@ -11,10 +11,10 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.conf import ceph, glance, journal, libvirt, service, snapshot
+from fastsnap.conf import ceph, glance, journal, libvirt, nova, service, snapshot
 from fastsnap.errors import ConfigError
 
-_SECTIONS = (ceph, glance, snapshot, libvirt, journal, service)
+_SECTIONS = (ceph, glance, nova, snapshot, libvirt, journal, service)
 DEFAULT_CONFIG_FILE = "/etc/fastsnap/fastsnap.conf"
 
 

@@ -1,4 +1,4 @@
-"""``[libvirt]``: the local hypervisor, for freezing guests around snapshots."""
+"""``[libvirt]``: the local hypervisor (freezing guests around snapshots) and where Nova keeps their disks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ libvirt_opts = [
                     "fastsnap's user needs access to it (e.g. membership of the 'libvirt' group)."),
     cfg.IntOpt("agent_timeout", default=5, min=1,
                help="Seconds to wait for the guest agent to answer a ping before deciding it is not running."),
+    cfg.StrOpt("images_rbd_pool", default="vms",
+               help="The RBD pool Nova keeps instance disks in (Nova's [libvirt] images_rbd_pool on this host). A "
+                    "snapshot taken on behalf of a user must name its server, and the disk must be that server's "
+                    "root disk, <images_rbd_pool>/<instance uuid>_disk (see [service] verify_trusted_callers)."),
 ]
 
 

@@ -14,8 +14,33 @@ service_opts = [
     cfg.StrOpt("unix_socket_mode", default="0660", regex=r"^0?[0-7]{3}$",
                help="File mode of the unix socket, in octal (e.g. 0660: owner and group may call)."),
     cfg.ListOpt("allowed_roles", default=["service", "admin"],
-                help="Keystone roles allowed to call the service. A caller with neither 'service' nor 'admin' "
-                     "(if allowed here) snapshots on its own behalf."),
+                help="Keystone roles allowed to call the service over TCP; any other token is refused (403). A "
+                     "caller with 'service' or 'admin' may snapshot as fastsnap itself (the image lands in "
+                     "fastsnap's project) or pass a user's token ('user_token') to snapshot on that user's "
+                     "behalf. A caller allowed here with neither role (e.g. 'member') snapshots only on its own "
+                     "behalf, and only a disk its project owns: it must name the server ('instance_uuid'), Nova "
+                     "must show that server to it, and the disk must be the server's root disk ([libvirt] "
+                     "images_rbd_pool/<uuid>_disk); otherwise 404 or 403 and nothing is created. 'reader' alone "
+                     "never snapshots unless listed here."),
+    cfg.ListOpt("operator_roles", default=["admin"],
+                help="Roles of a TCP caller that may snapshot as fastsnap itself (operator mode: no user, no "
+                     "ownership check, the image lands in fastsnap's project). Others among the 'service' and "
+                     "'admin' callers must pass a user's token ('user_token'), as Nova's hook does, and are "
+                     "checked (verify_trusted_callers): a leaked credential of some other OpenStack service "
+                     "(which hold 'service') cannot copy a disk unchecked. The unix socket is always an "
+                     "operator."),
+    cfg.BoolOpt("verify_trusted_callers", default=True,
+                help="Check ownership with Nova (one GET of the server as the user) also when a trusted caller "
+                     "(the 'service' role over TCP, or the unix socket) snapshots on behalf of a user, as Nova's "
+                     "hook does. On by default as defence in depth: in most clouds every OpenStack service user "
+                     "(Cinder, Neutron, Glance...) holds 'service', so a leaked service credential plus any user "
+                     "token could otherwise copy another project's disk. False trusts those callers to have "
+                     "checked (Nova did, before calling); requests of untrusted callers are always checked."),
+    cfg.IntOpt("max_concurrent_per_project", default=3, min=0,
+               help="Snapshots one project may run at once on this host, beside [snapshot] max_concurrent; past "
+                    "it the service answers 429 with Retry-After, so one tenant cannot take every slot. Counts "
+                    "jobs by the project the snapshot is taken for; operator jobs over the unix socket are not "
+                    "limited. 0: no per-project limit."),
     cfg.IntOpt("backlog", default=256, min=5,
                help="Connections the kernel queues for the service before it accepts them (listen backlog). "
                     "cheroot's default (5) resets connections in a burst of concurrent requests."),

@@ -17,10 +17,12 @@ LOG = logging.getLogger(__name__)
 
 
 class Runner:
-    """Runs jobs on at most ``slots`` threads; refuses more (the caller answers 429)."""
+    """Runs jobs on at most ``slots`` threads, at most ``per_project`` of them for one project (0: no such
+    limit); refuses more (the caller answers 429)."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, per_project: int = 0) -> None:
         self.slots = slots
+        self.per_project = per_project
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="fastsnap-job")
         self._lock = threading.Lock()
         self._running: dict[str, Job] = {}
@@ -31,12 +33,17 @@ class Runner:
         with self._lock:
             return len(self._running)
 
-    def try_reserve(self, job: Job) -> bool:
+    def try_reserve(self, job: Job, limited: bool = True) -> str | None:
+        """Take a slot for ``job``; None when taken, else which limit is full: "host" or "project" (``limited``:
+        whether the per-project limit applies to this job, by its ``project_id``)."""
         with self._lock:
             if len(self._running) >= self.slots:
-                return False
+                return "host"
+            if limited and self.per_project and job.project_id is not None and sum(
+                    1 for j in self._running.values() if j.project_id == job.project_id) >= self.per_project:
+                return "project"
             self._running[job.id] = job
-            return True
+            return None
 
     def release(self, job: Job) -> None:
         with self._lock:
@@ -73,14 +80,19 @@ class Runner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+SECRET_FIELDS = ("user_token",)
+
+
 def new_job(request: dict[str, Any], key: str | None, request_id: str | None, project_id: str | None = None,
             image_id: str | None = None) -> Job:
-    return Job(id=str(uuid.uuid4()), key=key, request=request, request_id=request_id, project_id=project_id,
+    """A job for a request body; secrets (the user's token) are left out: the record lives in the journal."""
+    kept = {k: v for k, v in request.items() if k not in SECRET_FIELDS}
+    return Job(id=str(uuid.uuid4()), key=key, request=kept, request_id=request_id, project_id=project_id,
                image_id=image_id)
 
 
 def view(job: Job) -> dict[str, Any]:
     """The job as the API shows it (never the user token)."""
     d = dict(job.__dict__)
-    d["request"] = {k: v for k, v in job.request.items() if k != "user_token"}
+    d["request"] = {k: v for k, v in job.request.items() if k not in SECRET_FIELDS}  # records from before
     return d

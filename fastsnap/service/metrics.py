@@ -22,7 +22,9 @@ FREEZE = Histogram("fastsnap_freeze_seconds", "How long guests were frozen aroun
                    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 QUIESCE = Counter("fastsnap_quiesce_total", "Snapshots by consistency (quiesced or crash-consistent)",
                   ["consistency"], registry=REGISTRY)
-REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429 (host busy)", registry=REGISTRY)
+REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429, by the limit that was full: host "
+                   "([snapshot] max_concurrent) or project ([service] max_concurrent_per_project)", ["limit"],
+                   registry=REGISTRY)
 
 
 def fallback_reason(reason: str) -> str:

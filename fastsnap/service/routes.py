@@ -65,8 +65,16 @@ def create_app(svc: Service) -> Flask:
     def openapi() -> Response:
         return jsonify(DOCUMENT)
 
+    def privileged_only() -> Response | None:
+        """Host-wide views (every project's parked disks, the host's metrics) are for service and admin callers."""
+        if caller().privileged:
+            return None
+        return error(403, f"one of the roles {sorted(PRIVILEGED)} is required here")
+
     @app.get("/metrics")
     def metrics() -> Response:
+        if (refused := privileged_only()) is not None:
+            return refused
         m.IN_FLIGHT.set(svc.runner.in_flight)
         return Response(generate_latest(m.REGISTRY), mimetype="text/plain; version=0.0.4")
 
@@ -87,6 +95,8 @@ def create_app(svc: Service) -> Flask:
 
     @app.get("/v1/parked")
     def list_parked() -> Response:
+        if (refused := privileged_only()) is not None:
+            return refused
         try:
             return jsonify({"parked_disks": [p.to_dict() for p in svc.fs.parked_disks(run=False)]})
         except FastsnapError as exc:
@@ -96,6 +106,8 @@ def create_app(svc: Service) -> Flask:
     def report_parked() -> Response:
         """The Nova hook moved a disk to the RBD trash: drain now. fastsnap finds parked disks itself (by the
         ids its journal recorded); the report only wakes the poller."""
+        if (refused := privileged_only()) is not None:
+            return refused
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body.get(k)
                                                  for k in ("pool", "name", "id")):
@@ -189,12 +201,20 @@ def create_app(svc: Service) -> Flask:
         key = key or req.image_id
         who = caller()
         auth: dict[str, Any] = {}
+        trusted = svc.local_only or bool(roles() & PRIVILEGED)
         if body.get("user_token"):
-            if not roles() & PRIVILEGED and not svc.local_only:
+            if not trusted:
                 return error(403, "'user_token' is for trusted service callers (service or admin role)")
             auth["user_token"] = body["user_token"]
-        elif not svc.local_only and not roles() & PRIVILEGED:
+        elif not trusted:  # snapshots on its own behalf, of a disk its project owns
             auth["user_auth"] = request.environ.get("keystone.token_auth")
+        elif not svc.local_only and not roles() & set(svc.conf.service.operator_roles):
+            return error(403, f"a snapshot as fastsnap itself needs one of the roles "
+                              f"{sorted(svc.conf.service.operator_roles)} ([service] operator_roles); pass the "
+                              f"user's token ('user_token') to snapshot on a user's behalf")
+        # For a user: the ownership check with Nova (fastsnap.ownership), always for an untrusted caller; for a
+        # trusted one (the Nova hook) unless [service] verify_trusted_callers is off.
+        auth["verify_owner"] = not trusted or svc.conf.service.verify_trusted_callers
         try:  # validate and plan before accepting: bad input gets a 400 and nothing is created
             glance, ident = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
             # The job belongs to the project the snapshot is taken for: the user's, else the caller's.
@@ -207,14 +227,18 @@ def create_app(svc: Service) -> Flask:
                 earlier = _earlier(req, body, key, project, who)
                 if earlier is not None:
                     return _job_response(earlier, 200)
-            planned = svc.fs.prepare(req, acting=(glance, ident))
+            planned = svc.fs.prepare(req, acting=(glance, ident), verify_owner=auth["verify_owner"])
         except FastsnapError as exc:
             return from_exception(exc)
         job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
-        if not svc.runner.try_reserve(job):
-            m.REJECTED.inc()
-            return error(429, f"this host already runs {svc.runner.slots} snapshots",
-                         {"Retry-After": str(svc.conf.service.retry_after)})
+        # Snapshots for users count against their project's share too; operator ones only against the host's.
+        full = svc.runner.try_reserve(job, limited=ident.mode == "user")
+        if full is not None:
+            m.REJECTED.labels(full).inc()
+            what = (f"this host already runs {svc.runner.slots} snapshots" if full == "host" else
+                    f"project {project} already runs {svc.runner.per_project} snapshots on this host "
+                    f"([service] max_concurrent_per_project)")
+            return error(429, what, {"Retry-After": str(svc.conf.service.retry_after)})
         stored = svc.journal.insert_job(job)
         if stored.id != job.id:  # a concurrent request for the same key or image id won
             svc.runner.release(job)

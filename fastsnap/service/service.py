@@ -41,7 +41,7 @@ class Service:
         self.local_only = local_only
         self.fs = Fastsnap(conf)
         self.journal = self.fs.journal
-        self.runner = Runner(conf.snapshot.max_concurrent)
+        self.runner = Runner(conf.snapshot.max_concurrent, conf.service.max_concurrent_per_project)
         self._stop = threading.Event()
         self._wake = threading.Event()  # a parked disk was reported: drain now, not at the next poll
 

@@ -348,14 +348,19 @@ def make_disk(stack: Stack) -> Iterator[Writer]:
             remove_disk(io, name)
 
 
+def remove_snaps(io: Any, name: str) -> None:
+    """Remove an image's user snapshots (those in the trash namespace stay: purged with their last clone)."""
+    with rbd.Image(io, name) as img:
+        for s in list(img.list_snaps()):
+            if int(s.get("namespace", 0)) == 0:
+                img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
+
+
 def remove_disk(io: Any, name: str) -> None:
     """Remove a test's disk from the pool ``io`` with its snapshots (those in the trash namespace stay: purged with
     their last clone); gone already is fine."""
     try:
-        with rbd.Image(io, name) as img:
-            for s in list(img.list_snaps()):
-                if int(s.get("namespace", 0)) == 0:
-                    img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
+        remove_snaps(io, name)
         rbd.RBD().remove(io, name)
     except rbd.ImageNotFound:
         pass
@@ -374,4 +379,4 @@ def bases(stack: Stack) -> dict[str, str]:
 
 
 # The Nova compute host's fixtures (tests marked ``nova``).
-from tests.integration.nova import nova, nova_server  # noqa: E402,F401
+from tests.integration.nova import nova, nova_server, tenant_servers  # noqa: E402,F401

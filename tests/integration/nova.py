@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import rados
+import rbd
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, remove_snaps
 
 GUEST_AGENT_TIMEOUT = 180   # from ACTIVE to the agent's first answer; 4-7 s on an idle machine
 
@@ -31,6 +33,12 @@ class Server:
     domain: str          # libvirt domain name (OS-EXT-SRV-ATTR:instance_name)
     boot_seconds: float  # `server create --wait` until ACTIVE
     deleted: bool = False
+    user: str = "demo"   # who booted it (demo or demo2 of env.sh), whose project owns it
+
+    @property
+    def disk(self) -> str:
+        """Its root disk as Nova's libvirt driver names it (pool vms of the stack's nova.conf)."""
+        return f"vms/{self.id}_disk"
 
 
 class Nova:
@@ -47,8 +55,11 @@ class Nova:
         if user == "admin":
             env.update(OS_USERNAME="admin", OS_PASSWORD=self.env["FASTSNAP_TEST_ADMIN_PASSWORD"],
                        OS_PROJECT_NAME="admin")
+        elif user == "demo2":
+            env.update(OS_USERNAME="demo2", OS_PASSWORD=self.env["FASTSNAP_TEST_DEMO_PASSWORD"],
+                       OS_PROJECT_NAME="demo2")
         cli = os.path.join(self.env["FASTSNAP_TEST_NOVA_VENV"], "bin", "openstack")
-        quiet = args[:2] in (("server", "delete"), ("image", "delete"))
+        quiet = args[:2] in (("server", "delete"), ("server", "pause"), ("image", "delete"))
         cmd = [cli, *args] if quiet else [cli, *args, "-f", "json"]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
         if out.returncode != 0:
@@ -58,18 +69,28 @@ class Nova:
     def server(self, server_id: str) -> dict[str, Any]:
         return dict(self.openstack("server", "show", server_id, user="admin"))
 
-    def boot(self, name: str, image: str | None = None) -> Server:
+    def boot(self, name: str, image: str | None = None, user: str = "demo") -> Server:
         t0 = time.monotonic()
         created = self.openstack("server", "create", "--flavor", self.env["FASTSNAP_NOVA_FLAVOR"], "--image",
-                                 image or self.env["FASTSNAP_NOVA_IMAGE"], "--nic", "none", "--wait", name)
+                                 image or self.env["FASTSNAP_NOVA_IMAGE"], "--nic", "none", "--wait", name,
+                                 user=user)
         secs = time.monotonic() - t0
         assert created["status"] == "ACTIVE", created
         shown = self.server(created["id"])
-        return Server(created["id"], name, shown["OS-EXT-SRV-ATTR:instance_name"], secs)
+        return Server(created["id"], name, shown["OS-EXT-SRV-ATTR:instance_name"], secs, user=user)
+
+    def pause(self, server: Server) -> None:
+        """Pause the guest (its disk stays as it is, its vCPU stops) and wait until Nova says PAUSED."""
+        self.openstack("server", "pause", server.id, user=server.user)
+        deadline = time.monotonic() + 120
+        while (status := self.server(server.id)["status"]) != "PAUSED":
+            assert status in ("ACTIVE", "PAUSED") and time.monotonic() < deadline, f"{server.id}: {status}"
+            time.sleep(0.5)
+        time.sleep(3)  # QEMU's librbd writeback cache flushes what the guest wrote within rbd_cache_max_dirty_age
 
     def delete(self, server: Server) -> None:
         if not server.deleted:
-            self.openstack("server", "delete", "--wait", server.id)
+            self.openstack("server", "delete", "--wait", server.id, user=server.user)
             server.deleted = True
 
     # --- the hypervisor side -------------------------------------------------------------------------------------
@@ -140,3 +161,24 @@ def nova_server(nova: Nova) -> Iterator[Server]:
                 nova.delete(server)
             except AssertionError as exc:
                 print(f"nova_server teardown: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tenant_servers(nova: Nova) -> Iterator[dict[str, Server]]:
+    """One server per member project, booted by its user (``demo``, ``demo2``) and paused at once (a stable disk and
+    no CPU under TCG): the disks that snapshots taken on behalf of those users may name (fastsnap.ownership).
+    Deleted at the session's end, after their fastsnap snapshots (the tests delete their images)."""
+    servers: dict[str, Server] = {}
+    try:
+        for user in ("demo", "demo2"):
+            servers[user] = nova.boot(f"fastsnap-tenant-{user}-{os.getpid()}", user=user)
+            nova.pause(servers[user])
+        yield servers
+    finally:
+        for server in servers.values():
+            try:
+                with nova.stack.ioctx("vms") as io:
+                    remove_snaps(io, f"{server.id}_disk")
+                nova.delete(server)
+            except (AssertionError, rbd.Error, rados.Error) as exc:
+                print(f"tenant_servers teardown: {exc}")

@@ -14,6 +14,7 @@ from bench.reqcount import counting_proxy
 from fastsnap import journal as jr
 from fastsnap.states import OpState
 from tests.integration.conftest import Stack, Writer
+from tests.integration.nova import Server
 
 
 @pytest.fixture
@@ -43,22 +44,28 @@ def _rbd(stack: Stack, *args: str) -> None:
     subprocess.run(["rbd", "-c", stack.env["CEPH_CONF"], *args], check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.nova
 def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: str, make_disk: Writer,
-                                                           bases: dict[str, str]) -> None:
+                                                           bases: dict[str, str],
+                                                           tenant_servers: dict[str, Server]) -> None:
     demo2 = stack.session("demo2")
     token, project = demo2.get_token(), demo2.get_project_id()
     assert token and project
-    user_base = stack.upload_base("fast", b"\0" * (1 << 20), user="demo2")
-    disks = {k: make_disk(size=16 << 20) for k in ("user_back", "user_forward", "stream", "bad")}
+    user_base = stack.env["FASTSNAP_NOVA_IMAGE"]
+    # Snapshots for demo2 are of its own server's disk (the only one it may name); the others of test disks.
+    server = tenant_servers["demo2"]
+    disks = {k: make_disk(size=16 << 20) for k in ("stream", "bad")}
+    disks["user_back"] = disks["user_forward"] = server.disk.split("/")[1]
+    mine = ("--instance-uuid", server.id)
     ids = {
         # for a user: killed after the user's image was created → must be deleted (it is the user project's).
         # (The image is created in a thread beside the disk snapshot and the clone, joined at "image:after": a kill
         # at an earlier step may come before Glance created it.)
         "user_back": _killed(stack, conf, "image:after", "--disk", f"vms/{disks['user_back']}", "--name", "ub",
-                             "--base-image", user_base, "--os-token", token),
+                             "--base-image", user_base, "--os-token", token, *mine),
         # for a user: killed with the clone complete → must be registered and activated in the user's project
         "user_forward": _killed(stack, conf, "location", "--disk", f"vms/{disks['user_forward']}", "--name",
-                                "uf", "--base-image", user_base, "--os-token", token),
+                                "uf", "--base-image", user_base, "--os-token", token, *mine),
         "stream": _killed(stack, conf, "upload", "--disk", f"vms/{disks['stream']}", "--name", "s",
                           "--store", "cheap"),
         "bad": _killed(stack, conf, "clone", "--disk", f"vms/{disks['bad']}", "--name", "b",

@@ -28,7 +28,10 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "") -> None:
+    def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "",
+                 operator_roles: str | None = "admin,service") -> None:
+        """``operator_roles``: as the stack's fastsnap.conf (the tests drive it as fastsnap's own user); None
+        leaves fastsnap's default (admin)."""
         self.stack = stack
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,6 +47,7 @@ class Service:
                     ("user_domain_name", "Default"), ("project_domain_name", "Default"))) + "\n"
         self.conf.write_text(base + f"\n[journal]\nstate_dir = {tmp / 'state'}\n[service]\nbind_host = 127.0.0.1\n"
                              f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
+                             + (f"operator_roles = {operator_roles}\n" if operator_roles else "") +
                              f"{extra}\n[snapshot]\nmax_concurrent = {slots}\n")
         self.proc: subprocess.Popen[str] | None = None
         self.tokens: dict[str, str] = {}

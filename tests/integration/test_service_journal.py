@@ -19,6 +19,7 @@ from bench.reqcount import counting_proxy
 from fastsnap import journal as jr
 from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer
+from tests.integration.nova import Server
 from tests.integration.test_service import Service, _big_disk
 
 MEMBERS = "allowed_roles = service,admin,member\n"  # plain members may call, for themselves
@@ -138,14 +139,18 @@ def projects(stack: Stack) -> dict[str, str]:
     return {u: str(stack.session(u).get_project_id()) for u in ("demo", "demo2", "fastsnap")}
 
 
-def test_jobs_are_scoped_to_the_callers_project(stack: Stack, service: Service, make_disk: Writer,
+@pytest.mark.nova
+def test_jobs_are_scoped_to_the_callers_project(stack: Stack, service: Service, tenant_servers: dict[str, Server],
                                                 projects: dict[str, str]) -> None:
-    disk = make_disk(size=8 << 20)
+    """Members of demo and demo2 each snapshot their own server (the only disks they may name) with the same
+    Idempotency-Key: each project gets its own job, sees only its own, and cannot reach the other's."""
     key = str(uuid.uuid4())
-    body = {"disk": f"vms/{disk}", "name": "mine", "store": "cheap"}
+    base = stack.env["FASTSNAP_NOVA_IMAGE"]
+    bodies = {u: {"disk": s.disk, "name": "mine", "store": "fast", "base_image": base, "instance_uuid": s.id}
+              for u, s in tenant_servers.items()}
     jobs: dict[str, dict[str, Any]] = {}
     for user in ("demo", "demo2"):
-        r = _post(service, body, user=user, headers={"Idempotency-Key": key})
+        r = _post(service, bodies[user], user=user, headers={"Idempotency-Key": key})
         assert r.status_code == 202, r.text  # the same key in another project is another request
         jobs[user] = service.wait(r.json()["id"])
         assert jobs[user]["state"] == "done", jobs[user]
@@ -168,21 +173,23 @@ def test_jobs_are_scoped_to_the_callers_project(stack: Stack, service: Service, 
     assert service.call("GET", f"/v1/snapshots/{jobs['demo']['id']}").status_code == 200
     # Same key again: each project gets its own job back.
     for user in ("demo", "demo2"):
-        r = _post(service, body, user=user, headers={"Idempotency-Key": key})
+        r = _post(service, bodies[user], user=user, headers={"Idempotency-Key": key})
         assert r.status_code == 200 and r.json()["id"] == jobs[user]["id"]
     # A trusted caller (Nova) acting for demo's user token: the job is demo's, so the key finds demo's job.
-    nova = _post(service, {**body, "user_token": service.token("demo")}, headers={"Idempotency-Key": key})
+    nova = _post(service, {**bodies["demo"], "user_token": service.token("demo")}, headers={"Idempotency-Key": key})
     assert nova.status_code == 200 and nova.json()["id"] == jobs["demo"]["id"]
     # demo2 cannot reach demo's image through its image id either.
-    r = _post(service, {**body, "image_id": jobs["demo"]["image_id"]}, user="demo2")
+    r = _post(service, {**bodies["demo2"], "image_id": jobs["demo"]["image_id"]}, user="demo2")
     assert r.status_code == 400 and "does not exist" in r.json()["error"]["message"]
 
 
-def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Service, make_disk: Writer,
+@pytest.mark.nova
+def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Service,
+                                                      tenant_servers: dict[str, Server],
                                                       projects: dict[str, str]) -> None:
-    disk = make_disk(size=8 << 20)
-    r = _post(service, {"disk": f"vms/{disk}", "name": "for-demo2", "store": "cheap",
-                        "user_token": service.token("demo2")})
+    server = tenant_servers["demo2"]
+    r = _post(service, {"disk": server.disk, "name": "for-demo2", "store": "fast", "instance_uuid": server.id,
+                        "base_image": stack.env["FASTSNAP_NOVA_IMAGE"], "user_token": service.token("demo2")})
     assert r.status_code == 202, r.text
     job = service.wait(r.json()["id"])
     assert job["state"] == "done" and job["project_id"] == projects["demo2"]
@@ -190,6 +197,12 @@ def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Ser
     assert job["id"] in {j["id"] for j in service.call("GET", "/v1/snapshots", user="demo2").json()["snapshots"]}
     assert job["id"] not in {j["id"] for j in service.call("GET", "/v1/snapshots", user="demo").json()["snapshots"]}
     assert "user_token" not in job["request"]
+    # Nor in the journal's record of the job (the user's token is a secret; the journal lives on).
+    stored = jr.Journal(str(service.conf.parent / "state")).get_job(job["id"])
+    assert stored is not None and "user_token" not in stored.request
+    token = service.token("demo2").encode()
+    files = list((service.conf.parent / "state").glob("journal.sqlite*"))  # with the WAL's
+    assert files and not any(token in f.read_bytes() for f in files)
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float = 90) -> None:

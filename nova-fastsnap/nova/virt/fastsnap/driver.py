@@ -28,6 +28,7 @@ from nova.i18n import _
 from nova.image import glance
 from nova.storage import rbd_utils
 from nova.virt.fastsnap import client as fc
+from nova.virt.fastsnap import seams
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagebackend
 from oslo_config import cfg
@@ -257,13 +258,43 @@ class FastsnapRBDDriver(rbd_utils.RBDDriver):
 
 class FastsnapLibvirtDriver(libvirt_driver.LibvirtDriver):
     """``LibvirtDriver`` whose rbd disks are snapshotted by fastsnap (see the module's doc) and removed by
-    :class:`FastsnapRBDDriver`."""
+    :class:`FastsnapRBDDriver`.
 
-    def __init__(self, virtapi, read_only=False):
-        super().__init__(virtapi, read_only)
-        self.image_backend = FastsnapBackend(CONF.use_cow_images)
+    The hook switches itself on in :meth:`init_host`, once it has found every part of Nova it relies on
+    (:data:`nova.virt.fastsnap.seams.SEAMS`). Until then, and for good when one is missing or changed (one ERROR
+    line each), it is Nova's ``LibvirtDriver``: Nova's image backend, Nova's disk removal."""
+
+    #: True once init_host found every seam and installed the hook's image backend.
+    fastsnap_active = False
+
+    def init_host(self, host):
+        self.fastsnap_active = self._fastsnap_start()
+        return super().init_host(host)
+
+    def _fastsnap_start(self):
+        """The seam check: True when the hook may run, its image backend in place. Never raises: whatever goes
+        wrong leaves nova-compute with Nova's own behaviour."""
+        try:
+            problems = seams.check()
+        except Exception as exc:  # a bug in the check must not stop nova-compute
+            problems = [f"the seam check itself failed ({type(exc).__name__}: {exc})"]
+        if not problems:
+            try:
+                self.image_backend = FastsnapBackend(CONF.use_cow_images)
+                return True
+            except Exception as exc:
+                problems = [f"{seams.BACKEND}: the hook's image backend could not be made "
+                            f"({type(exc).__name__}: {exc})"]
+        # (outside the except blocks: oslo.log would append the exception to the line)
+        version = _nova_version()
+        for problem in problems:
+            LOG.error("fastsnap's Nova hook is disabled, nova-compute runs Nova's own snapshots and disk removal "
+                      "(Nova %(version)s): %(problem)s", {"version": version, "problem": problem})
+        return False
 
     def _cleanup_rbd(self, instance):
+        if not self.fastsnap_active:
+            return super()._cleanup_rbd(instance)
         # Nova 34 builds its RBD driver inline here (there is no _get_rbd_driver seam): same disks as Nova
         # (on revert_resize only the ephemeral ones; the root disk is rolled back), through our driver.
         if instance.task_state == task_states.RESIZE_REVERTING:
@@ -273,3 +304,12 @@ class FastsnapLibvirtDriver(libvirt_driver.LibvirtDriver):
             def wanted(disk):
                 return disk.startswith(instance.uuid)
         FastsnapRBDDriver().cleanup_volumes(wanted)
+
+
+def _nova_version():
+    try:
+        from nova import version
+
+        return version.version_string()
+    except Exception:
+        return "(version unknown)"
