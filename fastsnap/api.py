@@ -389,13 +389,11 @@ class Fastsnap:
         freeze = self._freeze_plan(req, base_raw)
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
-                          delete_image_on_error=req.image_id is None or not req.keep_image_on_error)
-        op.extra["reason"] = plan.reason
-        op.extra["acting_as"] = ident.to_dict()
-        op.extra["size"] = size
+                          delete_image_on_error=req.image_id is None or not req.keep_image_on_error,
+                          reason=plan.reason, acting_as=ident.to_dict(), size=size)
         if plan.base_location:
-            op.extra["base_location"] = plan.base_location
-            op.extra["check_bytes_read"] = getattr(self._tls, "check_bytes_read", 0)
+            op.base_location = plan.base_location
+            op.check_bytes_read = getattr(self._tls, "check_bytes_read", 0)
         if plan.path is SnapshotPath.CLONE:
             # read now (not when planned: the service may have planned a while ago): one open for both
             now = self.cluster.describe(ImageSpec.parse(req.disk))
@@ -405,16 +403,15 @@ class Fastsnap:
             op.flatten = jr.FlattenInfo(policy, why, depth)
             # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
             # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
-            op.extra["disk_id"] = now.image_id
+            op.disk_id = now.image_id
         with self.locks.slot(self.conf.snapshot.max_concurrent, wait), self.locks.disk(req.disk):
             if ident.mode == "user" and self.conf.journal.trust_hours:
                 # Lets recover act for the user after a crash (the image belongs to the user's project).
                 try:
-                    op.extra["trust_id"] = create_trust(glance.session, self.session, ident,
-                                                        self.conf.journal.trust_hours)
+                    op.trust_id = create_trust(glance.session, self.session, ident, self.conf.journal.trust_hours)
                 except FastsnapError as exc:
                     LOG.warning("snapshot %s: %s; after a crash, recover could not undo it", op_id, exc)
-                    op.extra["trust_error"] = str(exc)
+                    op.trust_error = str(exc)
             try:
                 self.journal.reserve(op)
             except Reserved:  # unreachable while every writer holds the operation lock
@@ -428,15 +425,15 @@ class Fastsnap:
                 if op.state != OpState.RUNNING:  # rolled back completely: recover will not need the trust
                     self.drop_trust(op, glance.session)
             stats = outcome.stats
-            moved = op.extra.get("transfer") or {}
+            moved = op.transfer or {}
             result = SnapshotResult(
                 image_id=op_id, path=plan.path.value, store=plan.store, pool=plan.pool, location=outcome.location,
                 reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
                 bytes_streamed=stats.bytes_done if stats else int(moved.get("bytes_written", 0)),
                 bytes_read=stats.bytes_read if stats else int(moved.get("bytes_read", 0)),
-                disk=req.disk, flatten=dict(op.extra.get("flatten", {})), acting_as=ident.to_dict(),
+                disk=req.disk, flatten=op.flatten.to_dict() if op.flatten else {}, acting_as=ident.to_dict(),
                 quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict(), transfer=dict(moved))
-            op.extra["result"] = result.to_dict()
+            op.result = result.to_dict()
             self.journal.finish(op, OpState.DONE)
             self.drop_trust(op, glance.session)
         if req.image_type == ImageType.BACKUP and req.rotation and req.instance_uuid and req.backup_type:
@@ -445,7 +442,7 @@ class Fastsnap:
         return result
 
     def drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
-        trust_id = op.extra.pop("trust_id", None)
+        trust_id, op.trust_id = op.trust_id, None
         if not trust_id:
             return
         try:

@@ -284,12 +284,13 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
     snap = temp_snap_name(op.op_id)
     spec = ImageSpec(op.pool, op.op_id)
     url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-    size = int(op.extra["size"])
-    stats = TransferStats(size=size, check_bytes_read=int(op.extra.get("check_bytes_read", 0)))
+    size = op.size
+    stats = TransferStats(size=size, check_bytes_read=op.check_bytes_read)
     wf._step(ctx, op, Step.IMAGE, create_image)
     wf._step(ctx, op, Step.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
     if op.path == SnapshotPath.DELTA:
-        base = RbdLocation.parse(str(op.extra["base_location"]))
+        assert op.base_location is not None
+        base = RbdLocation.parse(op.base_location)
         wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
     else:
         wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _create(target, spec, size))
@@ -307,7 +308,7 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
             dst.flush()
 
     wf._step(ctx, op, Step.REMOTE_WRITE, write)
-    op.extra["transfer"] = stats.to_dict()
+    op.transfer = stats.to_dict()
     wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
     wf._step(ctx, op, Step.REMOTE_SNAP, lambda: target.create_snapshot(spec, CLONE_SNAP))
     outcome = wf._register(ctx, op, url)

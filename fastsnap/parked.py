@@ -54,7 +54,7 @@ def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Operat
     """Clone-path operations by (disk pool, disk RBD image id)."""
     found: dict[tuple[str, str], list[jr.Operation]] = {}
     for op in journal.list():
-        disk_id = op.extra.get("disk_id")
+        disk_id = op.disk_id
         if op.path != SnapshotPath.CLONE or not disk_id:
             continue
         try:

@@ -48,13 +48,13 @@ def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResul
     forward_error = None
     try:
         thawed = wf.thaw_left(op, fs.journal, fs.hypervisor)
-        trust_id = op.extra.get("trust_id")
+        trust_id = op.trust_id
         if trust_id:  # the image belongs to the user's project: act through the user's trust
             sess = trust_session(fs.conf, fs.session, trust_id)
             ctx = dataclasses.replace(ctx, glance=Glance.from_conf(fs.conf, sess))
-        elif (op.extra.get("acting_as") or {}).get("mode") == "user":
+        elif (op.acting_as or {}).get("mode") == "user":
             LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
-                        op.op_id, op.extra.get("trust_error", "none recorded"))
+                        op.op_id, op.trust_error or "none recorded")
         if wf.roll_forward_possible(ctx, op):
             try:
                 did = thawed + wf.roll_forward(ctx, op)

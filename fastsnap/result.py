@@ -39,7 +39,7 @@ class SnapshotResult:
     def of(cls, op: jr.Operation, already_done: bool = False) -> SnapshotResult:
         """The result an operation recorded when it finished, or (rolled forward by ``recover``) what its
         journal entry says."""
-        rec = op.extra.get("result")
+        rec = op.result
         if rec:
             known = set(cls.__dataclass_fields__)
             return cls(**{**{k: v for k, v in rec.items() if k in known}, "already_done": already_done})
@@ -47,9 +47,9 @@ class SnapshotResult:
                     if op.path in (SnapshotPath.CLONE, SnapshotPath.DELTA, SnapshotPath.COPY) and op.fsid and op.pool
                     else None)
         return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
-                   reason=str(op.extra.get("reason", "")), seconds=0.0, size=int(op.extra.get("size", 0)),
-                   bytes_streamed=0, bytes_read=0, disk=op.disk, flatten=dict(op.extra.get("flatten", {})),
-                   acting_as=dict(op.extra.get("acting_as", {})), already_done=already_done)
+                   reason=op.reason, seconds=0.0, size=op.size, bytes_streamed=0, bytes_read=0, disk=op.disk,
+                   flatten=op.flatten.to_dict() if op.flatten else {}, acting_as=dict(op.acting_as or {}),
+                   already_done=already_done)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

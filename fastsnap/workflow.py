@@ -21,7 +21,7 @@ from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster
 from fastsnap.errors import ConfigError, FastsnapError, GlanceError, NoDomain, NotFound
 from fastsnap.glance import Glance
-from fastsnap.journal import FlattenInfo
+from fastsnap.journal import FlattenInfo, QuiesceInfo
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
 from fastsnap.plan import SnapshotPath
 from fastsnap.states import FlattenPolicy, FlattenState, Step
@@ -92,7 +92,7 @@ def _snapshot_disk(ctx: Context, op: jr.Operation, disk: ImageSpec, snap: str) -
     uri = fz.hypervisor.uri if fz.hypervisor else None
 
     def journal_frozen(frozen: bool) -> None:
-        op.extra["quiesce"] = {"domain": fz.decision.domain, "uri": uri, "frozen": frozen}
+        op.quiesce = QuiesceInfo(domain=fz.decision.domain, uri=uri, frozen=frozen)
         ctx.journal.save(op)
 
     with qs.frozen(fz.hypervisor, fz.decision, fz.max_seconds, fz.outcome, lambda: journal_frozen(True),
@@ -104,15 +104,15 @@ def _snapshot_disk(ctx: Context, op: jr.Operation, disk: ImageSpec, snap: str) -
 
 def thaw_left(op: jr.Operation, journal: jr.Journal, hypervisor: Callable[[str], qs.Hypervisor]) -> list[str]:
     """Thaw a guest that a killed process left frozen (idempotent: thawing a running guest is a no-op)."""
-    q = op.extra.get("quiesce") or {}
-    if not q.get("frozen"):
+    q = op.quiesce
+    if q is None or not q.frozen:
         return []
     try:
-        hypervisor(str(q["uri"])).thaw(str(q["domain"]))
-        did = f"thawed guest {q['domain']}"
+        hypervisor(str(q.uri)).thaw(str(q.domain))
+        did = f"thawed guest {q.domain}"
     except NoDomain:
-        did = f"guest {q['domain']} no longer exists: nothing to thaw"
-    q["frozen"] = False
+        did = f"guest {q.domain} no longer exists: nothing to thaw"
+    q.frozen = False
     journal.save(op)
     return [did]
 
@@ -223,7 +223,7 @@ def _register(ctx: Context, op: jr.Operation, url: str, fresh: bool = False) -> 
         if not fresh and ctx.glance.get(op.op_id).get("status") != "queued":
             return
         api, active = ctx.glance.add_location(op.op_id, url)
-        op.extra["location_api"] = api
+        op.location_api = api
         if active is not None:  # the image PATCH answers with the image, activated
             image.update(active)
 
@@ -232,7 +232,7 @@ def _register(ctx: Context, op: jr.Operation, url: str, fresh: bool = False) -> 
     def wait() -> None:
         if image.get("status") == "active":
             return
-        image.update(ctx.glance.wait_status(op.op_id, "active", registered=op.extra.get("location_api") is not None))
+        image.update(ctx.glance.wait_status(op.op_id, "active", registered=op.location_api is not None))
 
     _step(ctx, op, Step.ACTIVE, wait)
     return Outcome(url, None, image)
@@ -371,7 +371,7 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
         flatten = op.flatten
         if flatten is not None and flatten.policy == FlattenPolicy.BACKGROUND and flatten.state is None:
             queue_flatten(ctx, op, ctx.conf.snapshot.mgr_timeout if ctx.conf else 10)
-            done.append(f"flatten {op.extra['flatten']['state']}")
+            done.append(f"flatten {op.flatten.state if op.flatten else None}")
     else:
         try:
             if snap in ctx.cluster.snapshots(disk):

@@ -169,7 +169,7 @@ def create_app(svc: Service) -> Flask:
         assert req.image_id is not None
         op = svc.journal.get(req.image_id)
         if op is not None and op.state not in REUSABLE:
-            owner = (op.extra.get("acting_as") or {}).get("project_id")
+            owner = (op.acting_as or {}).get("project_id")
             if not who.privileged and owner != who.project:
                 raise BadRequest(f"image {req.image_id} does not exist")
             if op.disk != req.disk:
@@ -184,7 +184,7 @@ def create_app(svc: Service) -> Flask:
             return None
         adopted = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
         adopted.state, adopted.path, adopted.store = JobState.RUNNING, op.path, op.store
-        adopted.reason = str(op.extra.get("reason", ""))
+        adopted.reason = op.reason
         return svc.settle(svc.journal.insert_job(adopted))
 
     @app.post("/v1/snapshots")

@@ -64,7 +64,7 @@ def test_parked_disk_is_drained_and_others_are_left_alone(stack: Stack, fs: Fast
     res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked", base_image=bases["fast"]))
     stack.snapshots.append(res.image_id)
     assert res.path == "clone" and res.flatten["policy"] == "never"
-    assert fs.journal.get(res.image_id).extra["disk_id"]  # type: ignore[union-attr]
+    assert fs.journal.get(res.image_id).disk_id  # type: ignore[union-attr]
     # Not fastsnap's: a disk it never snapshotted, and one of its disks trashed with a deferment (an operator's).
     stranger = make_disk()
     deferred_disk = make_disk()

@@ -98,7 +98,7 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
         journal = jr.Journal(str(Path(conf).parent / "state"))
         for k in ("user_back", "user_forward"):
             op = journal.get(ids[k])
-            assert op is not None and "trust_id" not in op.extra
+            assert op is not None and op.trust_id is None
         assert [op.op_id for op in journal.list(OpState.RUNNING)] == [ids["bad"]]
     finally:
         _rbd(stack, "rm", f"vms/{disks['bad']}-blocker")

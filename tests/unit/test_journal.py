@@ -15,7 +15,17 @@ import pytest
 
 from fastsnap import journal as jr
 from fastsnap.errors import Reserved
-from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, JobState, OpState
+from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, FlattenPolicy, FlattenState, JobState, OpState
+
+
+def _old_record(op_id: str = "img-1", state: str = "done", steps: list[str] | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An operation record as fastsnap wrote it before the typed fields: ``json.dumps(op.__dict__)`` with the
+    free-form ``extra`` dict."""
+    return {"op_id": op_id, "disk": "vms/d", "path": "clone", "store": "fast", "pool": "images", "fsid": "f",
+            "image_created": True, "delete_image_on_error": True, "state": state, "steps": steps or [],
+            "error": None, "pid": 4242, "host": "compute-1", "created_at": 1.0, "updated_at": 2.0,
+            "extra": extra or {}}
 
 
 def _old_database(state: Path) -> None:
@@ -28,9 +38,7 @@ def _old_database(state: Path) -> None:
         create table jobs (id text primary key, key text unique, state text not null, record text not null,
                            created_at real not null);
     """)
-    op = jr.Operation(op_id="img-1", disk="vms/d", path="clone", store="fast", pool="images", fsid="f",
-                      image_created=True, delete_image_on_error=True, state=OpState.DONE)
-    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "done", json.dumps(op.__dict__), 1.0))
+    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "done", json.dumps(_old_record()), 1.0))
     old_job = {"id": "job-1", "key": "k", "request": {"disk": "vms/d", "name": "n"}, "state": "done",
                "image_id": "img-1", "path": "clone", "store": "fast", "reason": "r", "bytes_done": 0,
                "bytes_total": 0, "result": None, "error": None, "project_id": "p1", "request_id": None,
@@ -105,7 +113,8 @@ def _op(op_id: str = "img-1", disk: str = "vms/d", **kw: Any) -> jr.Operation:
 
 def test_reserve_records_the_operation_whole(tmp_path: Path) -> None:
     j = jr.Journal(str(tmp_path))
-    op = _op(extra={"flatten": {"policy": "background"}, "trust_id": "t"})
+    op = _op(flatten=jr.FlattenInfo(FlattenPolicy.BACKGROUND, "soft limit", 2), trust_id="t", size=1 << 30,
+             acting_as={"mode": "user", "user_id": "u", "project_id": "p", "roles": ["member"]})
     j.reserve(op)
     got = jr.Journal(str(tmp_path)).get("img-1")  # another Journal object on the same file sees it
     assert got == op and got.state == OpState.RUNNING and got.steps == []
@@ -204,8 +213,8 @@ def test_version_1_database_without_a_jobs_table_gets_one(tmp_path: Path) -> Non
     db = sqlite3.connect(tmp_path / "state" / "journal.sqlite", isolation_level=None)
     db.execute("create table operations (op_id text primary key, state text not null, record text not null, "
                "updated_at real not null)")
-    op = _op(state=OpState.RUNNING, steps=["image"])
-    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "running", json.dumps(op.__dict__), 1.0))
+    record = _old_record(state="running", steps=["image"])
+    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "running", json.dumps(record), 1.0))
     db.close()
     j = jr.Journal(str(tmp_path / "state"))
     assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-1"]
@@ -271,3 +280,104 @@ def test_a_job_record_with_unknown_fields_still_loads(tmp_path: Path) -> None:
     record = json.loads(job.dump())
     record["added_by_a_newer_fastsnap"] = 1
     assert jr.Job.load(json.dumps(record)) == job
+
+
+# -- the operation record (to_record / from_record) ----------------------------------------------------------
+
+RESULT = {"image_id": "img-1", "path": "delta", "store": "fast", "pool": "images", "location": "rbd://f/images/img-1/snap",
+          "reason": "delta from the base copy", "seconds": 1.5, "size": 1 << 30, "bytes_streamed": 10,
+          "bytes_read": 20, "disk": "vms/d", "flatten": {}, "acting_as": {"mode": "operator"}, "already_done": False,
+          "quiesced": True, "quiesce": {"reason": "asked"}, "rotated": [], "transfer": {"bytes_read": 20}}
+
+
+def _full_op() -> jr.Operation:
+    """An operation with every field set."""
+    return _op(state=OpState.DONE, steps=["image", "disk_snap"], error="e", reason="delta from the base copy",
+               acting_as={"mode": "user", "user_id": "u", "project_id": "p", "roles": ["member"]}, size=1 << 30,
+               base_location="rbd://g/images/base/snap", check_bytes_read=4096, disk_id="10ab",
+               flatten=jr.FlattenInfo(FlattenPolicy.BACKGROUND, "soft limit", 3, FlattenState.QUEUED, "t-1", None),
+               quiesce=jr.QuiesceInfo("instance-1", "qemu:///system", False), location_api="v2.17",
+               transfer={"size": 1 << 30, "bytes_read": 20, "bytes_written": 10}, trust_id="trust",
+               trust_error="no", result=RESULT)
+
+
+def test_a_record_round_trips_through_json() -> None:
+    op = _full_op()
+    record = op.to_record()
+    assert set(record) == {f for f in jr.Operation.__dataclass_fields__}
+    text = json.dumps(record, sort_keys=True)  # JSON-safe
+    assert jr.Operation.from_record(json.loads(text)) == op
+    assert jr.Operation.from_record(record) == op
+    assert json.loads(text)["flatten"] == {"policy": "background", "why": "soft limit", "depth": 3, "state": "queued",
+                                           "task": "t-1"}
+    assert json.loads(text)["quiesce"] == {"domain": "instance-1", "uri": "qemu:///system", "frozen": False}
+    bare = _op()
+    assert jr.Operation.from_record(json.loads(json.dumps(bare.to_record()))) == bare
+
+
+def test_a_record_shares_nothing_mutable_with_its_operation() -> None:
+    op = _full_op()
+    record = op.to_record()
+    record["steps"].append("x")
+    record["acting_as"]["mode"] = "operator"
+    record["result"]["flatten"]["x"] = 1
+    record["flatten"]["state"] = "done"
+    assert op.steps == ["image", "disk_snap"] and op.acting_as is not None and op.acting_as["mode"] == "user"
+    assert op.result == RESULT and RESULT["flatten"] == {}
+    assert op.flatten is not None and op.flatten.state is FlattenState.QUEUED
+    again = jr.Operation.from_record(record)
+    record["acting_as"]["mode"] = "user"
+    assert again.acting_as is not None and again.acting_as["mode"] == "operator"
+
+
+def test_an_old_record_with_extra_is_read_into_the_fields(caplog: pytest.LogCaptureFixture) -> None:
+    extra = {"reason": "delta from the base copy",
+             "acting_as": {"mode": "user", "user_id": "u", "project_id": "p", "roles": ["member"]},
+             "size": 1 << 30, "base_location": "rbd://g/images/base/snap", "check_bytes_read": 4096,
+             "disk_id": "10ab",
+             "flatten": {"policy": "background", "why": "soft limit", "depth": 3, "state": "queued", "task": "t-1"},
+             "quiesce": {"domain": "instance-1", "uri": "qemu:///system", "frozen": False}, "location_api": "v2.17",
+             "transfer": {"size": 1 << 30, "bytes_read": 20, "bytes_written": 10}, "trust_id": "trust",
+             "trust_error": "no", "result": RESULT, "someones_key": 1}
+    record = _old_record(steps=["image", "disk_snap"], extra=extra)
+    record["error"] = "e"
+    record["added_by_a_newer_fastsnap"] = {"x": 1}
+    with caplog.at_level("WARNING", logger="fastsnap.journal"):
+        op = jr.Operation.from_record(json.loads(json.dumps(record)))
+    want = _full_op()
+    want.pid, want.host, want.created_at, want.updated_at = 4242, "compute-1", 1.0, 2.0
+    assert op == want
+    assert "someones_key" in caplog.text and "added_by_a_newer_fastsnap" not in caplog.text
+    assert "extra" not in op.to_record() and "someones_key" not in json.dumps(op.to_record())
+
+
+def test_an_old_record_without_extra_keys_gets_the_defaults() -> None:
+    op = jr.Operation.from_record(_old_record(state="running", extra={"flatten": {}}))
+    assert (op.reason, op.acting_as, op.size, op.base_location, op.check_bytes_read, op.disk_id, op.flatten,
+            op.quiesce, op.location_api, op.transfer, op.trust_id, op.trust_error, op.result) == (
+        "", None, 0, None, 0, None, None, None, None, None, None, None, None)
+    assert op.state is OpState.RUNNING
+
+
+def test_a_record_without_a_required_field_is_refused() -> None:
+    record = _old_record()
+    del record["disk"]
+    with pytest.raises(ValueError, match="journal record img-1: no disk"):
+        jr.Operation.from_record(record)
+
+
+def test_the_journal_reads_an_old_record_and_writes_it_back_typed(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    record = _old_record(state="running", steps=["image"], extra={"trust_id": "t", "disk_id": "10ab",
+                                                                  "flatten": {"policy": "never", "why": "w"}})
+    db = sqlite3.connect(j.path, isolation_level=None)
+    db.execute("insert into operations values (?, ?, ?, ?)", ("img-1", "running", json.dumps(record), 1.0))
+    op = j.get("img-1")
+    assert op is not None and (op.trust_id, op.disk_id) == ("t", "10ab")
+    assert op.flatten == jr.FlattenInfo(FlattenPolicy.NEVER, "w")
+    assert [o.op_id for o in j.list(OpState.RUNNING)] == ["img-1"]
+    op.trust_id = None
+    j.save(op)
+    stored = json.loads(db.execute("select record from operations where op_id = 'img-1'").fetchone()[0])
+    assert "extra" not in stored and stored["trust_id"] is None and stored["disk_id"] == "10ab"
+    assert j.get("img-1") == op

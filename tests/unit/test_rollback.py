@@ -245,7 +245,7 @@ def test_a_guest_left_frozen_is_thawed_once(tmp_path: Path, gone: bool) -> None:
     log: list[str] = []
     j = jr.Journal(str(tmp_path))
     op = _op("clone", [Step.IMAGE, Step.DISK_SNAP])
-    op.extra["quiesce"] = {"domain": "instance-1", "uri": "qemu:///system", "frozen": True}
+    op.quiesce = jr.QuiesceInfo(domain="instance-1", uri="qemu:///system", frozen=True)
     j.reserve(op)
     uris: list[str] = []
 
@@ -257,7 +257,7 @@ def test_a_guest_left_frozen_is_thawed_once(tmp_path: Path, gone: bool) -> None:
     assert log == ["thaw instance-1"] and uris == ["qemu:///system"]
     assert did == (["guest instance-1 no longer exists: nothing to thaw"] if gone else ["thawed guest instance-1"])
     saved = j.get(OP)
-    assert saved is not None and saved.extra["quiesce"]["frozen"] is False  # journaled: not thawed again
+    assert saved is not None and saved.quiesce is not None and saved.quiesce.frozen is False  # not thawed again
     assert wf.thaw_left(saved, j, hypervisor) == [] and log == ["thaw instance-1"]
 
 
@@ -341,7 +341,7 @@ def test_recover_keeps_a_complete_clone_when_registering_fails_for_now(tmp_path:
 def test_recover_thaws_first_reports_a_failure_and_goes_on(tmp_path: Path) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}}, {OP: {"status": "saving"}, "img-2": {"status": "queued"}})
     frozen = _op("stream", [Step.IMAGE, Step.DISK_SNAP])
-    frozen.extra["quiesce"] = {"domain": "instance-1", "uri": "qemu:///system", "frozen": True}
+    frozen.quiesce = jr.QuiesceInfo(domain="instance-1", uri="qemu:///system", frozen=True)
     _journaled(w, frozen)
     bad = jr.Operation(op_id="img-2", disk="vms/other", path="clone", store="fast", pool="images", fsid="f",
                        image_created=True, delete_image_on_error=True, steps=[Step.IMAGE, Step.DISK_SNAP])
