@@ -504,8 +504,9 @@ class Fastsnap:
 
     def parked_disks(self, run: bool = False) -> list[parked.ParkedDisk]:
         """Instance disks parked in the RBD trash (by the Nova hook) while fastsnap clones depend on them. With
-        ``run``: flatten those clones first, in this process, and remove each disk without snapshots left."""
-        return parked.drain(self.cluster, self.journal, run=run)
+        ``run``: flatten those clones first, in this process, and remove each disk without snapshots left.
+        Attributed from Ceph (any host's snapshots) in Nova's pool and the pools the journal knows."""
+        return parked.drain(self.cluster, self.journal, run=run, pools=(self.conf.libvirt.images_rbd_pool,))
 
     def flatten_status(self, run_local: bool = False) -> list[FlattenRow]:
         """Clone-path snapshots whose flatten was pending (see :func:`fastsnap.flatten.status`); with

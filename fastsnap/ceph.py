@@ -10,6 +10,7 @@ the others.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,11 @@ def ceph_call(what: str) -> Iterator[None]:
         raise _wrap(what, exc) from exc
 
 
+CLAIM_NAMESPACE = "fastsnap"   # RADOS namespace of fastsnap's own objects in a pool (no RBD image lives there)
+CLAIM_LOCK = "fastsnap.claim"
+LOCK_FLAG_MAY_RENEW = 1   # librados' LIBRADOS_LOCK_FLAG_MAY_RENEW: re-taking a lock one holds extends it
+
+
 class Cluster:
     """A connection to one Ceph cluster."""
 
@@ -126,6 +132,46 @@ class Cluster:
             except Exception as exc:
                 raise _wrap(f"opening pool {pool}", exc) from exc
         return self._ioctx[pool]
+
+    @contextlib.contextmanager
+    def claim(self, pool: str, what: str, holder: str, seconds: int) -> Iterator[bool]:
+        """A cluster-wide claim: an exclusive RADOS lock (cls_lock) on the object ``fastsnap.claim.<what>`` in
+        namespace ``fastsnap`` of ``pool``, for ``seconds`` and renewed every third of that while held, so a dead
+        holder's claim (killed process, lost host) lapses within ``seconds``. Yields whether it was won (False:
+        another process, on any host, holds it now); released and the object removed after."""
+        ioctx = self._rados.open_ioctx(pool)
+        ioctx.set_namespace(CLAIM_NAMESPACE)
+        obj, cookie = f"fastsnap.claim.{what}", holder
+        try:
+            try:
+                ioctx.lock_exclusive(obj, CLAIM_LOCK, cookie, desc=holder, duration=seconds)
+            except (rados.ObjectBusy, rados.ObjectExists):
+                yield False
+                return
+            except rados.Error as exc:
+                raise _wrap(f"claiming {pool}/{obj}", exc) from exc
+            done = threading.Event()
+
+            def renew() -> None:
+                while not done.wait(seconds / 3):
+                    try:
+                        ioctx.lock_exclusive(obj, CLAIM_LOCK, cookie, desc=holder, duration=seconds,
+                                             flags=LOCK_FLAG_MAY_RENEW)
+                    except rados.Error as exc:
+                        LOG.warning("renewing the claim %s/%s failed: %s", pool, obj, exc)
+
+            renewer = threading.Thread(target=renew, name=f"claim-{what}", daemon=True)
+            renewer.start()
+            try:
+                yield True
+            finally:
+                done.set()
+                renewer.join()
+                with contextlib.suppress(rados.Error):
+                    ioctx.unlock(obj, CLAIM_LOCK, cookie)
+                    ioctx.remove_object(obj)
+        finally:
+            ioctx.close()
 
     @contextlib.contextmanager
     def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:

@@ -7,16 +7,26 @@ offload, rebuild): its name is free at once, its data stays as long as a clone n
 parked disks, flattens their dependents first (in this process: ahead of the Ceph mgr's one-at-a-time queue),
 and removes a disk from the trash once it has no snapshot left.
 
-Only disks fastsnap can attribute to its own operations are touched: a trash entry is parked here when its RBD
-image id is the ``disk_id`` a clone-path operation recorded in the journal at snapshot time, it was moved to the
-trash by a user (source ``USER``) without a deferment (``rbd trash mv`` with no delay, what the hook does), and
-it has no snapshot besides fastsnap's. Anything else in the trash is left alone. Such an entry whose image can no
-longer be opened is a removal from the trash that was interrupted (a killed drain): the drain finishes it.
+Only disks fastsnap can attribute to its own snapshots are touched, and they are attributed from Ceph alone, so
+that any host drains what any host's snapshots hold (a server snapshotted on one host and deleted on another after
+a migration): a trash entry in one of the pools looked at (Nova's ``[libvirt] images_rbd_pool`` and the disks'
+pools the journal knows) moved to the trash by a user (source ``USER``) without a deferment (``rbd trash mv``
+with no delay, what the hook does), whose snapshots are all trashed ``fastsnap-*`` snapshots. Its dependents are
+what Ceph lists as the children of those snapshots (``list_children2``). The local journal adds the entries
+Ceph alone cannot tell apart from anyone's: a disk the journal recorded (``disk_id``) that has no snapshot left
+(its last clone was flattened by the mgr), and one whose image can no longer be opened, a removal from the trash
+that was interrupted (a killed drain): the drain finishes those. Anything else in the trash is left alone.
+
+Exactly one process, on any host, drains a given disk at a time: a cluster-wide claim
+(:meth:`fastsnap.ceph.Cluster.claim`, a RADOS lock with an expiry) on ``drain.<pool>.<image id>``; another
+drain meanwhile skips that disk.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +42,7 @@ from fastsnap.plan import SnapshotPath
 from fastsnap.states import ParkedState
 
 LOG = logging.getLogger(__name__)
+CLAIM_SECONDS = 30   # a drain's claim on a disk lapses this long after its holder died (renewed while held)
 
 
 
@@ -85,27 +96,25 @@ def _only_fastsnap_snapshots(snaps: list[dict[str, Any]]) -> bool:
     return True
 
 
-def _dependents(cluster: Cluster, ops: list[jr.Operation], disk_name: str, disk_pool: str) -> list[ImageSpec]:
-    """The operations' clones that still have this disk as parent."""
-    deps = []
-    for op in ops:
-        if not op.pool:
-            continue
-        clone = ImageSpec(op.pool, op.op_id)
-        try:
-            parent = cluster.parent(clone)
-        except NotFound:
-            continue  # the clone is gone (image deleted): it no longer holds the disk
-        if parent is not None and parent.pool == disk_pool and parent.image == disk_name:
-            deps.append(clone)
-    return deps
+def _dependents(cluster: Cluster, pool: str, image_id: str, snaps: list[dict[str, Any]]) -> list[ImageSpec]:
+    """The clones that still read through the snapshots ``snaps`` of the trashed image, as Ceph lists them."""
+    deps: list[ImageSpec] = []
+    with rbd.Image(cluster.ioctx(pool), image_id=image_id, read_only=True) as img:
+        for snap in snaps:
+            img.set_snap_by_id(snap["id"])
+            for child in img.list_children2():
+                if not child.get("trash") and not child.get("pool_namespace"):
+                    deps.append(ImageSpec(str(child["pool"]), str(child["image"])))
+    return sorted(set(deps), key=str)
 
 
-def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[ImageSpec]]]:
-    """The parked disks fastsnap can attribute to its operations, with the clones that still depend on them."""
+def find(cluster: Cluster, journal: jr.Journal, pools: tuple[str, ...] = ()) -> list[tuple[ParkedDisk,
+                                                                                           list[ImageSpec]]]:
+    """The parked disks fastsnap can attribute to its snapshots (from Ceph; the journal adds the ones Ceph cannot
+    tell), in ``pools`` and the disks' pools the journal knows, with the clones that still depend on them."""
     by_id = _ops_by_disk_id(journal)
     result: list[tuple[ParkedDisk, list[ImageSpec]]] = []
-    for pool in sorted({p for p, _ in by_id}):
+    for pool in sorted(set(pools) | {p for p, _ in by_id}):
         try:
             entries = list(rbd.RBD().trash_list(cluster.ioctx(pool)))
         except NotFound:
@@ -113,8 +122,8 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
         except rbd.Error as exc:
             raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
         for entry in entries:
-            ops = by_id.get((pool, str(entry.get("id"))))
-            if not ops or entry.get("source") != "USER" or not _no_deferment(entry):
+            known = bool(by_id.get((pool, str(entry.get("id")))))
+            if entry.get("source") != "USER" or not _no_deferment(entry):
                 continue
             parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
                                 parked_at=str(entry.get("deletion_time")), snapshots=0)
@@ -123,53 +132,70 @@ def find(cluster: Cluster, journal: jr.Journal) -> list[tuple[ParkedDisk, list[I
             except rbd.ImageNotFound:
                 # The trash entry outlived its image: a removal from the trash was interrupted after the image's
                 # header went (librbd removes the data first, the trash entry last), e.g. a drain killed there.
-                # Nothing can depend on it any more; the drain finishes the removal.
-                parked.error = "its image is half removed (an interrupted removal): the drain finishes it"
-                result.append((parked, []))
+                # Nothing can depend on it any more; the drain finishes the removal (of a disk it knows).
+                if known:
+                    parked.error = "its image is half removed (an interrupted removal): the drain finishes it"
+                    result.append((parked, []))
                 continue
+            except rbd.Error as exc:
+                raise CephError(f"reading trash entry {pool}/{parked.id}: {exc}") from exc
             parked.snapshots = len(snaps)
+            if not snaps and not known:
+                continue  # anyone's; fastsnap's own ones without snapshots are known to the journal
             if not _only_fastsnap_snapshots(snaps):
-                parked.state = ParkedState.BLOCKED
-                parked.error = "it has snapshots that are not fastsnap's: left alone"
-                result.append((parked, []))
+                if known:
+                    parked.state = ParkedState.BLOCKED
+                    parked.error = "it has snapshots that are not fastsnap's: left alone"
+                    result.append((parked, []))
                 continue
-            deps = _dependents(cluster, ops, parked.name, pool) if snaps else []
+            deps = _dependents(cluster, pool, parked.id, snaps) if snaps else []
             parked.dependents = [str(d) for d in deps]
             result.append((parked, deps))
     return result
 
 
-def drain(cluster: Cluster, journal: jr.Journal, run: bool = True) -> list[ParkedDisk]:
+def drain(cluster: Cluster, journal: jr.Journal, run: bool = True, pools: tuple[str, ...] = ()) -> list[ParkedDisk]:
     """With ``run``: flatten the dependents of each parked disk (in this process) and remove every parked disk
-    without snapshots from the trash. Returns the parked disks as found (and what became of them)."""
+    without snapshots from the trash, each under a cluster-wide claim. Returns the parked disks as found (and what
+    became of them)."""
     rows = []
-    for parked, deps in find(cluster, journal):
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    for parked, deps in find(cluster, journal, pools):
         if run and parked.state != ParkedState.BLOCKED:
-            try:
-                for dep in deps:
-                    parked.state = ParkedState.FLATTENING
-                    LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
-                             parked.name, parked.id)
-                    fl.flatten_now(cluster, dep)
-                try:
-                    snaps = _snapshots(cluster, parked.pool, parked.id)
-                except rbd.ImageNotFound:
-                    snaps = []  # half removed (see find): finish the removal
-                parked.snapshots = len(snaps)
-                if not snaps:
-                    remove(cluster, parked.pool, parked.id)
-                    parked.state, parked.dependents = ParkedState.REMOVED, []
-                    LOG.info("removed parked disk %s/%s (id %s) from the RBD trash", parked.pool, parked.name,
-                             parked.id)
-                elif not _only_fastsnap_snapshots(snaps):
-                    parked.state, parked.error = ParkedState.BLOCKED, "it has snapshots that are not fastsnap's"
+            with cluster.claim(parked.pool, f"drain.{parked.pool}.{parked.id}", holder, CLAIM_SECONDS) as won:
+                if won:
+                    _drain_one(cluster, parked, deps)
                 else:
-                    parked.state = ParkedState.WAITING
-            except (CephError, rbd.Error) as exc:
-                parked.error = str(exc)
-                LOG.warning("parked disk %s/%s (id %s): %s", parked.pool, parked.name, parked.id, exc)
+                    parked.error = "another fastsnap drains it now"
         rows.append(parked)
     return rows
+
+
+def _drain_one(cluster: Cluster, parked: ParkedDisk, deps: list[ImageSpec]) -> None:
+    """Flatten the dependents of one parked disk (claimed), then remove it from the trash if nothing is left."""
+    try:
+        for dep in deps:
+            parked.state = ParkedState.FLATTENING
+            LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
+                     parked.name, parked.id)
+            fl.flatten_now(cluster, dep)
+        try:
+            snaps = _snapshots(cluster, parked.pool, parked.id)
+        except rbd.ImageNotFound:
+            snaps = []  # half removed (see find): finish the removal
+        parked.snapshots = len(snaps)
+        if not snaps:
+            remove(cluster, parked.pool, parked.id)
+            parked.state, parked.dependents = ParkedState.REMOVED, []
+            LOG.info("removed parked disk %s/%s (id %s) from the RBD trash", parked.pool, parked.name,
+                     parked.id)
+        elif not _only_fastsnap_snapshots(snaps):
+            parked.state, parked.error = ParkedState.BLOCKED, "it has snapshots that are not fastsnap's"
+        else:
+            parked.state = ParkedState.WAITING
+    except (CephError, rbd.Error) as exc:
+        parked.error = str(exc)
+        LOG.warning("parked disk %s/%s (id %s): %s", parked.pool, parked.name, parked.id, exc)
 
 
 def remove(cluster: Cluster, pool: str, image_id: str) -> None:

@@ -104,8 +104,8 @@ def create_app(svc: Service) -> Flask:
 
     @app.post("/v1/parked")
     def report_parked() -> Response:
-        """The Nova hook moved a disk to the RBD trash: drain now. fastsnap finds parked disks itself (by the
-        ids its journal recorded); the report only wakes the poller."""
+        """The Nova hook moved a disk to the RBD trash: drain now. fastsnap finds parked disks itself (from Ceph:
+        trash entries holding only fastsnap's snapshots, see fastsnap.parked); the report only wakes the poller."""
         if (refused := privileged_only()) is not None:
             return refused
         body = request.get_json(silent=True)

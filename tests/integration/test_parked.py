@@ -146,3 +146,42 @@ def test_interrupted_removal_of_a_parked_disk_is_finished(stack: Stack, fs: Fast
         assert left == [], f"objects of the removed disk left: {left}"
     finally:
         _purge(stack, parked_id)
+
+
+def test_disk_parked_on_another_host_is_drained_there(stack: Stack, fs: Fastsnap, make_disk: Writer,
+                                                      bases: dict[str, str], tmp_path: Path) -> None:
+    """Issue 23's finding: host A takes a clone snapshot and is lost; the server, migrated to host B meanwhile, is
+    deleted there and B's hook parks the disk. B's fastsnap (a journal of its own that never saw A's snapshot)
+    attributes the trash entry from Ceph alone and drains it. While another process holds the drain's
+    cluster-wide claim on that disk, B leaves it alone."""
+    disk = make_disk()
+    want = stack.disk_sha256("vms", disk)
+    res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name="parked-elsewhere", base_image=bases["fast"]))
+    stack.snapshots.append(res.image_id)
+    conf_b = tmp_path / "host-b.conf"
+    conf_b.write_text(Path(stack.config_file).read_text().replace("[journal]\n", "[journal_unused]\n")
+                      + f"\n[journal]\nstate_dir = {tmp_path / 'host-b-state'}\n[snapshot]\nflatten = never\n")
+    parked_id = _park(stack, disk)
+    host_b = Fastsnap(config_file=str(conf_b))
+    try:
+        assert host_b.journal.list() == []
+        rows = host_b.parked_disks()
+        assert [(r.id, r.name, r.state, r.dependents) for r in rows] == [
+            (parked_id, disk, "waiting", [f"images/{res.image_id}"])], rows
+        with fs.cluster.claim("vms", f"drain.vms.{parked_id}", "host-a:1", 60) as won:
+            assert won
+            busy = host_b.parked_disks(run=True)
+            assert [(r.id, r.state, r.error) for r in busy] == [
+                (parked_id, "waiting", "another fastsnap drains it now")], busy
+            assert parked_id in _trash_ids(stack) and _parent(stack, res.image_id) is not None
+        drained = host_b.parked_disks(run=True)
+        assert [(r.id, r.state) for r in drained] == [(parked_id, "removed")], drained
+        assert parked_id not in _trash_ids(stack)
+        assert _parent(stack, res.image_id) is None
+        assert stack.glance_sha256(res.image_id) == want
+        with stack.ioctx("vms") as io:
+            io.set_namespace("fastsnap")
+            assert [o.key for o in io.list_objects()] == []  # the claim's object went with it
+    finally:
+        host_b.close()
+        _purge(stack, parked_id)
