@@ -261,14 +261,17 @@ class Fastsnap:
         plan, base_raw, size, _ = self._plan(req, glance)
         return plan, base_raw, size
 
-    def _plan(self, req: SnapshotRequest, glance: Glance | None = None
+    def _plan(self, req: SnapshotRequest, glance: Glance | None = None, owner: Identity | None = None
               ) -> tuple[Plan, dict[str, Any] | None, int, dict[str, Any] | None]:
         """Validate the request against Ceph and Glance and plan it. Creates nothing.
 
         Store details come from fastsnap's own view (service role); the base image and a given image id are
-        looked up as ``glance`` (the caller), so a user can only use images they can see."""
+        looked up as ``glance`` (the caller), so a user can only use images they can see. With ``owner`` (the
+        user a snapshot is for) the ownership check comes right after the request's own validation."""
         user_glance = glance or self.glance
         disk = validate_request(req)
+        if owner is not None:  # first: before Ceph is asked anything about the disk
+            self.check_owner(req, user_glance, owner)
         try:
             described = self.cluster.describe(disk)
         except NotFound as exc:  # the caller named it: bad input, nothing created
@@ -334,10 +337,7 @@ class Fastsnap:
         (:meth:`check_owner`) comes first, before Ceph is asked anything about the disk; ``verify_owner=False``
         skips it (a trusted caller that checked, with ``[service] verify_trusted_callers`` off)."""
         glance, ident = acting or self.glance_for(user_token, user_auth)
-        validate_request(req)
-        if verify_owner:
-            self.check_owner(req, glance, ident)
-        plan, base_raw, size, queued = self._plan(req, glance)
+        plan, base_raw, size, queued = self._plan(req, glance, ident if verify_owner else None)
         return Planned(plan, base_raw, size, queued, glance, ident)
 
     def snapshot(self, req: SnapshotRequest, progress: Callable[[int, int], None] | None = None,
