@@ -14,6 +14,7 @@ job leaves nothing; no temporary RBD snapshot, clone or unregistered image is le
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -326,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benc
         conf = os.path.join(tmp, "fastsnap.conf")
         cp = configparser.ConfigParser(interpolation=None)
         cp.read(env.fastsnap_config)
-        for sect, values in (("journal", {"state_dir": os.path.join(tmp, "state")}),
+        ns = "t-" + hashlib.sha1(tmp.encode()).hexdigest()[:12]   # a journal of its own, as the tests' (purged)
+        for sect, values in (("journal", {"state_dir": os.path.join(tmp, "state"), "namespace": ns}),
                              ("service", {"bind_host": "127.0.0.1", "bind_port": str(port), "retry_after": "1"}),
                              ("snapshot", {"max_concurrent": str(a.slots)})):
             if not cp.has_section(sect):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -85,7 +86,8 @@ class FastsnapService:
         base = base.replace("[journal]\n", "[journal_unused]\n").replace("[service]\n", "[service_unused]\n")
         own_log = f"\n[DEFAULT]\nlog_file = {log_file}" if log_file else ""
         work.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(base + f"{own_log}\n[journal]\nstate_dir = {work / 'state'}\n[service]\n"
+        self.conf.write_text(base + f"{own_log}\n[journal]\nstate_dir = {work / 'state'}\n"
+                             f"namespace = t-{hashlib.sha1(str(work).encode()).hexdigest()[:12]}\n[service]\n"
                              f"unix_socket = {self.socket}\nunix_socket_mode = 0660\n{extra_conf}")
         self.proc: subprocess.Popen[bytes] | None = None
 

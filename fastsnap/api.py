@@ -32,6 +32,7 @@ from fastsnap.auth import Identity, create_trust, delete_trust, user_session
 from fastsnap.ceph import Cluster
 from fastsnap.errors import (
     BadRequest,
+    CephError,
     ConfigError,
     Conflict,
     FastsnapError,
@@ -121,7 +122,7 @@ class Fastsnap:
         self._session = session
         self._cluster: Cluster | None = None
         self._glance: Glance | None = None
-        self.journal = jr.Journal.from_conf(self.conf)
+        self.journal = jr.Journal.from_conf(self.conf, lambda: self.cluster)
         self._store_cache: StoreCache | None = None
         self._stores_lock = threading.Lock()
         self.locks = Locks(self.conf.journal.state_dir)
@@ -198,6 +199,7 @@ class Fastsnap:
         return wf.Freeze(hv, decision, self.conf.snapshot.max_freeze_seconds, qs.Outcome(False, decision.reason))
 
     def close(self) -> None:
+        self.journal.close()  # this process's share of the host's lease, before the connection it uses
         for hv in self._hypervisors.values():
             hv.close()
         self._hypervisors.clear()
@@ -356,9 +358,15 @@ class Fastsnap:
         # here for a running one, then returns what it made (or first finishes what a dead one left).
         with self.locks.operation(op_id):
             op = self.earlier(req)
-            if op is not None and op.state == OpState.RUNNING:  # we hold its lock, so its process is gone
+            if op is not None and op.state == OpState.RUNNING and op.host != self.journal.ops.host \
+                    and self.journal.ops.lease_alive(op.host):
+                raise Reserved(f"image {op.op_id} is being taken on host {op.host} (its lease lives)")
+            if op is not None and op.state == OpState.RUNNING:  # its process (or its host) is gone
                 LOG.info("image %s: an earlier operation was interrupted; recovering it first", req.image_id)
                 action = rc.recover_one(self, self.context(), op)
+                if action is None:
+                    raise Reserved(f"image {req.image_id}: another host is recovering an earlier, interrupted "
+                                   "operation on it; try again")
                 if action.action is RecoverAction.FAILED:
                     raise FastsnapError(f"image {req.image_id}: an earlier, interrupted operation could not be "
                                         f"recovered: {action.error}")
@@ -414,8 +422,10 @@ class Fastsnap:
                     op.trust_error = str(exc)
             try:
                 self.journal.reserve(op)
-            except Reserved:  # unreachable while every writer holds the operation lock
-                self.drop_trust(op, glance.session, save=False)  # the record is the holder's, not ours
+            except BaseException as exc:  # held (another host), or the journal unreachable: nothing was created
+                self.drop_trust(op, glance.session, save=False)  # the record is the holder's, or none is ours
+                if isinstance(exc, CephError):
+                    raise CephError(f"the journal cannot be written, so nothing was created: {exc}") from exc
                 raise
             wf.crash_point("reserved")
             LOG.info("snapshot %s of %s: %s", op_id, req.disk, plan.reason)

@@ -10,6 +10,8 @@ the others.
 from __future__ import annotations
 
 import contextlib
+import errno
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +79,183 @@ CLAIM_LOCK = "fastsnap.claim"
 LOCK_FLAG_MAY_RENEW = 1   # librados' LIBRADOS_LOCK_FLAG_MAY_RENEW: re-taking a lock one holds extends it
 
 
+class Objects:
+    """RADOS objects and their omap in one pool and namespace (the journal's store; see fastsnap.rados_journal).
+
+    Values are text (JSON). Every call runs under the cluster's client timeouts and raises only fastsnap errors
+    (CephNotFound, CephError) naming the call. ``cas`` and ``create`` are atomic on the OSD: a guarded write
+    either lands whole or not at all, whichever host makes it."""
+
+    def __init__(self, ioctx: Any, where: str) -> None:
+        self._io = ioctx
+        self.where = where
+
+    def close(self) -> None:
+        with contextlib.suppress(rados.Error):
+            self._io.close()
+
+    def get(self, obj: str, keys: tuple[str, ...]) -> dict[str, str] | None:
+        """The values of ``keys`` in ``obj``'s omap (absent keys left out); None when the object does not exist."""
+        try:
+            with rados.ReadOpCtx() as op:
+                it, _ = self._io.get_omap_vals_by_keys(op, keys)
+                self._io.operate_read_op(op, obj)
+                return {k: v.decode() for k, v in it}
+        except rados.ObjectNotFound:
+            return None
+        except rados.Error as exc:
+            raise _wrap(f"reading {self.where}/{obj}", exc) from exc
+
+    def items(self, obj: str, prefix: str = "", page: int = 1000) -> dict[str, str]:
+        """Every omap key of ``obj`` starting with ``prefix`` (read in pages); {} when the object is absent."""
+        out: dict[str, str] = {}
+        after = ""
+        while True:
+            try:
+                with rados.ReadOpCtx() as op:
+                    it, _ = self._io.get_omap_vals(op, after, prefix, page)
+                    self._io.operate_read_op(op, obj)
+                    got = [(k, v.decode()) for k, v in it]
+            except rados.ObjectNotFound:
+                return out
+            except rados.Error as exc:
+                raise _wrap(f"listing {self.where}/{obj}", exc) from exc
+            out.update(got)
+            if len(got) < page:
+                return out
+            after = got[-1][0]
+
+    def set(self, obj: str, values: dict[str, str]) -> None:
+        """Set omap keys (creating the object)."""
+        self._write(obj, f"writing {self.where}/{obj}", values=values)
+
+    def create(self, obj: str, values: dict[str, str]) -> bool:
+        """Create ``obj`` with these omap values, only if it does not exist. Returns False when it did."""
+        try:
+            self._write(obj, f"creating {self.where}/{obj}", values=values, exclusive=True, raw=True)
+            return True
+        except rados.ObjectExists:
+            return False
+
+    def cas(self, obj: str, key: str, expected: str, values: dict[str, str]) -> bool:
+        """Set ``values`` only if ``key`` still holds ``expected`` (compare and swap). False when it did not."""
+        try:
+            self._write(obj, f"updating {self.where}/{obj}", values=values, cmp=(key, expected), raw=True)
+            return True
+        except (rados.OSError, rados.Error) as exc:
+            if getattr(exc, "errno", None) == errno.ECANCELED or "canceled" in str(exc).lower():
+                return False
+            raise _wrap(f"updating {self.where}/{obj}", exc) from exc
+
+    def remove_keys(self, obj: str, keys: tuple[str, ...]) -> None:
+        try:
+            self._write(obj, f"removing keys of {self.where}/{obj}", remove=keys, raw=True)
+        except rados.ObjectNotFound:
+            return
+
+    def remove(self, obj: str) -> None:
+        try:
+            self._io.remove_object(obj)
+        except rados.ObjectNotFound:
+            return
+        except rados.Error as exc:
+            raise _wrap(f"removing {self.where}/{obj}", exc) from exc
+
+    def _write(self, obj: str, what: str, values: dict[str, str] | None = None, exclusive: bool = False,
+               cmp: tuple[str, str] | None = None, remove: tuple[str, ...] = (), raw: bool = False) -> None:
+        try:
+            with rados.WriteOpCtx() as op:
+                if exclusive:
+                    op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+                if cmp is not None:
+                    op.omap_cmp(cmp[0], cmp[1], rados.LIBRADOS_CMPXATTR_OP_EQ)
+                if remove:
+                    self._io.remove_omap_keys(op, remove)
+                if values:
+                    keys = tuple(values)
+                    self._io.set_omap(op, keys, tuple(values[k].encode() for k in keys))
+                self._io.operate_write_op(op, obj)
+        except rados.Error as exc:
+            if raw:
+                raise
+            raise _wrap(what, exc) from exc
+
+    # -- locks (cls_lock): leases and claims -----------------------------------------------------------------
+
+    def lock(self, obj: str, name: str, cookie: str, seconds: int, shared: bool = False, renew: bool = False,
+             desc: str = "") -> bool:
+        """Take (or, with ``renew``, extend) a cls_lock on ``obj`` for ``seconds``: shared (one locker per
+        cookie, tag ``name``) or exclusive. False when another holder has it."""
+        flags = LOCK_FLAG_MAY_RENEW if renew else 0
+        try:
+            if shared:
+                self._io.lock_shared(obj, name, cookie, name, desc=desc, duration=seconds, flags=flags)
+            else:
+                self._io.lock_exclusive(obj, name, cookie, desc=desc, duration=seconds, flags=flags)
+            return True
+        except (rados.ObjectBusy, rados.ObjectExists):
+            return False
+        except rados.Error as exc:
+            raise _wrap(f"locking {self.where}/{obj}", exc) from exc
+
+    def unlock(self, obj: str, name: str, cookie: str) -> None:
+        with contextlib.suppress(rados.ObjectNotFound):
+            try:
+                self._io.unlock(obj, name, cookie)
+            except rados.Error as exc:
+                raise _wrap(f"unlocking {self.where}/{obj}", exc) from exc
+
+    def lockers(self, obj: str, name: str) -> int:
+        """How many hold ``name`` on ``obj`` now (lapsed lockers are not counted: cls_lock trims them when it
+        reads the lock). The binding has no list_lockers, so this calls cls_lock's ``get_info`` itself: the input
+        is ``cls_lock_get_info_op`` (ENCODE_START(1, 1) and the lock's name), and the reply
+        ``cls_lock_get_info_reply`` starts, after its own 6-byte ENCODE_START header, with the count of the
+        ``lockers`` map."""
+        raw = name.encode()
+        body = struct.pack("<I", len(raw)) + raw
+        arg = struct.pack("<BBI", 1, 1, len(body)) + body
+        try:
+            _, out = self._io.execute(obj, "lock", "get_info", arg, 65536)
+        except rados.ObjectNotFound:
+            return 0
+        except rados.Error as exc:
+            raise _wrap(f"reading the locks of {self.where}/{obj}", exc) from exc
+        if len(out) < 10:
+            raise CephError(f"Ceph: reading the locks of {self.where}/{obj}: short reply ({len(out)} bytes)")
+        return int(struct.unpack_from("<I", out, 6)[0])
+
+
+    @contextlib.contextmanager
+    def claim(self, what: str, holder: str, seconds: int) -> Iterator[bool]:
+        """A cluster-wide claim: an exclusive cls_lock on ``fastsnap.claim.<what>`` for ``seconds``, renewed every
+        third of that while held, so a dead holder's claim (killed process, lost host) lapses within ``seconds``.
+        Yields whether it was won (False: another process, on any host, holds it now); released and the object
+        removed after."""
+        obj = f"fastsnap.claim.{what}"
+        if not self.lock(obj, CLAIM_LOCK, holder, seconds, desc=holder):
+            yield False
+            return
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(seconds / 3):
+                try:
+                    self.lock(obj, CLAIM_LOCK, holder, seconds, renew=True, desc=holder)
+                except FastsnapError as exc:
+                    LOG.warning("renewing the claim %s/%s failed: %s", self.where, obj, exc)
+
+        renewer = threading.Thread(target=renew, name=f"claim-{what}", daemon=True)
+        renewer.start()
+        try:
+            yield True
+        finally:
+            done.set()
+            renewer.join()
+            with contextlib.suppress(FastsnapError):
+                self.unlock(obj, CLAIM_LOCK, holder)
+                self.remove(obj)
+
+
 class Cluster:
     """A connection to one Ceph cluster."""
 
@@ -133,45 +312,26 @@ class Cluster:
                 raise _wrap(f"opening pool {pool}", exc) from exc
         return self._ioctx[pool]
 
+    def objects(self, pool: str, namespace: str) -> Objects:
+        """RADOS objects in ``pool``/``namespace`` (an ioctx of their own: its namespace is not the images')."""
+        try:
+            io = self._rados.open_ioctx(pool)
+        except rados.ObjectNotFound as exc:
+            raise CephNotFound(f"Ceph pool {pool!r} does not exist") from exc
+        except Exception as exc:
+            raise _wrap(f"opening pool {pool}", exc) from exc
+        io.set_namespace(namespace)
+        return Objects(io, f"{pool}/{namespace}")
+
     @contextlib.contextmanager
     def claim(self, pool: str, what: str, holder: str, seconds: int) -> Iterator[bool]:
-        """A cluster-wide claim: an exclusive RADOS lock (cls_lock) on the object ``fastsnap.claim.<what>`` in
-        namespace ``fastsnap`` of ``pool``, for ``seconds`` and renewed every third of that while held, so a dead
-        holder's claim (killed process, lost host) lapses within ``seconds``. Yields whether it was won (False:
-        another process, on any host, holds it now); released and the object removed after."""
-        ioctx = self._rados.open_ioctx(pool)
-        ioctx.set_namespace(CLAIM_NAMESPACE)
-        obj, cookie = f"fastsnap.claim.{what}", holder
+        """A cluster-wide claim in namespace ``fastsnap`` of ``pool`` (see :meth:`Objects.claim`)."""
+        objects = self.objects(pool, CLAIM_NAMESPACE)
         try:
-            try:
-                ioctx.lock_exclusive(obj, CLAIM_LOCK, cookie, desc=holder, duration=seconds)
-            except (rados.ObjectBusy, rados.ObjectExists):
-                yield False
-                return
-            except rados.Error as exc:
-                raise _wrap(f"claiming {pool}/{obj}", exc) from exc
-            done = threading.Event()
-
-            def renew() -> None:
-                while not done.wait(seconds / 3):
-                    try:
-                        ioctx.lock_exclusive(obj, CLAIM_LOCK, cookie, desc=holder, duration=seconds,
-                                             flags=LOCK_FLAG_MAY_RENEW)
-                    except rados.Error as exc:
-                        LOG.warning("renewing the claim %s/%s failed: %s", pool, obj, exc)
-
-            renewer = threading.Thread(target=renew, name=f"claim-{what}", daemon=True)
-            renewer.start()
-            try:
-                yield True
-            finally:
-                done.set()
-                renewer.join()
-                with contextlib.suppress(rados.Error):
-                    ioctx.unlock(obj, CLAIM_LOCK, cookie)
-                    ioctx.remove_object(obj)
+            with objects.claim(what, holder, seconds) as won:
+                yield won
         finally:
-            ioctx.close()
+            objects.close()
 
     @contextlib.contextmanager
     def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:

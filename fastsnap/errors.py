@@ -141,6 +141,13 @@ class NoDomain(QuiesceError):
     kind = "no_domain"
 
 
+class LeaseLapsed(CephError):
+    """This host's lease in the journal was not renewed in time: another host may be taking its operations over,
+    so this one must not act on them."""
+
+    kind = "lease"
+
+
 class Busy(FastsnapError):
     """The host already runs its maximum number of snapshots."""
 

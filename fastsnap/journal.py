@@ -2,11 +2,14 @@
 
 A step is recorded *before* it acts, and every name a step creates is derived from the operation id (the
 Glance image id), so after a crash ``recover`` knows exactly what may exist and can roll forward or back with
-idempotent calls. Embedded SQLite (WAL) in ``[journal] state_dir``; safe for several processes on one host.
+idempotent calls.
 
-One versioned schema (``pragma user_version``) holds both tables: ``operations`` (one per image id, written by
-the CLI, the Python API and the service alike) and ``jobs`` (REST requests). A job references its operation by
-image id; its final state is settled from the operation's. Older databases are migrated when opened.
+Operations live in RADOS beside the data (:mod:`fastsnap.rados_journal`: the layout, every key and the order of
+writes), so any host of the cluster can finish, undo or report what another began. What stays local, in SQLite
+(WAL) in ``[journal] state_dir``, is the REST service's ``jobs`` table: a job is one host's service's view of a
+request it accepted (see :class:`Journal`). One versioned schema (``pragma user_version``) holds it and the
+``operations`` table an older fastsnap kept its operations in; :meth:`Journal.migrate` carries those into RADOS
+once. A job references its operation by image id; its final state is settled from the operation's.
 
 An operation's record is typed (:class:`Operation`, whose docstring says what each field holds, who writes and
 who reads it) and (de)serialised only by :meth:`Operation.to_record` / :meth:`Operation.from_record`.
@@ -16,233 +19,29 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import copy
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from fastsnap.ceph import Cluster
 from fastsnap.errors import Reserved
-from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, FlattenPolicy, FlattenState, JobState, OpState
+from fastsnap.operation import FlattenInfo, Operation, QuiesceInfo
+from fastsnap.rados_journal import RadosOperations
+from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, JobState, OpState
 
 LOG = logging.getLogger(__name__)
 
-
-@dataclass
-class FlattenInfo:
-    """A clone-path snapshot's flatten, as journaled in the operation (:attr:`Operation.flatten`) and reported."""
-
-    policy: FlattenPolicy
-    why: str
-    depth: int = 0
-    state: FlattenState | None = None   # None until the policy acted
-    task: str | None = None             # the Ceph mgr's task id
-    error: str | None = None            # why the mgr could not take it / why it could not be checked
-
-    @classmethod
-    def of(cls, raw: dict[str, Any] | None) -> FlattenInfo | None:
-        if not raw or "policy" not in raw:
-            return None
-        state = raw.get("state")
-        return cls(policy=FlattenPolicy(raw["policy"]), why=str(raw.get("why", "")), depth=int(raw.get("depth", 0)),
-                   state=FlattenState(state) if state else None, task=raw.get("task") or None,
-                   error=raw.get("error"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """As journaled: keys without a value are left out."""
-        return {k: v for k, v in asdict(self).items() if v is not None and not (k == "task" and v == "")}
-
-
-@dataclass
-class QuiesceInfo:
-    """The guest freeze around the disk snapshot, as journaled (:attr:`Operation.quiesce`)."""
-
-    domain: str | None   # the libvirt domain
-    uri: str | None      # the libvirt URI of its hypervisor
-    frozen: bool         # True from just before the freeze until the thaw (or recover's thaw)
-
-    @classmethod
-    def of(cls, raw: dict[str, Any] | None) -> QuiesceInfo | None:
-        if not raw:
-            return None
-        domain, uri = raw.get("domain"), raw.get("uri")
-        return cls(domain=None if domain is None else str(domain), uri=None if uri is None else str(uri),
-                   frozen=bool(raw.get("frozen")))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Operation:
-    """One snapshot operation: the journal record of what it planned and which steps it began.
-
-    One record per Glance image id (``op_id``). :meth:`to_record` and :meth:`from_record` are the only
-    (de)serialisation: a store keeps the dict ``to_record`` returns (the SQLite journal as JSON in
-    ``operations.record``) and gives it back to ``from_record``. Records of older fastsnaps, which kept the
-    fields listed below from ``reason`` on in a free-form ``extra`` dict, still load (see :meth:`from_record`).
-
-    Fields (what it holds; written by → read by). "api" is :meth:`fastsnap.api.Fastsnap._snapshot`, which builds
-    the operation after planning; ``reserve`` journals it before the first step acts.
-
-    Identity and plan (api; never change afterwards):
-      op_id                 the Glance image id; names the disk's temporary snapshot ``<disk>@fastsnap-<op_id>``
-                            and the clone / target image ``<pool>/<op_id>`` → every reader
-      disk                  ``pool/image`` of the instance disk → workflow (roll back / forward), parked (its
-                            pool), routes (a second request for the image must name the same disk), results
-      path                  clone | stream | delta | copy → workflow, crosscluster, recover, parked (clone only),
-                            results, routes (adopted job)
-      store                 the Glance store id → api (store cache invalidation), results, routes
-      pool, fsid            the target pool and its cluster (None on the stream path) → workflow, crosscluster,
-                            flatten, parked, results (the location URL)
-      image_created         fastsnap created the Glance image (else it was given, e.g. by nova-api) → roll back
-      delete_image_on_error the image is deleted by a roll back even when it was given → roll back
-
-    Progress (the journal itself):
-      state                 OpState: ``running`` from ``reserve``; ``finish`` sets done / failed / rolled_back →
-                            ``reserve`` (only a REUSABLE holder gives the id up), recover (running ones),
-                            flatten (done ones), service (job state), routes
-      steps                 the steps begun, in order; ``begin`` records one before it acts → roll back / forward
-      error                 why it failed (``finish``) → service (the job's error message)
-      pid, host             the process that built it (diagnostics only)
-      created_at, updated_at  seconds since the epoch; ``save`` / ``reserve`` stamp updated_at → ``list`` order
-
-    What the steps need and report (api unless said; a default means "not recorded"):
-      reason: str = ""      the plan's reason → results (SnapshotResult.reason), routes (adopted job's reason)
-      acting_as: dict|None  who it is for, ``auth.Identity.to_dict()``: {"mode": "user"|"operator", "user_id",
-                            "project_id", "roles"} → recover (a user's operation without a trust: warn),
-                            routes (``project_id``: whether the caller may see the image), results
-      size: int = 0         the disk's size in bytes at planning → crosscluster (target image size), results
-      base_location: str|None  delta path: the ``rbd://`` URL of the base image's copy on the target cluster →
-                            crosscluster (the target image's parent)
-      check_bytes_read: int = 0  delta path: bytes read while planning to check the base copy → crosscluster
-                            (TransferStats, so results' ``transfer``)
-      disk_id: str|None     clone path: the disk's RBD image id → parked (a trashed disk is fastsnap's to purge
-                            only when its id is one an operation recorded)
-      flatten: FlattenInfo|None  clone path: api (policy, why, depth); workflow (sync: state done; background:
-                            ``queue_flatten`` sets task, state queued/local, error); flatten.status (state done /
-                            gone / queued / local, error) → api (the policy to run), workflow.roll_forward
-                            (queue a background flatten that never acted), flatten.status, results
-      quiesce: QuiesceInfo|None  workflow (``_snapshot_disk``: frozen=True just before the freeze, False after
-                            the thaw) → recover (``thaw_left`` thaws a guest a killed process left frozen, then
-                            records frozen=False)
-      location_api: str|None  "v2.17" | "patch", the Glance API the location step used (workflow ``_register``)
-                            → the active step (how to wait for the image)
-      transfer: dict|None   delta / copy paths: ``TransferStats.to_dict()`` after the write (crosscluster) →
-                            api (bytes_streamed, bytes_read and ``transfer`` of the result)
-      trust_id: str|None    the Keystone trust for a user's operation, created before ``reserve``; None again
-                            once ``Fastsnap.drop_trust`` deleted it (operation settled) → recover (acts through it)
-      trust_error: str|None  why that trust could not be created → recover (the warning)
-      result: dict|None     ``SnapshotResult.to_dict()`` of the finished snapshot, just before ``finish(done)``
-                            → results (``SnapshotResult.of``: a repeated request, the service settling a job of
-                            a CLI operation); absent after a roll forward, then rebuilt from the fields above
-    """
-
-    op_id: str
-    disk: str
-    path: str
-    store: str
-    pool: str | None
-    fsid: str | None
-    image_created: bool
-    delete_image_on_error: bool
-    state: OpState = OpState.RUNNING
-    steps: list[str] = field(default_factory=list)
-    error: str | None = None
-    pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    reason: str = ""
-    acting_as: dict[str, Any] | None = None
-    size: int = 0
-    base_location: str | None = None
-    check_bytes_read: int = 0
-    disk_id: str | None = None
-    flatten: FlattenInfo | None = None
-    quiesce: QuiesceInfo | None = None
-    location_api: str | None = None
-    transfer: dict[str, int] | None = None
-    trust_id: str | None = None
-    trust_error: str | None = None
-    result: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        self.state = OpState(self.state)
-
-    def began(self, step: str) -> bool:
-        return step in self.steps
-
-    def to_record(self) -> dict[str, Any]:
-        """The journal record: a JSON-safe dict of every field, sharing nothing mutable with the operation."""
-        return {
-            "op_id": self.op_id, "disk": self.disk, "path": self.path, "store": self.store, "pool": self.pool,
-            "fsid": self.fsid, "image_created": self.image_created,
-            "delete_image_on_error": self.delete_image_on_error, "state": self.state.value,
-            "steps": [str(s) for s in self.steps], "error": self.error, "pid": self.pid, "host": self.host,
-            "created_at": self.created_at, "updated_at": self.updated_at, "reason": self.reason,
-            "acting_as": copy.deepcopy(self.acting_as), "size": self.size, "base_location": self.base_location,
-            "check_bytes_read": self.check_bytes_read, "disk_id": self.disk_id,
-            "flatten": self.flatten.to_dict() if self.flatten else None,
-            "quiesce": self.quiesce.to_dict() if self.quiesce else None,
-            "location_api": self.location_api, "transfer": copy.deepcopy(self.transfer),
-            "trust_id": self.trust_id, "trust_error": self.trust_error, "result": copy.deepcopy(self.result),
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Operation:
-        """The operation a journal record holds (one :meth:`to_record` wrote, or an older fastsnap's).
-
-        Unknown top-level keys (a newer fastsnap's) are ignored. An older record's ``extra`` dict is read into
-        the fields of the same names (a top-level key of the same name wins); a key in it that names no field
-        is dropped with a warning: no fastsnap wrote one. Raises ValueError when a field that has no default is
-        missing."""
-        raw = copy.deepcopy(dict(record))
-        extra = raw.pop("extra", None) or {}
-        for key, value in extra.items():
-            if key in _FROM_EXTRA:
-                raw.setdefault(key, value)
-            else:
-                LOG.warning("journal record %s: dropping unknown extra key %r", raw.get("op_id"), key)
-        missing = [k for k in _REQUIRED if k not in raw]
-        if missing:
-            raise ValueError(f"journal record {raw.get('op_id')}: no {', '.join(missing)}")
-        transfer, acting_as, result = raw.get("transfer"), raw.get("acting_as"), raw.get("result")
-        return cls(
-            op_id=str(raw["op_id"]), disk=str(raw["disk"]), path=str(raw["path"]), store=str(raw["store"]),
-            pool=_opt_str(raw["pool"]), fsid=_opt_str(raw["fsid"]), image_created=bool(raw["image_created"]),
-            delete_image_on_error=bool(raw["delete_image_on_error"]),
-            state=OpState(raw.get("state", OpState.RUNNING)), steps=[str(s) for s in raw.get("steps") or []],
-            error=_opt_str(raw.get("error")), pid=int(raw.get("pid", 0)), host=str(raw.get("host", "")),
-            created_at=float(raw.get("created_at", 0.0)),
-            updated_at=float(raw.get("updated_at", raw.get("created_at", 0.0))),
-            reason=str(raw.get("reason") or ""), acting_as=None if acting_as is None else dict(acting_as),
-            size=int(raw.get("size") or 0), base_location=_opt_str(raw.get("base_location")),
-            check_bytes_read=int(raw.get("check_bytes_read") or 0), disk_id=_opt_str(raw.get("disk_id")),
-            flatten=FlattenInfo.of(raw.get("flatten")), quiesce=QuiesceInfo.of(raw.get("quiesce")),
-            location_api=_opt_str(raw.get("location_api")),
-            transfer=None if transfer is None else {str(k): int(v) for k, v in transfer.items()},
-            trust_id=_opt_str(raw.get("trust_id")), trust_error=_opt_str(raw.get("trust_error")),
-            result=None if result is None else dict(result))
-
-
-_REQUIRED = ("op_id", "disk", "path", "store", "pool", "fsid", "image_created", "delete_image_on_error")
-# The fields an older fastsnap's record kept in its ``extra`` dict (under the same names).
-_FROM_EXTRA = frozenset({"reason", "acting_as", "size", "base_location", "check_bytes_read", "disk_id", "flatten",
-                         "quiesce", "location_api", "transfer", "trust_id", "trust_error", "result"})
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+__all__ = ["FlattenInfo", "Job", "Journal", "Operation", "OperationStore", "QuiesceInfo", "SqliteOperations"]
 
 
 @dataclass
@@ -356,17 +155,85 @@ class Schema:
 
 
 class Journal:
-    def __init__(self, state_dir: str) -> None:
+    """Operations (in RADOS, :mod:`fastsnap.rados_journal`, through :meth:`from_conf`) and the REST service's jobs
+    (SQLite in ``state_dir``: a job is the view of one host's service on a request it accepted; its id, its
+    progress and its result are that service's to serve, and everything recover needs is in the operation).
+
+    ``Journal(state_dir)`` alone keeps the operations in the same SQLite file as an older fastsnap did: the
+    source of the migration, and a store for unit tests of pure logic. A production fastsnap uses
+    :meth:`from_conf`."""
+
+    def __init__(self, state_dir: str, operations: OperationStore | None = None) -> None:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)  # trust ids, who each snapshot was for: fastsnap's only
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, "journal.sqlite")
         self._local = threading.local()
         with self._db() as db:
             Schema.ensure(db)
+        self.ops: OperationStore = operations or SqliteOperations(self)
+        self._own: list[Any] = []   # a Ceph connection of the journal's own (from_conf without a cluster)
 
     @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts) -> Journal:
-        return cls(conf.journal.state_dir)
+    def from_conf(cls, conf: cfg.ConfigOpts, cluster: Any = None) -> Journal:
+        """The journal of this host: operations in RADOS (``[journal] pool``/``namespace``, through ``cluster()``,
+        a callable returning the :class:`fastsnap.ceph.Cluster` to use, or a connection of its own), jobs in
+        ``[journal] state_dir``. An older fastsnap's SQLite operations found there are carried into RADOS first,
+        once (:meth:`migrate`)."""
+        pool = conf.journal.pool or conf.libvirt.images_rbd_pool
+        own: list[Cluster] = []
+
+        def objects() -> Any:
+            if cluster is not None:
+                return cluster().objects(pool, conf.journal.namespace)
+            if not own:
+                own.append(Cluster.from_conf(conf))
+            return own[0].objects(pool, conf.journal.namespace)
+
+        ops = RadosOperations(objects, conf.host, conf.journal.lease_seconds)
+        journal = cls(conf.journal.state_dir, ops)
+        journal._own = own
+        journal.migrate()
+        return journal
+
+    def close(self) -> None:
+        """Release this process's lease and the journal's own Ceph connection, if any."""
+        close = getattr(self.ops, "close", None)
+        if close is not None:
+            close()
+        for c in self._own:
+            c.close()
+        self._own.clear()
+
+    def migrate(self) -> list[str]:
+        """Carry the operations of an older fastsnap's SQLite journal (this host's) into RADOS, exactly once: in
+        one immediate SQLite transaction (processes of the host starting together migrate once), each record is
+        created in RADOS only if no record of its id exists (a migration cut short by a crash and run again
+        skips what it carried), marked as carried (``fastsnap.migrated``), then deleted from SQLite. Returns the
+        ids carried now. The jobs stay where they are."""
+        ops = self.ops
+        if not isinstance(ops, RadosOperations):
+            return []
+        with self._db() as db:
+            if not db.execute("select 1 from operations limit 1").fetchone():
+                return []
+            db.execute("begin immediate")
+            try:
+                rows = db.execute("select op_id, record from operations order by updated_at").fetchall()
+                carried = []
+                for op_id, rec in rows:
+                    op = Operation.from_record(json.loads(rec))
+                    op.host = ops.host  # this host's journal: its lease now covers them
+                    if ops.import_record(op):
+                        carried.append(op_id)
+                ops.mark_migrated(ops.host, [r[0] for r in rows])
+                db.execute("delete from operations")
+                db.execute("commit")
+            except BaseException:
+                db.execute("rollback")
+                raise
+        LOG.info("carried %d operations of the SQLite journal %s into RADOS (%d were there already)",
+                 len(carried), self.path, len(rows) - len(carried))
+        return carried
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -405,42 +272,24 @@ class Journal:
         db.execute("pragma synchronous=full")
         return db
 
+    # -- operations (the store: RADOS, or SQLite for the migration and unit tests) ---------------------
+
     def save(self, op: Operation) -> None:
-        op.updated_at = time.time()
-        rec = json.dumps(op.to_record(), sort_keys=True)
-        with self._db() as db:
-            db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?) "
-                       "on conflict(op_id) do update set state=excluded.state, record=excluded.record, "
-                       "updated_at=excluded.updated_at", (op.op_id, op.state, rec, op.updated_at))
+        self.ops.save(op)
 
     def reserve(self, op: Operation) -> None:
         """Reserve ``op.op_id`` for ``op`` (ceph-csi's "reserve, then act"). Atomic: succeeds only when no
         operation holds the id, or the one that did was rolled back completely. Raises
         :class:`~fastsnap.errors.Reserved` naming the holder otherwise, so a second request for the same image can
         never act on (or undo) the first one's work."""
-        op.updated_at = time.time()
-        rec = json.dumps(op.to_record(), sort_keys=True)
-        with self._db() as db:
-            db.execute("begin immediate")
-            try:
-                row = db.execute("select record from operations where op_id = ?", (op.op_id,)).fetchone()
-                if row is not None:
-                    held = Operation.from_record(json.loads(row[0]))
-                    if held.state not in REUSABLE:
-                        raise Reserved(f"image {held.op_id} is reserved by an operation that is {held.state}")
-                    db.execute("delete from operations where op_id = ?", (op.op_id,))
-                db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?)",
-                           (op.op_id, op.state, rec, op.updated_at))
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
+        self.ops.reserve(op)
 
     def begin(self, op: Operation, step: str) -> None:
         """Record that ``step`` is about to act (durably, before it does)."""
         if step not in op.steps:
+            self.ops.begin_check()
             op.steps.append(step)
-            self.save(op)
+            self.ops.save(op, index=False)
 
     def finish(self, op: Operation, state: OpState, error: str | None = None) -> None:
         op.state = state
@@ -448,18 +297,10 @@ class Journal:
         self.save(op)
 
     def get(self, op_id: str) -> Operation | None:
-        with self._db() as db:
-            row = db.execute("select record from operations where op_id = ?", (op_id,)).fetchone()
-        return Operation.from_record(json.loads(row[0])) if row else None
+        return self.ops.get(op_id)
 
-    def list(self, state: OpState | None = None) -> list[Operation]:
-        with self._db() as db:
-            if state:
-                rows = db.execute("select record from operations where state = ? order by updated_at",
-                                  (state,)).fetchall()
-            else:
-                rows = db.execute("select record from operations order by updated_at").fetchall()
-        return [Operation.from_record(json.loads(r[0])) for r in rows]
+    def list(self, state: OpState | None = None) -> builtins.list[Operation]:
+        return self.ops.list(state)
 
     # -- jobs of the REST service -------------------------------------------------------------------------
 
@@ -530,3 +371,77 @@ class Journal:
         with self._db() as db:
             rows = db.execute(q, (*args, limit)).fetchall()
         return [Job.load(r[0]) for r in rows]
+
+
+class OperationStore(Protocol):
+    """Where the operations live: :class:`fastsnap.rados_journal.RadosOperations`, or SQLite."""
+
+    host: str
+
+    def save(self, op: Operation, index: bool = True) -> None: ...
+    def reserve(self, op: Operation) -> None: ...
+    def begin_check(self) -> None: ...
+    def get(self, op_id: str) -> Operation | None: ...
+    def list(self, state: OpState | None = None) -> builtins.list[Operation]: ...
+    def lease_alive(self, host: str) -> bool: ...
+    def claim(self, op_id: str) -> contextlib.AbstractContextManager[bool]: ...
+
+
+class SqliteOperations:
+    """The operations in the journal's SQLite file, as an older fastsnap kept them (one host only): the source
+    of :meth:`Journal.migrate`, and a store for unit tests of pure logic."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._j = journal
+        self.host = socket.gethostname()
+
+    def save(self, op: Operation, index: bool = True) -> None:
+        op.updated_at = time.time()
+        rec = json.dumps(op.to_record(), sort_keys=True)
+        with self._j._db() as db:
+            db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?) "
+                       "on conflict(op_id) do update set state=excluded.state, record=excluded.record, "
+                       "updated_at=excluded.updated_at", (op.op_id, op.state, rec, op.updated_at))
+
+    def reserve(self, op: Operation) -> None:
+        op.updated_at = time.time()
+        rec = json.dumps(op.to_record(), sort_keys=True)
+        with self._j._db() as db:
+            db.execute("begin immediate")
+            try:
+                row = db.execute("select record from operations where op_id = ?", (op.op_id,)).fetchone()
+                if row is not None:
+                    held = Operation.from_record(json.loads(row[0]))
+                    if held.state not in REUSABLE:
+                        raise Reserved(f"image {held.op_id} is reserved by an operation that is {held.state}")
+                    db.execute("delete from operations where op_id = ?", (op.op_id,))
+                db.execute("insert into operations(op_id, state, record, updated_at) values (?, ?, ?, ?)",
+                           (op.op_id, op.state, rec, op.updated_at))
+                db.execute("commit")
+            except BaseException:
+                db.execute("rollback")
+                raise
+
+    def begin_check(self) -> None:
+        return None
+
+    def get(self, op_id: str) -> Operation | None:
+        with self._j._db() as db:
+            row = db.execute("select record from operations where op_id = ?", (op_id,)).fetchone()
+        return Operation.from_record(json.loads(row[0])) if row else None
+
+    def list(self, state: OpState | None = None) -> builtins.list[Operation]:
+        with self._j._db() as db:
+            if state:
+                rows = db.execute("select record from operations where state = ? order by updated_at",
+                                  (state,)).fetchall()
+            else:
+                rows = db.execute("select record from operations order by updated_at").fetchall()
+        return [Operation.from_record(json.loads(r[0])) for r in rows]
+
+    def lease_alive(self, host: str) -> bool:
+        return host != self.host  # one host only: never touch another's
+
+    @contextmanager
+    def claim(self, op_id: str) -> Iterator[bool]:
+        yield True  # the host-local operation lock is the only one

@@ -1,8 +1,12 @@
-"""``recover``: finish or undo the operations a dead process left running.
+"""``recover``: finish or undo the operations a dead process, or a lost host, left running.
 
-Only operations whose lock is free are touched (their process is gone), so recover is safe beside live
-snapshots. Each is rolled forward when its result is complete (clone path: the clone has ``snap``; stream path:
-Glance holds the data), else rolled back; a guest a killed process left frozen is thawed first. An operation
+Only operations nobody works on are touched, so recover is safe beside live snapshots on any host: on this host,
+those whose host-local lock is free (their process is gone); of another host, those whose host's lease lapsed
+(:mod:`fastsnap.rados_journal`). Each is acted on only under its cluster-wide claim and after reading its record
+again, so every operation is finished or undone once, however many hosts recover at the same time.
+
+Each is rolled forward when its result is complete (clone path: the clone has ``snap``; stream path: Glance holds
+the data), else rolled back; a guest a killed process left frozen is thawed first. An operation
 taken for a user is acted on through the Keystone trust journaled at snapshot time.
 """
 
@@ -28,23 +32,51 @@ LOG = logging.getLogger(__name__)
 
 
 def recover_all(fs: Fastsnap) -> list[RecoverResult]:
-    """Roll every operation left running by a dead process forward or back."""
+    """Roll every operation left running by a dead process (any host's) forward or back."""
     results: list[RecoverResult] = []
     ctx = fs.context()
+    ops = fs.journal.ops
+    me = ops.host
+    ops.begin_check()  # holds this host's lease: no other host takes this host's operations meanwhile
+    lapsed: dict[str, bool] = {}
     for op in fs.journal.list(OpState.RUNNING):
+        if op.host != me:
+            if op.host not in lapsed:
+                lapsed[op.host] = not ops.lease_alive(op.host)
+            if not lapsed[op.host]:
+                continue  # its host lives: its operations are its own
         with fs.locks.try_operation(op.op_id) as free:
             if not free:
-                continue  # its process is alive and working on it
-            fresh = fs.journal.get(op.op_id)
-            if fresh is None or fresh.state != OpState.RUNNING:
-                continue
-            results.append(recover_one(fs, ctx, fresh))
+                continue  # a process of this host is working on it
+            result = recover_one(fs, ctx, op)
+            if result is not None:
+                results.append(result)
     return results
 
 
-def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
-    """Roll one interrupted operation forward or back. Never raises: a failure is reported in the result (and
-    the operation stays running for the next recover). The caller holds the operation's lock."""
+def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult | None:
+    """Roll one interrupted operation forward or back, under its cluster-wide claim and as its record reads
+    once claimed; None when another recover holds the claim or settled it meanwhile. Never raises: a failure is
+    reported in the result (and the operation stays running for the next recover). The caller holds the
+    operation's host-local lock."""
+    try:
+        with fs.journal.ops.claim(op.op_id) as won:
+            if not won:
+                LOG.info("operation %s: another recover is on it", op.op_id)
+                return None
+            fresh = fs.journal.get(op.op_id)
+            if fresh is None or fresh.state != OpState.RUNNING:
+                return None
+            if fresh.host != fs.journal.ops.host:
+                LOG.warning("operation %s of host %s, whose lease lapsed: taking it over", fresh.op_id,
+                            fresh.host)
+            return _recover(fs, ctx, fresh)
+    except FastsnapError as exc:  # the journal itself (the claim, the record) could not be reached
+        LOG.error("recovering %s failed: %s", op.op_id, exc)
+        return RecoverResult(op.op_id, op.disk, RecoverAction.FAILED, error=str(exc))
+
+
+def _recover(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
     forward_error = None
     try:
         thawed = wf.thaw_left(op, fs.journal, fs.hypervisor)

@@ -11,10 +11,10 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.conf import ceph, glance, journal, libvirt, nova, service, snapshot
+from fastsnap.conf import ceph, default, glance, journal, libvirt, nova, service, snapshot
 from fastsnap.errors import ConfigError
 
-_SECTIONS = (ceph, glance, nova, snapshot, libvirt, journal, service)
+_SECTIONS = (default, ceph, glance, nova, snapshot, libvirt, journal, service)
 DEFAULT_CONFIG_FILE = "/etc/fastsnap/fastsnap.conf"
 
 

@@ -29,7 +29,53 @@ import rbd
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
+from fastsnap import conf as fsconf
+from fastsnap import journal as jr
+
 ROOT = Path(__file__).resolve().parents[2]
+TEST_NAMESPACE_PREFIX = "t-"   # RADOS namespaces of the tests' own journals (purged at the session's end)
+
+
+def journal_section(state_dir: Path | str, *, host: str | None = None, lease_seconds: int | None = None,
+                    namespace: str | None = None) -> str:
+    """A ``[journal]`` section of a test's own: its local state directory, and a RADOS namespace of its own derived
+    from it (so that its recover sees only its own operations, as a journal of its own did before). Two
+    configurations that share ``namespace`` and differ in ``host`` are two compute hosts of one cluster."""
+    ns = namespace or TEST_NAMESPACE_PREFIX + hashlib.sha1(str(state_dir).encode()).hexdigest()[:12]
+    lines = [f"\n[journal]\nstate_dir = {state_dir}\nnamespace = {ns}\n"]
+    if lease_seconds is not None:
+        lines.append(f"lease_seconds = {lease_seconds}\n")
+    if host is not None:
+        lines.append(f"[DEFAULT]\nhost = {host}\n")
+    return "".join(lines)
+
+
+_JOURNALS: dict[str, jr.Journal] = {}
+
+
+def journal_for(config_file: str | Path) -> jr.Journal:
+    """The journal a fastsnap with this configuration uses (one per file, kept for the session)."""
+    key = str(config_file)
+    if key not in _JOURNALS:
+        _JOURNALS[key] = jr.Journal.from_conf(fsconf.load(key))
+    return _JOURNALS[key]
+
+
+def purge_test_namespaces(ceph_conf: str, pool: str = "vms") -> int:
+    """Remove every object of the tests' own journal namespaces; returns how many."""
+    for j in _JOURNALS.values():
+        j.close()
+    _JOURNALS.clear()
+    removed = 0
+    with rados.Rados(conffile=ceph_conf) as cl, cl.open_ioctx(pool) as io:
+        io.set_namespace(rados.LIBRADOS_ALL_NSPACES)
+        found = [(o.nspace, o.key) for o in io.list_objects() if o.nspace.startswith(TEST_NAMESPACE_PREFIX)]
+        for ns, key in found:
+            io.set_namespace(ns)
+            with contextlib.suppress(rados.ObjectNotFound):
+                io.remove_object(key)
+                removed += 1
+    return removed
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -79,10 +125,14 @@ class Stack:
 
     @property
     def state_dir(self) -> str:
-        """fastsnap's journal directory ([journal] state_dir of the stack's fastsnap.conf)."""
+        """fastsnap's local state directory ([journal] state_dir of the stack's fastsnap.conf)."""
         cp = configparser.ConfigParser(interpolation=None)
         cp.read(self.config_file)
         return cp.get("journal", "state_dir")
+
+    def journal(self) -> jr.Journal:
+        """The journal of the stack's fastsnap.conf (operations in RADOS)."""
+        return journal_for(self.config_file)
 
     def delete_snapshots(self) -> None:
         g = self.glance("admin")
@@ -287,6 +337,8 @@ def _stop_stack(st: Stack) -> None:
         for image_id in st.created_images:
             with contextlib.suppress(Exception):
                 g.images.delete(image_id)
+        with contextlib.suppress(Exception):
+            purge_test_namespaces(st.env["CEPH_CONF"])
         st.admin_a.shutdown()
         st.admin_b.shutdown()
     finally:

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import rbd
 
-from fastsnap import journal as jr
 from fastsnap.states import REMOTE_STEPS, OpState
 from tests.integration.conftest import Stack, remove_disk
 
@@ -216,7 +215,7 @@ def test_kill_at_every_new_step_then_recover(stack: Stack, multistore_base: str,
     out = stack.fastsnap("snapshot", "--disk", f"vms/{disk}", "--name", f"kill-{cell}", "--json",
                          "--base-image", base, "--store", "remote", env=env)
     assert out.returncode == -signal.SIGKILL, f"expected a kill at {cell}: {out.returncode} {out.stderr}"
-    ops = [op for op in jr.Journal(stack.state_dir).list() if op.disk == f"vms/{disk}"]
+    ops = [op for op in stack.journal().list() if op.disk == f"vms/{disk}"]
     assert len(ops) == 1 and ops[0].state == OpState.RUNNING and ops[0].path == path
     op_id = ops[0].op_id
     rec = stack.fastsnap("recover", "--json")

@@ -43,7 +43,7 @@ def _recover(stack: Stack) -> list[dict[str, Any]]:
 
 
 def _journal(stack: Stack) -> jr.Journal:
-    return jr.Journal(stack.state_dir)
+    return stack.journal()
 
 
 def _assert_clean(stack: Stack, disk: str, want_sha: str, image_ids: list[str]) -> int:

@@ -17,7 +17,7 @@ import rbd
 
 from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap import conf as fsconf
-from tests.integration.conftest import Stack, Writer
+from tests.integration.conftest import Stack, Writer, journal_section
 
 pytestmark = pytest.mark.stack
 
@@ -160,7 +160,8 @@ def test_disk_parked_on_another_host_is_drained_there(stack: Stack, fs: Fastsnap
     stack.snapshots.append(res.image_id)
     conf_b = tmp_path / "host-b.conf"
     conf_b.write_text(Path(stack.config_file).read_text().replace("[journal]\n", "[journal_unused]\n")
-                      + f"\n[journal]\nstate_dir = {tmp_path / 'host-b-state'}\n[snapshot]\nflatten = never\n")
+                      + journal_section(tmp_path / "host-b-state", host="host-b")
+                      + "[snapshot]\nflatten = never\n")
     parked_id = _park(stack, disk)
     host_b = Fastsnap(config_file=str(conf_b))
     try:

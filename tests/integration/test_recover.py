@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from bench.reqcount import counting_proxy
-from fastsnap import journal as jr
 from fastsnap.states import OpState
-from tests.integration.conftest import Stack, Writer
+from tests.integration.conftest import Stack, Writer, journal_for, journal_section
 from tests.integration.nova import Server
 
 
@@ -22,7 +21,7 @@ def conf(stack: Stack, tmp_path: Path) -> str:
     """The stack's fastsnap.conf with a journal of the test's own (so recover sees only this test's work)."""
     text = Path(stack.config_file).read_text().replace("[journal]\n", "[journal_unused]\n")
     path = tmp_path / "fastsnap.conf"
-    path.write_text(text + f"\n[journal]\nstate_dir = {tmp_path / 'state'}\n")
+    path.write_text(text + journal_section(tmp_path / "state"))
     return str(path)
 
 
@@ -30,7 +29,7 @@ def _killed(stack: Stack, conf: str, step: str, *args: str) -> str:
     """Start a snapshot that is SIGKILLed when it reaches ``step``; returns the image id it journaled."""
     out = stack.fastsnap("--config-file", conf, "snapshot", *args, env={"FASTSNAP_TEST_CRASH_AT": step})
     assert out.returncode == -9, (out.returncode, out.stderr)
-    running = jr.Journal(str(Path(conf).parent / "state")).list(OpState.RUNNING)
+    running = journal_for(conf).list(OpState.RUNNING)
     return max(running, key=lambda o: o.created_at).op_id
 
 
@@ -95,7 +94,7 @@ def test_recover_reports_one_failure_and_recovers_the_rest(stack: Stack, conf: s
         assert ids["stream"] not in stack.image_ids()
         assert [s for s in stack.snaps("vms", disks["stream"]) if s[1] == 0] == []
         # The recovered user operations' trusts are gone; the bad one stays for the next recover.
-        journal = jr.Journal(str(Path(conf).parent / "state"))
+        journal = journal_for(conf)
         for k in ("user_back", "user_forward"):
             op = journal.get(ids[k])
             assert op is not None and op.trust_id is None
@@ -127,7 +126,7 @@ def test_recover_keeps_a_complete_clone_while_glance_fails_for_now(stack: Stack,
     assert "left for the next recover" in error and "ServiceUnavailable" in error, error
     assert stack.glance("admin").images.get(op_id)["status"] == "queued"
     assert ("snap", 0) in stack.snaps("images", op_id)  # the clone is whole
-    running = jr.Journal(str(Path(conf).parent / "state")).list(OpState.RUNNING)
+    running = journal_for(conf).list(OpState.RUNNING)
     assert [op.op_id for op in running] == [op_id]
     code, actions = _recover(stack, conf)
     assert code == 0 and actions[op_id]["action"] == "rolled_forward", actions

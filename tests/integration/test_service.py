@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import ROOT, Stack, Writer
+from tests.integration.conftest import ROOT, Stack, Writer, journal_section
 
 
 def _free_port() -> int:
@@ -29,9 +29,12 @@ def _free_port() -> int:
 
 class Service:
     def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "",
-                 operator_roles: str | None = "admin,service") -> None:
+                 operator_roles: str | None = "admin,service", host: str | None = None,
+                 lease_seconds: int | None = None, namespace: str | None = None) -> None:
         """``operator_roles``: as the stack's fastsnap.conf (the tests drive it as fastsnap's own user); None
-        leaves fastsnap's default (admin)."""
+        leaves fastsnap's default (admin). ``host``, ``lease_seconds``, ``namespace``: its [DEFAULT] host and
+        journal (default: the hostname, and a journal namespace of its own); two services sharing a namespace
+        with different hosts are two compute hosts of one cluster."""
         self.stack = stack
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,7 +48,9 @@ class Service:
                     ("auth_type", "password"), ("username", "fastsnap"),
                     ("password", stack.env["FASTSNAP_TEST_SERVICE_PASSWORD"]), ("project_name", "service"),
                     ("user_domain_name", "Default"), ("project_domain_name", "Default"))) + "\n"
-        self.conf.write_text(base + f"\n[journal]\nstate_dir = {tmp / 'state'}\n[service]\nbind_host = 127.0.0.1\n"
+        self.conf.write_text(base + journal_section(tmp / "state", host=host, lease_seconds=lease_seconds,
+                                                    namespace=namespace)
+                             + "[service]\nbind_host = 127.0.0.1\n"
                              f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
                              + (f"operator_roles = {operator_roles}\n" if operator_roles else "") +
                              f"{extra}\n[snapshot]\nmax_concurrent = {slots}\n")

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from bench.reqcount import counting_proxy
-from fastsnap import journal as jr
 from fastsnap.states import OpState
-from tests.integration.conftest import ROOT, Stack, Writer
+from tests.integration.conftest import ROOT, Stack, Writer, journal_for
 from tests.integration.nova import Server
 from tests.integration.test_service import Service, _big_disk
 
@@ -111,7 +110,7 @@ def test_post_for_an_image_the_cli_made_or_is_making(stack: Stack, service: Serv
                              "--disk", f"vms/{big}", "--name", "slow", "--store", "cheap", "--image-id", image_id,
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **stack.env})
-    journal = jr.Journal(str(service.conf.parent / "state"))
+    journal = journal_for(service.conf)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         op = journal.get(image_id)
@@ -198,7 +197,7 @@ def test_trusted_caller_job_records_the_users_project(stack: Stack, service: Ser
     assert job["id"] not in {j["id"] for j in service.call("GET", "/v1/snapshots", user="demo").json()["snapshots"]}
     assert "user_token" not in job["request"]
     # Nor in the journal's record of the job (the user's token is a secret; the journal lives on).
-    stored = jr.Journal(str(service.conf.parent / "state")).get_job(job["id"])
+    stored = journal_for(service.conf).get_job(job["id"])
     assert stored is not None and "user_token" not in stored.request
     token = service.token("demo2").encode()
     files = list((service.conf.parent / "state").glob("journal.sqlite*"))  # with the WAL's
@@ -228,7 +227,7 @@ def test_service_recovers_a_killed_cli_run_and_retries_what_glance_failed(stack:
             out = stack.fastsnap("--config-file", str(svc.conf), "snapshot", "--disk", f"vms/{disk}", "--name",
                                  "left", "--base-image", bases["fast"], env={"FASTSNAP_TEST_CRASH_AT": "location"})
             assert out.returncode == -9, (out.returncode, out.stderr)
-            journal = jr.Journal(str(tmp_path / "state"))
+            journal = journal_for(tmp_path / "fastsnap.conf")
             (op,) = journal.list(OpState.RUNNING)
             stack.snapshots.append(op.op_id)
 
