@@ -331,6 +331,15 @@ def foreign_sections(text: str) -> list[tuple[str, str]]:
             re.finditer(r"<!-- ([a-z0-9_-]+):begin -->.*?<!-- \1:end -->", text, flags=re.S)]
 
 
+def replace_section(text: str, name: str, block: str) -> str:
+    """``text`` (a RESULTS.md) with its ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` block replaced by
+    ``block`` (which carries the same markers), or with ``block`` appended when it has none."""
+    old = dict(foreign_sections(text)).get(name)
+    block = block.rstrip("\n")
+    text = text.replace(old, block) if old else text.rstrip("\n") + "\n\n" + block
+    return text if text.endswith("\n") else text + "\n"
+
+
 def write_all(result: dict[str, Any], out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:

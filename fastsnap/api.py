@@ -27,6 +27,7 @@ from fastsnap import journal as jr
 from fastsnap import ownership as own
 from fastsnap import quiesce as qs
 from fastsnap import recover as rc
+from fastsnap import status as st
 from fastsnap import workflow as wf
 from fastsnap.auth import Identity, create_trust, delete_trust, user_session
 from fastsnap.ceph import Cluster
@@ -522,3 +523,9 @@ class Fastsnap:
         """Clone-path snapshots whose flatten was pending (see :func:`fastsnap.flatten.status`); with
         ``run_local`` the ones the Ceph mgr could not take are flattened in this process."""
         return fl.status(self.cluster, self.conf, self.journal, run_local)
+
+    def cluster_status(self) -> st.ClusterStatus:
+        """The whole cluster's operations in flight by host, lapsed hosts, unsettled operations (waiting for a
+        recover), flatten backlog and parked disks (:mod:`fastsnap.status`). Changes nothing but what
+        :meth:`flatten_status` does (pending flatten tasks are queued with the mgr again)."""
+        return st.gather(self)

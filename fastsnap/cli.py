@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "not take; remove parked disks nothing depends on any more")
     f.add_argument("--json", action="store_true")
 
+    c = sub.add_parser("status", help="the whole cluster: operations in flight by host, hosts whose lease lapsed, "
+                       "operations waiting for a recover, flatten backlog, parked disks")
+    c.add_argument("--json", action="store_true")
+
     sub.add_parser("serve", help="run the REST service (recovers first)")
 
     r = sub.add_parser("recover", help="finish or undo operations left by a killed fastsnap")
@@ -181,8 +185,38 @@ def _flatten_status(fs: Fastsnap, a: argparse.Namespace) -> int:
     return 0
 
 
+def _when(at: float | None) -> str | None:
+    return None if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def _status(fs: Fastsnap, a: argparse.Namespace) -> int:
+    status = fs.cluster_status()
+    if a.json:
+        print(json.dumps(status.to_dict(), sort_keys=True))
+        return 0
+    hosts = [{**h.to_dict(), "lease": "alive" if h.alive else "lapsed", "seen_at": _when(h.seen_at)}
+             for h in status.hosts]
+    _print_table(hosts, ("host", "lease", "seen_at", "in_flight", "unsettled"))
+    cols = ("op_id", "host", "disk", "path", "step", "age")
+    if status.in_flight:
+        print("\noperations in flight:")
+        _print_table([o.to_dict() for o in status.in_flight], cols)
+    if status.unsettled:
+        print("\nunsettled operations (their host's lease lapsed; 'fastsnap recover' on any host settles them):")
+        _print_table([o.to_dict() for o in status.unsettled], cols)
+    else:
+        print("\nno unsettled operations")
+    print(f"flatten backlog: {status.flatten_backlog}")
+    print(f"parked disks: {status.parked_count}")
+    if status.parked_disks:
+        _print_table([p.to_dict() for p in status.parked_disks],
+                     ("pool", "id", "name", "parked_at", "snapshots", "state", "dependents"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Fastsnap, argparse.Namespace], int]] = {
     "snapshot": _snapshot, "stores": _stores, "recover": _recover, "flatten-status": _flatten_status,
+    "status": _status,
 }
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from fastsnap.status import ClusterStatus
 
 REGISTRY = CollectorRegistry()
 
@@ -17,6 +23,15 @@ PARKED_DISKS = Gauge("fastsnap_parked_disks", "Deleted instance disks parked in 
                      "clones that depend on them are flattened", registry=REGISTRY)
 RECOVER_PENDING = Gauge("fastsnap_recover_pending", "Interrupted operations the last recover could not settle "
                         "(left running for the next one; the log says why)", registry=REGISTRY)
+# The cluster-wide view (fastsnap.status): the journal's part is refreshed on each scrape of /metrics (cheap), the
+# flatten backlog and the parked disks by the flatten poller and by each GET /v1/status.
+OPERATIONS_IN_FLIGHT = Gauge("fastsnap_operations_in_flight", "Running snapshot operations by host, the host's "
+                             "lease living (every fastsnap of the cluster, from the journal in RADOS)", ["host"],
+                             registry=REGISTRY)
+HOSTS_LAPSED = Gauge("fastsnap_hosts_lapsed", "Hosts whose journal lease lapsed (an idle CLI-only host too; see "
+                     "fastsnap_operations_unsettled for what needs a recover)", registry=REGISTRY)
+OPERATIONS_UNSETTLED = Gauge("fastsnap_operations_unsettled", "Running operations whose host's lease lapsed: "
+                             "waiting for a recover on any host", registry=REGISTRY)
 ERRORS = Counter("fastsnap_errors_total", "Failed snapshots by kind", ["kind"], registry=REGISTRY)
 FREEZE = Histogram("fastsnap_freeze_seconds", "How long guests were frozen around the disk snapshot",
                    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
@@ -25,6 +40,26 @@ QUIESCE = Counter("fastsnap_quiesce_total", "Snapshots by consistency (quiesced 
 REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429, by the limit that was full: host "
                    "([snapshot] max_concurrent) or project ([service] max_concurrent_per_project)", ["limit"],
                    registry=REGISTRY)
+
+_PUBLISH = threading.Lock()
+
+
+def publish_operations(status: ClusterStatus) -> None:
+    """Set the journal's gauges (in flight by host, lapsed hosts, unsettled) from a status: hosts no longer
+    reported lose their series."""
+    with _PUBLISH:
+        OPERATIONS_IN_FLIGHT.clear()
+        for host, n in status.in_flight_by_host.items():
+            OPERATIONS_IN_FLIGHT.labels(host).set(n)
+        HOSTS_LAPSED.set(len(status.lapsed_hosts))
+        OPERATIONS_UNSETTLED.set(len(status.unsettled))
+
+
+def publish(status: ClusterStatus) -> None:
+    """Set every gauge of the cluster-wide view from a whole status (:func:`fastsnap.status.gather`)."""
+    publish_operations(status)
+    FLATTEN_BACKLOG.set(status.flatten_backlog)
+    PARKED_DISKS.set(status.parked_count)
 
 
 def fallback_reason(reason: str) -> str:

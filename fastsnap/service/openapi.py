@@ -35,6 +35,42 @@ _JOB = {
 }
 
 
+_OPERATION = {
+    "type": "object",
+    "properties": {
+        "op_id": {"type": "string", "description": "the Glance image id"}, "host": {"type": "string"},
+        "disk": {"type": "string"}, "path": {"type": "string"},
+        "step": {"type": ["string", "null"], "description": "the last step journaled"},
+        "age": {"type": "number", "description": "seconds since it was reserved"},
+        "idle": {"type": "number", "description": "seconds since its journal record was last written"},
+    },
+}
+
+_STATUS = {
+    "type": "object",
+    "required": ["at", "hosts", "in_flight", "in_flight_operations", "lapsed_hosts", "unsettled", "flatten_backlog",
+                 "parked_count", "parked_disks"],
+    "properties": {
+        "at": {"type": "number", "description": "when it was read (seconds since the epoch)"},
+        "hosts": {"type": "array", "items": {"type": "object", "properties": {
+            "host": {"type": "string"}, "alive": {"type": "boolean", "description": "its lease lives"},
+            "seen_at": {"type": ["number", "null"], "description": "when it last took its lease (null: no lease "
+                                                                   "record names it)"},
+            "in_flight": {"type": "integer"}, "unsettled": {"type": "integer"}}}},
+        "in_flight": {"type": "object", "additionalProperties": {"type": "integer"},
+                      "description": "running operations by host, for every host whose lease lives"},
+        "in_flight_operations": {"type": "array", "items": {"$ref": "#/components/schemas/StatusOperation"}},
+        "lapsed_hosts": {"type": "array", "items": {"type": "string"},
+                         "description": "hosts whose lease lapsed (an idle host that only runs the CLI too)"},
+        "unsettled": {"type": "array", "items": {"$ref": "#/components/schemas/StatusOperation"},
+                      "description": "running operations whose host's lease lapsed: waiting for a recover"},
+        "flatten_backlog": {"type": "integer", "description": "clone-path snapshots whose flatten is pending"},
+        "parked_count": {"type": "integer"},
+        "parked_disks": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
 def _err(desc: str) -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -51,7 +87,8 @@ DOCUMENT: dict[str, Any] = {
              "description": "Fast snapshots of Ceph RBD instance disks into Glance, for compute hosts."},
     "components": {
         "securitySchemes": {"keystone": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
-        "schemas": {"Error": _ERROR, "SnapshotRequest": _REQUEST, "Job": _JOB},
+        "schemas": {"Error": _ERROR, "SnapshotRequest": _REQUEST, "Job": _JOB, "Status": _STATUS,
+                    "StatusOperation": _OPERATION},
     },
     "security": [{"keystone": []}],
     "paths": {
@@ -105,6 +142,12 @@ DOCUMENT: dict[str, Any] = {
                                            "content": {"application/json": {"schema": {"type": "object"}}}},
                                    "400": _err("bad body"), **COMMON}},
         },
+        "/v1/status": {"get": {"operationId": "clusterStatus", "responses": {"200": {
+            "description": "the whole cluster (every host's operations, from the journal in RADOS): operations in "
+                           "flight by host, hosts whose lease lapsed, unsettled operations, flatten backlog, parked "
+                           "disks; for service and admin callers",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
+            "503": _err("Ceph unreachable"), **COMMON}}},
         "/v1/stores": {"get": {"operationId": "listStores", "responses": {"200": {
             "description": "the store catalogue as this host sees it", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {"stores": {"type": "array",

@@ -11,6 +11,7 @@ from oslo_middleware import request_id
 from prometheus_client import generate_latest
 from werkzeug.exceptions import HTTPException
 
+from fastsnap import status as st
 from fastsnap.errors import BadRequest, Conflict, FastsnapError
 from fastsnap.journal import Job
 from fastsnap.request import SnapshotRequest, from_body
@@ -66,7 +67,8 @@ def create_app(svc: Service) -> Flask:
         return jsonify(DOCUMENT)
 
     def privileged_only() -> Response | None:
-        """Host-wide views (every project's parked disks, the host's metrics) are for service and admin callers."""
+        """Host- and cluster-wide views (every project's parked disks, the metrics, the cluster's status) are for
+        service and admin callers."""
         if caller().privileged:
             return None
         return error(403, f"one of the roles {sorted(PRIVILEGED)} is required here")
@@ -76,7 +78,24 @@ def create_app(svc: Service) -> Flask:
         if (refused := privileged_only()) is not None:
             return refused
         m.IN_FLIGHT.set(svc.runner.in_flight)
+        try:  # the journal's part of the cluster-wide view, now (cheap); the rest is the flatten poller's
+            m.publish_operations(st.operations(svc.fs))
+        except FastsnapError as exc:
+            LOG.warning("metrics: the journal's operations could not be read (%s); the gauges keep their last "
+                        "values", exc)
         return Response(generate_latest(m.REGISTRY), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/v1/status")
+    def cluster_status() -> Response:
+        """The whole cluster (every host's operations, from the journal in RADOS): for privileged callers."""
+        if (refused := privileged_only()) is not None:
+            return refused
+        try:
+            status = svc.fs.cluster_status()
+        except FastsnapError as exc:
+            return from_exception(exc)
+        m.publish(status)
+        return jsonify(status.to_dict())
 
     @app.get("/v1/stores")
     def stores() -> Response:

@@ -21,14 +21,13 @@ from fastsnap.service.errors import job_error
 from fastsnap.service.jobs import Runner
 from fastsnap.states import (
     JOB_ACTIVE,
-    PENDING_FLATTEN,
     REGISTER_STEPS,
     REUSABLE,
     JobState,
     OpState,
-    ParkedState,
     RecoverAction,
 )
+from fastsnap.status import flatten_backlog, parked_count
 
 LOG = logging.getLogger(__name__)
 
@@ -126,12 +125,12 @@ class Service:
                 return
             try:
                 parked = self.fs.parked_disks(run=True)  # their dependents first: ahead of the mgr's queue
-                m.PARKED_DISKS.set(sum(1 for p in parked if p.state != ParkedState.REMOVED))
+                m.PARKED_DISKS.set(parked_count(parked))
             except Exception:
                 LOG.exception("draining parked disks failed")
             try:
                 rows = self.fs.flatten_status(run_local=True)
-                m.FLATTEN_BACKLOG.set(sum(1 for r in rows if r.info.state in PENDING_FLATTEN))
+                m.FLATTEN_BACKLOG.set(flatten_backlog(rows))
             except Exception:
                 LOG.exception("flatten poll failed")
 
