@@ -22,6 +22,7 @@ from fastsnap import journal as jr
 from fastsnap.api import Fastsnap
 from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer, journal_for, journal_section
+from tests.integration.nova import Server
 from tests.integration.test_service import Service
 
 LEASE = 2  # seconds: a lost host's operations wait this long for another host
@@ -280,3 +281,28 @@ def test_one_image_id_on_two_hosts_at_once_runs_once(stack: Stack, tmp_path: Pat
     assert a.journal.get(image_id).to_record() == record  # type: ignore[union-attr]  # untouched
     assert stack.glance_sha256(image_id) == stack.disk_sha256("vms", disk)
     assert not [s for s, kind in stack.snaps("vms", disk) if kind == 0]
+
+
+@pytest.mark.nova
+def test_a_users_image_is_rolled_back_by_another_host(stack: Stack, tmp_path: Path, ns: str,
+                                                      tenant_servers: dict[str, Server]) -> None:
+    """A snapshot host A took for a user (its image is in the user's project) is undone by host B after A was
+    lost: B reads the trust id from the journal and acts through it with fastsnap's own credentials; the trust is
+    deleted once the operation is settled."""
+    a, b = Host(stack, tmp_path, "host-a", ns), Host(stack, tmp_path, "host-b", ns)
+    demo2 = stack.session("demo2")
+    token, project = demo2.get_token(), demo2.get_project_id()
+    assert token and project
+    server = tenant_servers["demo2"]
+    op_id = a.killed("image:after", "--disk", server.disk, "--name", "users", "--base-image",
+                     stack.env["FASTSNAP_NOVA_IMAGE"], "--os-token", token, "--instance-uuid", server.id)
+    a.lose()
+    assert stack.glance("admin").images.get(op_id)["owner"] == project
+    op = b.journal.get(op_id)
+    assert op is not None and op.trust_id
+    _until_lapsed(a, b)
+    assert b.recover()[op_id]["action"] == "rolled_back"
+    op = b.journal.get(op_id)
+    assert op is not None and op.state == OpState.ROLLED_BACK and op.trust_id is None
+    assert op_id not in stack.image_ids()
+    assert not [s for s, kind in stack.snaps(*server.disk.split("/")) if kind == 0 and s.startswith("fastsnap-")]
