@@ -37,6 +37,7 @@ from fastsnap.errors import (
     ConfigError,
     Conflict,
     FastsnapError,
+    LeaseLapsed,
     NotFound,
     PlanError,
     QuiesceRequired,
@@ -497,6 +498,9 @@ class Fastsnap:
                         op.steps[-1] if op.steps else "-", wf.describe(exc))
             if op.steps and op.steps[-1] == Step.LOCATION and isinstance(exc, FastsnapError):
                 self.store_cache.invalidate(f"Glance refused the location in store {op.store}: {exc}")
+            if isinstance(exc, LeaseLapsed):  # another host may be recovering it now: its claim decides
+                LOG.error("snapshot %s: %s; left running for a recover", op.op_id, exc)
+                raise
             try:
                 undone = wf.rollback(ctx, op)
                 LOG.info("rolled back %s: %s", op.op_id, "; ".join(undone) or "nothing to undo")

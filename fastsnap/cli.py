@@ -206,7 +206,7 @@ def _status(fs: Fastsnap, a: argparse.Namespace) -> int:
         _print_table([o.to_dict() for o in status.unsettled], cols)
     else:
         print("\nno unsettled operations")
-    print(f"flatten backlog: {status.flatten_backlog}")
+    print(f"\nflatten backlog: {status.flatten_backlog}")
     print(f"parked disks: {status.parked_count}")
     if status.parked_disks:
         _print_table([p.to_dict() for p in status.parked_disks],

@@ -142,6 +142,20 @@ def flatten_now(cluster: Cluster, spec: ImageSpec) -> None:
             raise CephError(f"flattening {spec} failed: {exc}") from exc
 
 
+def pending(journal: jr.Journal) -> list[FlattenRow]:
+    """Clone-path snapshots (every host's) whose flatten is pending, as journaled: read only (no Ceph call, no
+    write), from the directory and the records it names."""
+    rows = []
+    for entry in journal.entries():
+        if entry.flatten is None or FlattenState(entry.flatten) not in PENDING_FLATTEN:
+            continue
+        op = journal.get(entry.op_id)
+        if op is not None and op.state == OpState.DONE and op.flatten and op.pool \
+                and op.flatten.state in PENDING_FLATTEN:
+            rows.append(FlattenRow(op.op_id, op.disk, op.pool, op.flatten))
+    return rows
+
+
 def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_local: bool = False) -> list[FlattenRow]:
     """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.
 
@@ -149,7 +163,12 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
     good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in this process."""
     rows: list[FlattenRow] = []
     timeout = conf.snapshot.mgr_timeout
-    for op in journal.list(OpState.DONE):
+    for entry in journal.entries():  # the directory says which to read: every host's, without reading all
+        if entry.flatten is None or FlattenState(entry.flatten) not in PENDING_FLATTEN:
+            continue
+        op = journal.get(entry.op_id)
+        if op is None or op.state != OpState.DONE:
+            continue
         info = op.flatten
         if info is None or info.state not in PENDING_FLATTEN or not op.pool:
             continue

@@ -35,13 +35,13 @@ from oslo_log import log as logging
 
 from fastsnap.ceph import Cluster
 from fastsnap.errors import Reserved
-from fastsnap.operation import FlattenInfo, Operation, QuiesceInfo
+from fastsnap.operation import Entry, FlattenInfo, Operation, QuiesceInfo
 from fastsnap.rados_journal import RadosOperations
 from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, JobState, OpState
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["FlattenInfo", "Job", "Journal", "Operation", "OperationStore", "QuiesceInfo", "SqliteOperations"]
+__all__ = ["Entry", "FlattenInfo", "Job", "Journal", "Operation", "OperationStore", "QuiesceInfo", "SqliteOperations"]
 
 
 @dataclass
@@ -302,6 +302,10 @@ class Journal:
     def list(self, state: OpState | None = None) -> builtins.list[Operation]:
         return self.ops.list(state)
 
+    def entries(self) -> builtins.list[Entry]:
+        """Every operation's directory entry (:class:`Entry`), without reading the records."""
+        return self.ops.entries()
+
     # -- jobs of the REST service -------------------------------------------------------------------------
 
     def insert_job(self, job: Job) -> Job:
@@ -383,6 +387,7 @@ class OperationStore(Protocol):
     def begin_check(self) -> None: ...
     def get(self, op_id: str) -> Operation | None: ...
     def list(self, state: OpState | None = None) -> builtins.list[Operation]: ...
+    def entries(self) -> builtins.list[Entry]: ...
     def lease_alive(self, host: str) -> bool: ...
     def claim(self, op_id: str) -> contextlib.AbstractContextManager[bool]: ...
 
@@ -438,6 +443,9 @@ class SqliteOperations:
             else:
                 rows = db.execute("select record from operations order by updated_at").fetchall()
         return [Operation.from_record(json.loads(r[0])) for r in rows]
+
+    def entries(self) -> builtins.list[Entry]:
+        return [Entry.of(op) for op in self.list()]
 
     def lease_alive(self, host: str) -> bool:
         return host != self.host  # one host only: never touch another's

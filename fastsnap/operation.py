@@ -230,3 +230,36 @@ _FROM_EXTRA = frozenset({"reason", "acting_as", "size", "base_location", "check_
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An operation's entry in the journal's directory: what listing needs without reading each record (who runs
+    it, where its flatten stands, which disk it depends on). Written with the record on every change of these;
+    it may lag the record by one write (the record is the authority)."""
+
+    op_id: str
+    state: OpState
+    host: str
+    disk: str
+    path: str
+    disk_id: str | None
+    flatten: str | None   # the FlattenState value, None before the policy acted or off the clone path
+    updated_at: float
+
+    @classmethod
+    def of(cls, op: Operation) -> Entry:
+        return cls(op.op_id, op.state, op.host, op.disk, op.path, op.disk_id,
+                   op.flatten.state.value if op.flatten and op.flatten.state else None, op.updated_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        del d["op_id"]  # the directory's key
+        return d
+
+    @classmethod
+    def from_dict(cls, op_id: str, raw: Mapping[str, Any]) -> Entry:
+        return cls(op_id, OpState(raw.get("state", OpState.RUNNING)), str(raw.get("host", "")),
+                   str(raw.get("disk", "")), str(raw.get("path", "")), _opt_str(raw.get("disk_id")),
+                   _opt_str(raw.get("flatten")), float(raw.get("updated_at", 0.0)))

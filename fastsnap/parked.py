@@ -61,10 +61,10 @@ class ParkedDisk:
         return asdict(self)
 
 
-def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Operation]]:
-    """Clone-path operations by (disk pool, disk RBD image id)."""
-    found: dict[tuple[str, str], list[jr.Operation]] = {}
-    for op in journal.list():
+def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Entry]]:
+    """Clone-path operations (every host's, from the journal's directory) by (disk pool, disk RBD image id)."""
+    found: dict[tuple[str, str], list[jr.Entry]] = {}
+    for op in journal.entries():
         disk_id = op.disk_id
         if op.path != SnapshotPath.CLONE or not disk_id:
             continue

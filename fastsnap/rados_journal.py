@@ -13,9 +13,11 @@ Objects and their keys (values are JSON text):
     omap ``record``               :meth:`fastsnap.journal.Operation.to_record`, the whole typed record; the
                                   authority on the operation (its state, its steps, its host, its trust id)
 ``fastsnap.operations``          the directory of operations (an index, to list them without reading each)
-    omap ``<op_id>``              ``{"state", "host", "disk", "updated_at"}`` as of the record's last state
-                                  change; it may lag the record by one write: readers trust the record and
-                                  repair the entry
+    omap ``<op_id>``              :class:`fastsnap.operation.Entry`: ``{"state", "host", "disk", "path",
+                                  "disk_id", "flatten", "updated_at"}`` as of the record's last save but a
+                                  step's (what listing, the flatten poller and the drain need without reading
+                                  each record); it may lag the record by one write: readers of running entries
+                                  trust the record and repair the entry
 ``fastsnap.hosts``               the hosts that ever held a lease
     omap ``<host>``               ``{"seen_at", "lease_seconds", "pid"}``: written when a process takes the lease
 ``fastsnap.host.<host>``         the host's lease: a shared cls_lock ``fastsnap.lease``, one locker per live
@@ -59,7 +61,7 @@ from oslo_log import log as logging
 
 from fastsnap.ceph import Objects
 from fastsnap.errors import FastsnapError, LeaseLapsed, Reserved
-from fastsnap.operation import Operation
+from fastsnap.operation import Entry, Operation
 from fastsnap.states import REUSABLE, OpState
 
 LOG = logging.getLogger(__name__)
@@ -196,8 +198,11 @@ class RadosOperations:
         return Operation.from_record(json.loads(got[RECORD])), got[RECORD]
 
     def _index(self, op: Operation) -> None:
-        self.objects.set(DIRECTORY, {op.op_id: json.dumps(
-            {"state": op.state.value, "host": op.host, "disk": op.disk, "updated_at": op.updated_at})})
+        self.objects.set(DIRECTORY, {op.op_id: json.dumps(Entry.of(op).to_dict(), sort_keys=True)})
+
+    def entries(self) -> builtins.list[Entry]:
+        """The directory: every operation's entry, without reading the records."""
+        return [Entry.from_dict(k, json.loads(v)) for k, v in self.objects.items(DIRECTORY).items()]
 
     def save(self, op: Operation, index: bool = True) -> None:
         op.updated_at = time.time()
@@ -239,14 +244,13 @@ class RadosOperations:
         """Operations (optionally in ``state``), oldest change first: the directory's candidates, each read from
         its record (a directory entry that lags is repaired)."""
         out = []
-        for op_id, raw in self.objects.items(DIRECTORY).items():
-            entry = json.loads(raw)
-            if state is not None and entry.get("state") != state.value and entry.get("state") != "running":
+        for entry in self.entries():
+            if state is not None and entry.state != state and entry.state != OpState.RUNNING:
                 continue  # a running entry may lag a finish: read its record
-            op = self.get(op_id)
+            op = self.get(entry.op_id)
             if op is None:
                 continue
-            if op.state.value != entry.get("state"):
+            if op.state != entry.state:
                 self._index(op)
             if state is None or op.state == state:
                 out.append(op)

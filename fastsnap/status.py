@@ -7,7 +7,7 @@ Every host's operations are in one journal (:mod:`fastsnap.rados_journal`), so a
   of running operations that no lease record names. A host that only runs the CLI holds its lease only while a
   fastsnap process runs there, so an idle one shows here too: what needs a hand is an *unsettled* operation;
 - unsettled operations: running operations whose host's lease lapsed, waiting for a ``recover`` (on any host);
-- the flatten backlog: clone-path snapshots whose flatten is pending (:func:`fastsnap.flatten.status`);
+- the flatten backlog: clone-path snapshots whose flatten is pending, as journaled (:func:`fastsnap.flatten.pending`);
 - parked disks (:func:`fastsnap.parked.drain`, without draining).
 
 :func:`build` is pure (plain inputs, a typed :class:`ClusterStatus`); :func:`gather` reads its inputs through a
@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fastsnap import flatten as fl
 from fastsnap.journal import Operation
 from fastsnap.parked import ParkedDisk
 from fastsnap.rados_journal import HostView, RadosOperations
@@ -158,9 +159,9 @@ def operations(fs: Fastsnap, now: float | None = None) -> ClusterStatus:
 
 
 def gather(fs: Fastsnap, now: float | None = None) -> ClusterStatus:
-    """The whole status. The flatten rows come from :func:`fastsnap.flatten.status` without flattening here (it
-    queues pending tasks with the mgr again, as ``flatten-status`` does); parked disks are listed, not drained."""
+    """The whole status, read only: the pending flattens as journaled (:func:`fastsnap.flatten.pending`; the
+    flatten poller and ``flatten-status`` are what act on them); parked disks are listed, not drained."""
     running, views = _journal_inputs(fs)
-    flattens = fs.flatten_status(run_local=False)
+    flattens = fl.pending(fs.journal)
     parked = fs.parked_disks(run=False)
     return build(running, views, flattens, parked, time.time() if now is None else now)

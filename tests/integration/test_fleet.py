@@ -20,6 +20,7 @@ import pytest
 
 from fastsnap import journal as jr
 from fastsnap.api import Fastsnap
+from fastsnap.rados_journal import RadosOperations
 from fastsnap.states import OpState
 from tests.integration.conftest import ROOT, Stack, Writer, journal_for, journal_section
 from tests.integration.nova import Server
@@ -69,6 +70,11 @@ class Host:
 @pytest.fixture
 def ns() -> str:
     return f"t-fleet-{uuid.uuid4().hex[:10]}"
+
+
+def _rados(journal: jr.Journal) -> RadosOperations:
+    assert isinstance(journal.ops, RadosOperations)
+    return journal.ops
 
 
 def _until_lapsed(host: Host, observer: Host, limit: float = 30) -> None:
@@ -200,20 +206,21 @@ def test_the_sqlite_journal_is_carried_into_rados_once(stack: Stack, tmp_path: P
     stack.snapshots.append(running_id)
     subprocess.run(["rbd", "-c", stack.env["CEPH_CONF"], "snap", "create", f"vms/{disk}@fastsnap-{running_id}"],
                    check=True, capture_output=True, timeout=60)
-    base = dict(disk=f"vms/{disk}", path="stream", store="cheap", pool=None, fsid=None, image_created=True,
-                delete_image_on_error=True)
+
+    def stream_op(op_id: str, state: OpState, steps: list[str], **more: Any) -> jr.Operation:
+        return jr.Operation(op_id=op_id, disk=f"vms/{disk}", path="stream", store="cheap", pool=None, fsid=None,
+                            image_created=True, delete_image_on_error=True, state=state, steps=steps, **more)
+
     # A migration cut short: the finished one reached RADOS already (and was touched there since).
-    journal_for(a.conf).ops.import_record(
-        jr.Operation(op_id=done_id, state=OpState.DONE, steps=["image"], error="kept", **base))
+    _rados(journal_for(a.conf)).import_record(stream_op(done_id, OpState.DONE, ["image"], error="kept"))
     old = jr.Journal(str(a.state))  # the SQLite store an older fastsnap wrote
-    old.reserve(jr.Operation(op_id=running_id, steps=["image", "disk_snap"], host="old-hostname", **base))
-    finished = jr.Operation(op_id=done_id, state=OpState.DONE, steps=["image", "disk_snap", "upload"], **base)
-    old.reserve(finished)
+    old.reserve(stream_op(running_id, OpState.RUNNING, ["image", "disk_snap"], host="old-hostname"))
+    old.reserve(stream_op(done_id, OpState.DONE, ["image", "disk_snap", "upload"]))
     old.insert_job(jr.Job(id="job-1", key="k", request={"disk": f"vms/{disk}"}, image_id=done_id))
     # The first start (any process of the host) carries the rest.
     fs = Fastsnap(config_file=str(a.conf))
     try:
-        carried = fs.journal.ops.migrated()["host-a"]["operations"]
+        carried = _rados(fs.journal).migrated()["host-a"]["operations"]
         assert sorted(carried) == sorted([running_id, done_id])
         op = fs.journal.get(running_id)
         assert op is not None and op.state == OpState.RUNNING and op.host == "host-a"
