@@ -47,6 +47,7 @@ operation is finished or undone exactly once however many hosts recover at the s
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import os
 import threading
@@ -164,6 +165,7 @@ class RadosOperations:
         self.lease_seconds = lease_seconds
         self._lease: Lease | None = None
         self._guard = threading.Lock()
+        self._indexed: dict[str, Entry] = {}   # the directory entries this process wrote for running operations
 
     @property
     def objects(self) -> Objects:
@@ -197,8 +199,18 @@ class RadosOperations:
             return None
         return Operation.from_record(json.loads(got[RECORD])), got[RECORD]
 
-    def _index(self, op: Operation) -> None:
-        self.objects.set(DIRECTORY, {op.op_id: json.dumps(Entry.of(op).to_dict(), sort_keys=True)})
+    def _index(self, op: Operation, force: bool = True) -> None:
+        entry = Entry.of(op)
+        # A save whose entry says nothing new (but the time) writes only the record: one write, not two.
+        seen = self._indexed.get(op.op_id)
+        if not force and seen is not None and seen == dataclasses.replace(entry, updated_at=seen.updated_at):
+            return
+        self.objects.set(DIRECTORY, {op.op_id: json.dumps(entry.to_dict(), sort_keys=True)})
+        with self._guard:
+            if entry.state == OpState.RUNNING:
+                self._indexed[op.op_id] = entry
+            else:
+                self._indexed.pop(op.op_id, None)
 
     def entries(self) -> builtins.list[Entry]:
         """The directory: every operation's entry, without reading the records."""
@@ -208,19 +220,23 @@ class RadosOperations:
         op.updated_at = time.time()
         self.objects.set(op_object(op.op_id), {RECORD: json.dumps(op.to_record(), sort_keys=True)})
         if index:
-            self._index(op)
+            self._index(op, force=False)
 
     def reserve(self, op: Operation) -> None:
         """Reserve ``op.op_id`` for ``op`` across the cluster: succeeds only when no operation holds the id, or
         the one that did was rolled back completely. Raises Reserved naming the holder (and its host)."""
         self.lease.check()
         op.host = self.host
-        for _ in range(20):
+        held: tuple[Operation, str] | None = None
+        for attempt in range(20):
             op.updated_at = time.time()
             text = json.dumps(op.to_record(), sort_keys=True)
-            held = self._read(op.op_id)
-            if held is None:
+            if attempt > 0:
+                held = self._read(op.op_id)
+            if held is None:  # the common case, first: one exclusive create, no read before it
                 won = self.objects.create(op_object(op.op_id), {RECORD: text})
+                if not won and attempt == 0:
+                    continue  # there is a record: read it, then decide
             else:
                 holder, raw = held
                 if holder.state not in REUSABLE:

@@ -109,6 +109,9 @@ class Service:
         self._stop.set()
         self._wake.set()
         self.runner.shutdown()
+        if self.runner.in_flight == 0:  # nothing of ours runs: give the host's lease share back now
+            self.fs.journal.close()
+        # else the lease lapses on its own ([journal] lease_seconds) once this process is gone, never before
 
     def wake(self) -> None:
         self._wake.set()

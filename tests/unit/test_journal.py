@@ -381,3 +381,25 @@ def test_the_journal_reads_an_old_record_and_writes_it_back_typed(tmp_path: Path
     stored = json.loads(db.execute("select record from operations where op_id = 'img-1'").fetchone()[0])
     assert "extra" not in stored and stored["trust_id"] is None and stored["disk_id"] == "10ab"
     assert j.get("img-1") == op
+
+
+def test_a_directory_entry_carries_what_listing_needs_and_reads_back(tmp_path: Path) -> None:
+    """The RADOS directory's entry (fastsnap.operation.Entry) of an operation: state, host, disk, path, the
+    disk's id and the flatten state; the directory key is the op id, so the value leaves it out."""
+    op = jr.Operation(op_id="img-1", disk="vms/d", path="clone", store="fast", pool="images", fsid="f",
+                      image_created=True, delete_image_on_error=True, host="compute-7", disk_id="abc123",
+                      flatten=jr.FlattenInfo(FlattenPolicy.BACKGROUND, "why", 2, FlattenState.QUEUED))
+    entry = jr.Entry.of(op)
+    raw = entry.to_dict()
+    assert "op_id" not in raw and raw["state"] == "running" and raw["flatten"] == "queued"
+    assert jr.Entry.from_dict("img-1", json.loads(json.dumps(raw))) == entry
+    assert jr.Entry.from_dict("x", {}).state is OpState.RUNNING  # a bare entry: read its record
+    j = jr.Journal(str(tmp_path))
+    j.reserve(op)
+    assert j.entries() == [jr.Entry.of(j.get("img-1"))]  # type: ignore[arg-type]
+
+
+def test_a_sqlite_journal_has_nothing_to_migrate_into_itself(tmp_path: Path) -> None:
+    j = jr.Journal(str(tmp_path))
+    j.reserve(_op())
+    assert j.migrate() == [] and [o.op_id for o in j.list()] == ["img-1"]
