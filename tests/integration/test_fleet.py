@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fastsnap import conf as fsconf
 from fastsnap import journal as jr
 from fastsnap.api import Fastsnap
 from fastsnap.rados_journal import RadosOperations
@@ -70,6 +71,10 @@ class Host:
 @pytest.fixture
 def ns() -> str:
     return f"t-fleet-{uuid.uuid4().hex[:10]}"
+
+
+def _load(conf: Path) -> Any:
+    return fsconf.load(str(conf))
 
 
 def _rados(journal: jr.Journal) -> RadosOperations:
@@ -313,3 +318,46 @@ def test_a_users_image_is_rolled_back_by_another_host(stack: Stack, tmp_path: Pa
     assert op is not None and op.state == OpState.ROLLED_BACK and op.trust_id is None
     assert op_id not in stack.image_ids()
     assert not [s for s, kind in stack.snaps(*server.disk.split("/")) if kind == 0 and s.startswith("fastsnap-")]
+
+
+def test_the_journal_needs_only_its_namespace(stack: Stack, tmp_path: Path, ns: str) -> None:
+    """The caps the docs give for the journal (``allow rwx pool=<pool> namespace=<namespace>``, with ``mon 'allow
+    r'``) are enough for all of it, a reservation, a step, the lease, a claim, a listing, and they give nothing
+    else: not the pool's RBD images, not another pool."""
+    user = f"fastsnap-journal-{uuid.uuid4().hex[:6]}"
+    keyring = tmp_path / f"ceph.client.{user}.keyring"
+    ret, out, err = stack.admin_a.mon_command(json.dumps({
+        "prefix": "auth get-or-create", "entity": f"client.{user}", "format": "plain",
+        "caps": ["mon", "allow r", "osd", f"allow rwx pool=vms namespace={ns}"]}), b"")
+    assert ret == 0, err
+    keyring.write_bytes(out)
+    try:
+        h = Host(stack, tmp_path, "host-a", ns,
+                 extra=f"[ceph]\nuser = {user}\nkeyring = {keyring}\n")
+        journal = jr.Journal.from_conf(_load(h.conf))
+        try:
+            op = jr.Operation(op_id=str(uuid.uuid4()), disk="vms/x", path="stream", store="cheap", pool=None,
+                              fsid=None, image_created=True, delete_image_on_error=True)
+            journal.reserve(op)
+            journal.begin(op, "image")
+            with journal.ops.claim(op.op_id) as won:
+                assert won
+            journal.finish(op, OpState.ROLLED_BACK)
+            assert [o.op_id for o in journal.list()] == [op.op_id]
+            assert journal.ops.lease_alive("host-a")
+        finally:
+            journal.close()
+        # Nothing else: the pool's images (default namespace) and another pool are out of reach.
+        probe = "import rbd, rados, sys\n" \
+                "c = rados.Rados(conffile=sys.argv[1], rados_id=sys.argv[2], conf={'keyring': sys.argv[3]})\n" \
+                "c.connect(timeout=10)\n" \
+                "for pool in ('vms', 'images'):\n" \
+                "    try:\n" \
+                "        print(pool, len(rbd.RBD().list(c.open_ioctx(pool))))\n" \
+                "    except (rbd.PermissionError, rados.PermissionError) as e:\n" \
+                "        print(pool, 'denied')\n"
+        got = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", probe, stack.env["CEPH_CONF"], user,
+                              str(keyring)], capture_output=True, text=True, timeout=60, check=True)
+        assert got.stdout.split("\n")[:2] == ["vms denied", "images denied"], got
+    finally:
+        stack.admin_a.mon_command(json.dumps({"prefix": "auth rm", "entity": f"client.{user}"}), b"")
