@@ -389,6 +389,7 @@ class Fastsnap:
                   on_step: Callable[[str], None] | None, planned: Planned | None = None,
                   verify_owner: bool = True) -> SnapshotResult:
         t0 = time.monotonic()
+        self.journal.ops.prepare()  # the host's lease, taken while we plan (reserve needs it)
         if planned is None or not planned.fresh():
             planned = self.prepare(req, user_token, user_auth, verify_owner=verify_owner)
         glance, ident = planned.glance, planned.ident

@@ -103,6 +103,24 @@ class Lease:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._taking: threading.Thread | None = None   # hold() running in the background (take_soon)
+        self._taking_error: FastsnapError | None = None
+
+    def take_soon(self) -> None:
+        """Start taking the lease in the background (a snapshot asks this before it plans, so the lease's round
+        trips overlap planning); :meth:`check` waits for it."""
+        with self._lock:
+            if self._thread is not None or self._taking is not None:
+                return
+
+            def take() -> None:
+                try:
+                    self.hold()
+                except FastsnapError as exc:
+                    self._taking_error = exc
+
+            self._taking = threading.Thread(target=take, name="fastsnap-lease-take", daemon=True)
+            self._taking.start()
 
     def hold(self) -> None:
         """Take the lease (once per process); raises CephError when the journal cannot be reached."""
@@ -118,12 +136,15 @@ class Lease:
                                         f"fastsnap using [DEFAULT] host = {self.host}?")
                 time.sleep(0.1)
             self._renewed = time.monotonic()
-            self._objects.set(HOSTS, {self.host: json.dumps(
-                {"seen_at": time.time(), "lease_seconds": self.seconds, "pid": os.getpid()})})
             self._thread = threading.Thread(target=self._renew, name="fastsnap-lease", daemon=True)
             self._thread.start()
 
     def _renew(self) -> None:
+        try:  # who held a lease, for the cluster's view: off the snapshot's path
+            self._objects.set(HOSTS, {self.host: json.dumps(
+                {"seen_at": time.time(), "lease_seconds": self.seconds, "pid": os.getpid()})})
+        except FastsnapError as exc:
+            LOG.warning("recording host %s in %s failed: %s", self.host, HOSTS, exc)
         while not self._done.wait(self.seconds / 3):
             try:
                 self._objects.lock(host_object(self.host), LEASE_LOCK, self.cookie, self.seconds, shared=True,
@@ -135,6 +156,12 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLapsed unless the lease was renewed within its time (a step must not act once another
         host may have taken the operation over)."""
+        taking = self._taking
+        if taking is not None and self._thread is None:
+            taking.join()
+            if self._taking_error is not None:
+                error, self._taking_error, self._taking = self._taking_error, None, None
+                raise error
         if self._thread is None:
             self.hold()
         elif time.monotonic() - self._renewed > self.seconds:
@@ -251,6 +278,14 @@ class RadosOperations:
     def begin_check(self) -> None:
         """Before a step acts: this host's lease still holds."""
         self.lease.check()
+
+    def prepare(self) -> None:
+        """A snapshot is coming: start taking this process's lease share now (in the background). A journal out of
+        reach is reported by the reservation, before anything is created."""
+        try:
+            self.lease.take_soon()
+        except FastsnapError as exc:
+            LOG.debug("the journal cannot be reached yet: %s", exc)
 
     def get(self, op_id: str) -> Operation | None:
         held = self._read(op_id)
