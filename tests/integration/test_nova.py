@@ -425,6 +425,7 @@ def wait_idle(nova: NovaAPI, sid: str) -> dict[str, Any]:
 # -- the tests -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_clone_path_and_a_server_booted_from_the_snapshot(stack: Stack, hook_nova: NovaAPI,
                                                           fastsnap_service: FastsnapService,
                                                           server_fast: dict[str, Any], images: list[str]) -> None:
