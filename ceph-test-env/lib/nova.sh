@@ -41,9 +41,10 @@ nova_venv() {
   log "nova venv: OpenStack $NOVA_RELEASE ($("$NOVA_VENV/bin/python" -c 'from nova import version; print("Nova", version.version_string())')) built in $((SECONDS - t0))s"
 }
 
-# The release the Nova part's databases belong to (a stack made before releases were chosen ran 2026.2).
+# The release the Nova part's databases belong to (a stack made before releases were chosen ran 2026.2). Not
+# `release`: Nova reads a file of that name beside nova.conf (vendor information).
 nova_part_release() {
-  if [ -f "$NV_DIR/release" ]; then cat "$NV_DIR/release"
+  if [ -f "$NV_DIR/.openstack-release" ]; then cat "$NV_DIR/.openstack-release"
   elif [ -f "$NV_DIR/.cells" ]; then echo 2026.2
   fi
 }
@@ -228,8 +229,18 @@ gunicorn_start() {
   if ! pid_alive "$dir/gunicorn.pid"; then
     log "$name: starting on $bind"
     rm -f "$dir/gunicorn.pid"
-    env "$@" FASTSNAP_WSGI_APP="$module" PYTHONPATH="$ENV_DIR/lib" "$NOVA_VENV/bin/gunicorn" --no-control-socket \
-      -D -p "$dir/gunicorn.pid" -b "$bind" -w 1 --threads 4 --timeout 300 --keep-alive "$GUNICORN_KEEPALIVE" \
+    # gunicorn 25's control socket is not wanted; 2025.1's and 2025.2's upper-constraints pin gunicorn 23, which
+    # has none.
+    local ctl=() workers=(-w 1 --threads 4)
+    "$NOVA_VENV/bin/gunicorn" --help 2>/dev/null | grep -q -- --no-control-socket && ctl=(--no-control-socket)
+    # Nova 31's and 32's API monkey-patches eventlet when it is imported (nova.api.openstack; 33 and later run it on
+    # native threads): gunicorn's threaded worker then hangs on its first request, so single-threaded workers.
+    if [ "$name" = nova-api ] &&
+       grep -q 'monkey_patch' "$NOVA_VENV"/lib/python3*/site-packages/nova/api/openstack/__init__.py; then
+      workers=(-w 2 --threads 1)
+    fi
+    env "$@" FASTSNAP_WSGI_APP="$module" PYTHONPATH="$ENV_DIR/lib" "$NOVA_VENV/bin/gunicorn" "${ctl[@]}" \
+      -D -p "$dir/gunicorn.pid" -b "$bind" "${workers[@]}" --timeout 300 --keep-alive "$GUNICORN_KEEPALIVE" \
       --error-logfile "$dir/log/gunicorn.log" argv_wsgi:application || die "$name did not start (log: $dir/log/gunicorn.log)"
   fi
 }
@@ -511,7 +522,7 @@ nova_up() {
   fi
   nova_reset_databases
   pg_ensure_db nova_api nova nova_cell0 placement neutron
-  echo "$NOVA_RELEASE" >"$NV_DIR/release"
+  echo "$NOVA_RELEASE" >"$NV_DIR/.openstack-release"
   nova_ceph
   if [ ! -f "$KS_DIR/.nova-seeded" ]; then
     "$VENV/bin/python" "$ENV_DIR/lib/keystone_seed.py" --auth-url "$KEYSTONE_URL" \
