@@ -38,7 +38,9 @@ nova_venv() {
   } >"$RUN/nova-venv.log" 2>&1 || die "nova venv set-up failed (log: $RUN/nova-venv.log)"
   echo "$NOVA_RELEASE" >"$NOVA_VENV/.fastsnap-release"
   echo "$want" >"$NOVA_VENV/.fastsnap-stamp"
-  log "nova venv: OpenStack $NOVA_RELEASE ($("$NOVA_VENV/bin/python" -c 'from nova import version; print("Nova", version.version_string())')) built in $((SECONDS - t0))s"
+  local nova_version
+  nova_version=$("$NOVA_VENV/bin/python" -c 'from nova import version; print(version.version_string())')
+  log "nova venv: OpenStack $NOVA_RELEASE (Nova $nova_version) built in $((SECONDS - t0))s"
 }
 
 # The release the Nova part's databases belong to (a stack made before releases were chosen ran 2026.2). Not
