@@ -21,6 +21,11 @@ export CEPH_OSD_SIZE=${FASTSNAP_TEST_CEPH_OSD_SIZE:-24G}
 # The Nova compute host (lib/nova.sh), only with FASTSNAP_TEST_NOVA=1 (or `up --nova`).
 NOVA=${FASTSNAP_TEST_NOVA:-0}
 NOVA_VENV=${FASTSNAP_NOVA_VENV:-$ROOT/.venv-nova}
+# The OpenStack release of the Nova part (Nova, Placement, Neutron and their pins: lib/nova-requirements-<release>.txt),
+# in that one venv: another release rebuilds it and gives the Nova part fresh databases (lib/nova.sh).
+NOVA_RELEASES=(2025.1 2025.2 2026.1 2026.2)
+NOVA_RELEASE=${FASTSNAP_TEST_NOVA_RELEASE:-${NOVA_RELEASES[-1]}}
+NOVA_REQUIREMENTS=$ENV_DIR/lib/nova-requirements-$NOVA_RELEASE.txt
 NOVA_API_BIND=${FASTSNAP_TEST_NOVA_API_BIND:-127.0.0.1:38774}
 PLACEMENT_BIND=${FASTSNAP_TEST_PLACEMENT_BIND:-127.0.0.1:38778}
 NEUTRON_BIND=${FASTSNAP_TEST_NEUTRON_BIND:-127.0.0.1:38696}

@@ -13,18 +13,70 @@ RMQ_SBIN=/usr/lib/rabbitmq/bin
 RABBIT_URL="rabbit://openstack:$SERVICE_PASSWORD@127.0.0.1:$RABBIT_PORT/"
 SECRET_USAGE="fastsnap-$STACK_ID client.nova"   # libvirt secret usage names are machine-wide unique
 
+# The venv's stamp: the release's requirements file and the constraints files it names (-c).
+nova_venv_want() {
+  local req=$NOVA_REQUIREMENTS c files=("$NOVA_REQUIREMENTS")
+  for c in $(sed -n 's/^-c *//p' "$req"); do files+=("$(dirname "$req")/$c"); done
+  { echo "$NOVA_RELEASE"; cat "${files[@]}"; } | sha256sum | cut -c1-16
+}
+
+nova_venv_current() {
+  [ -x "$NOVA_VENV/bin/nova-compute" ] && [ "$(cat "$NOVA_VENV/.fastsnap-stamp" 2>/dev/null)" = "$(nova_venv_want)" ]
+}
+
+# The Nova venv for NOVA_RELEASE; made anew (venv --clear) when the release or its requirements changed.
 nova_venv() {
-  local req=$ENV_DIR/lib/nova-requirements.txt stamp=$NOVA_VENV/.fastsnap-stamp want
-  want=$(sha256sum "$req" | cut -c1-16)
-  if [ -x "$NOVA_VENV/bin/nova-compute" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  log "nova venv: installing $(grep -c '^[a-zA-Z]' "$req") requirements into $NOVA_VENV"
+  local req=$NOVA_REQUIREMENTS want t0=$SECONDS
+  nova_venv_current && return 0
+  want=$(nova_venv_want)
+  log "nova venv: OpenStack $NOVA_RELEASE, installing $(grep -c '^[a-zA-Z]' "$req") requirements into $NOVA_VENV"
   {
-    /usr/bin/python3 -m venv --system-site-packages "$NOVA_VENV" &&
+    /usr/bin/python3 -m venv --clear --system-site-packages "$NOVA_VENV" &&
     "$NOVA_VENV/bin/pip" install -q --upgrade pip &&
     "$NOVA_VENV/bin/pip" install -q -r "$req" &&
     "$NOVA_VENV/bin/python" -c 'import nova.virt.libvirt.driver, placement, neutron, libvirt, rados, rbd'
   } >"$RUN/nova-venv.log" 2>&1 || die "nova venv set-up failed (log: $RUN/nova-venv.log)"
-  echo "$want" >"$stamp"
+  echo "$NOVA_RELEASE" >"$NOVA_VENV/.fastsnap-release"
+  echo "$want" >"$NOVA_VENV/.fastsnap-stamp"
+  local nova_version
+  nova_version=$("$NOVA_VENV/bin/python" -c 'from nova import version; print(version.version_string())')
+  log "nova venv: OpenStack $NOVA_RELEASE (Nova $nova_version) built in $((SECONDS - t0))s"
+}
+
+# The release the Nova part's databases belong to (a stack made before releases were chosen ran 2026.2). Not
+# `release`: Nova reads a file of that name beside nova.conf (vendor information).
+nova_part_release() {
+  if [ -f "$NV_DIR/.openstack-release" ]; then cat "$NV_DIR/.openstack-release"
+  elif [ -f "$NV_DIR/.cells" ]; then echo 2026.2
+  fi
+}
+
+# Before the venv changes under them: another release stops the Nova part's services (and this stack's libvirt
+# domains, whose servers go with the old databases) and marks the databases to be made anew (nova_up); other
+# requirements in the same release only stop the services.
+nova_prepare_release() {
+  local have
+  have=$(nova_part_release)
+  if [ -n "$have" ] && [ "$have" != "$NOVA_RELEASE" ]; then
+    log "nova part: OpenStack $have -> $NOVA_RELEASE: stopping its services; its databases are made anew"
+    nova_domains_destroy
+    nova_services_stop
+    touch "$NV_DIR/.reset"
+  elif ! nova_venv_current; then
+    nova_services_stop
+  fi
+}
+
+# The Nova part's databases and what was made in them, dropped (nova_prepare_release asked for it).
+nova_reset_databases() {
+  [ -f "$NV_DIR/.reset" ] || return 0
+  local db
+  log "nova part: dropping the databases of the previous release"
+  for db in nova_api nova nova_cell0 placement neutron; do
+    as_pg psql -h "$PG_SOCK" -p "$PG_PORT" -U postgres -qc "drop database if exists $db with (force)" >/dev/null ||
+      die "could not drop database $db"
+  done
+  rm -f "$PL_DIR/.synced" "$NE_DIR/.synced" "$NV_DIR/.cells" "$NV_DIR/.discovered" "$NV_DIR/.seeded" "$NV_DIR/.reset"
 }
 
 # fastsnap's hook for Nova (nova-fastsnap/, README "Enabling fastsnap in Nova") in the Nova venv, as an operator
@@ -179,8 +231,18 @@ gunicorn_start() {
   if ! pid_alive "$dir/gunicorn.pid"; then
     log "$name: starting on $bind"
     rm -f "$dir/gunicorn.pid"
-    env "$@" FASTSNAP_WSGI_APP="$module" PYTHONPATH="$ENV_DIR/lib" "$NOVA_VENV/bin/gunicorn" --no-control-socket \
-      -D -p "$dir/gunicorn.pid" -b "$bind" -w 1 --threads 4 --timeout 300 --keep-alive "$GUNICORN_KEEPALIVE" \
+    # gunicorn 25's control socket is not wanted; 2025.1's and 2025.2's upper-constraints pin gunicorn 23, which
+    # has none.
+    local ctl=() workers=(-w 1 --threads 4)
+    "$NOVA_VENV/bin/gunicorn" --help 2>/dev/null | grep -q -- --no-control-socket && ctl=(--no-control-socket)
+    # Nova 31's and 32's API monkey-patches eventlet when it is imported (nova.api.openstack; 33 and later run it on
+    # native threads): gunicorn's threaded worker then hangs on its first request, so single-threaded workers.
+    if [ "$name" = nova-api ] &&
+       grep -q 'monkey_patch' "$NOVA_VENV"/lib/python3*/site-packages/nova/api/openstack/__init__.py; then
+      workers=(-w 2 --threads 1)
+    fi
+    env "$@" FASTSNAP_WSGI_APP="$module" PYTHONPATH="$ENV_DIR/lib" "$NOVA_VENV/bin/gunicorn" "${ctl[@]}" \
+      -D -p "$dir/gunicorn.pid" -b "$bind" "${workers[@]}" --timeout 300 --keep-alive "$GUNICORN_KEEPALIVE" \
       --error-logfile "$dir/log/gunicorn.log" argv_wsgi:application || die "$name did not start (log: $dir/log/gunicorn.log)"
   fi
 }
@@ -439,6 +501,7 @@ ENV
 # What needs neither PostgreSQL nor Ceph nor Keystone: up runs it in the background beside the base stack.
 nova_early() {
   mkdir -p "$NV_DIR"/log
+  nova_prepare_release
   nova_venv &
   local venv_pid=$!
   rabbit_start
@@ -453,13 +516,15 @@ nova_early() {
 nova_up() {
   local t0 t1
   t0=$(date +%s.%N)
-  log "nova part: RabbitMQ, libvirt, Placement, Neutron, Nova (compute_driver $NOVA_DRIVER)"
+  log "nova part: RabbitMQ, libvirt, Placement, Neutron, Nova of OpenStack $NOVA_RELEASE (compute_driver $NOVA_DRIVER)"
   if [ -n "${1:-}" ]; then
     wait "$1" || die "nova preparation failed (logs: $RUN/nova-venv.log, $NV_DIR/log/, $RMQ_DIR/log/)"
   else
     nova_early
   fi
+  nova_reset_databases
   pg_ensure_db nova_api nova nova_cell0 placement neutron
+  echo "$NOVA_RELEASE" >"$NV_DIR/.openstack-release"
   nova_ceph
   if [ ! -f "$KS_DIR/.nova-seeded" ]; then
     "$VENV/bin/python" "$ENV_DIR/lib/keystone_seed.py" --auth-url "$KEYSTONE_URL" \
@@ -490,25 +555,38 @@ nova_up() {
   log "nova part up in $(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')s after the base stack (API $NOVA_URL)"
 }
 
-# Delete this stack's libvirt domains (by name prefix) and secret; stop its services. Never libvirtd itself.
-nova_stop() {
+# This stack's libvirt domains (by name prefix), destroyed and undefined. Never libvirtd itself.
+nova_domains_destroy() {
   local d
-  if command -v virsh >/dev/null && virsh -c qemu:///system version >/dev/null 2>&1; then
-    for d in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep "^$NOVA_INSTANCE_PREFIX-" || true); do
-      log "destroying libvirt domain $d"
-      virsh -c qemu:///system destroy "$d" >/dev/null 2>&1 || true
-      virsh -c qemu:///system undefine --nvram "$d" >/dev/null 2>&1 ||
-        virsh -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
-    done
-    d=$(stack_secret)
-    if [ -n "$d" ]; then virsh -c qemu:///system secret-undefine "$d" >/dev/null 2>&1 || true; fi
-  fi
-  # In parallel: Nova's services take up to 10 s each to stop.
+  command -v virsh >/dev/null && virsh -c qemu:///system version >/dev/null 2>&1 || return 0
+  for d in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep "^$NOVA_INSTANCE_PREFIX-" || true); do
+    log "destroying libvirt domain $d"
+    virsh -c qemu:///system destroy "$d" >/dev/null 2>&1 || true
+    virsh -c qemu:///system undefine --nvram "$d" >/dev/null 2>&1 ||
+      virsh -c qemu:///system undefine "$d" >/dev/null 2>&1 || true
+  done
+}
+
+# Nova's services, Neutron and Placement (everything that runs from the Nova venv), in parallel: Nova's services
+# take up to 10 s each to stop.
+nova_services_stop() {
   local s pids=()
   for s in compute scheduler conductor; do stop_pidfile "$NV_DIR/nova-$s.pid" "nova-$s" & pids+=($!); done
   stop_pidfile "$NV_DIR/gunicorn.pid" nova-api & pids+=($!)
   stop_pidfile "$NE_DIR/gunicorn.pid" neutron & pids+=($!)
   stop_pidfile "$PL_DIR/gunicorn.pid" placement & pids+=($!)
-  rabbit_stop & pids+=($!)
   wait "${pids[@]}" || true
+}
+
+# Delete this stack's libvirt domains and secret; stop its services. Never libvirtd itself.
+nova_stop() {
+  local d
+  nova_domains_destroy
+  if command -v virsh >/dev/null && virsh -c qemu:///system version >/dev/null 2>&1; then
+    d=$(stack_secret)
+    if [ -n "$d" ]; then virsh -c qemu:///system secret-undefine "$d" >/dev/null 2>&1 || true; fi
+  fi
+  rabbit_stop &
+  nova_services_stop
+  wait || true
 }

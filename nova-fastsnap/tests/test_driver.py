@@ -166,3 +166,18 @@ def test_novas_own_init_host_errors_are_novas(monkeypatch: pytest.MonkeyPatch) -
 
 def test_before_init_host_the_driver_is_novas(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_novas_own(make_driver(), monkeypatch)
+
+
+def test_librbd_calls_are_wrapped_as_novas_own() -> None:
+    """The hook wraps librbd objects the way the running Nova's rbd_utils does (utils.tpool_wrap from Nova 33,
+    eventlet's tpool.Proxy before): the proxy forwards calls."""
+    class Target:
+        def id(self) -> str:
+            return "abc"
+
+    proxy = driver._tpool_wrap(Target())
+    assert proxy.id() == "abc"
+    # wrapped exactly when Nova's own RbdProxy wraps rbd.RBD() (eventlet mode), left as is when Nova does not
+    novas = rbd_utils.RbdProxy()._rbd
+    assert (type(proxy) is Target) == (type(novas) is rbd_utils.rbd.RBD)
+

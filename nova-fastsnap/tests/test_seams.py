@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import nova.conf
+import nova.utils
 import pytest
 from nova.compute import task_states
 from nova.compute import utils as compute_utils
@@ -25,14 +26,43 @@ from oslo_config import cfg
 
 DRIVER_PY = Path(seams.__file__).with_name("driver.py")
 SEAM_IDS = {str(s) for s in seams.SEAMS}
+#: The supported Nova releases (major versions): 2025.1 .. 2026.2.
+SUPPORTED = (31, 32, 33, 34)
+MAJOR = seams.nova_major()
+HERE = [s for s in seams.SEAMS if s.applies(MAJOR)]
+
+
+def test_the_installed_nova_is_a_supported_release() -> None:
+    assert MAJOR in SUPPORTED
 
 
 def test_the_installed_nova_has_every_seam() -> None:
     assert seams.check() == []
 
 
-def test_every_seam_is_listed_once() -> None:
-    assert len(SEAM_IDS) == len(seams.SEAMS)
+def test_every_seam_is_listed_once_per_release() -> None:
+    for major in (*SUPPORTED, None):
+        ids = [str(s) for s in seams.SEAMS if s.applies(major)]
+        assert len(ids) == len(set(ids)), major
+
+
+def test_only_the_seams_of_the_running_release_are_checked() -> None:
+    """Seams of other releases are not checked here: on 31 and 32 utils.tpool_wrap does not exist (the hook uses
+    rbd_utils' eventlet tpool.Proxy); from 33 on it does."""
+    others = [s for s in seams.SEAMS if not s.applies(MAJOR)]
+    assert others  # the table has per-release lines
+    ids = {str(s) for s in HERE}
+    if MAJOR is not None and MAJOR <= 32:
+        assert "nova.storage.rbd_utils.tpool.Proxy" in ids and "nova.utils.tpool_wrap" not in ids
+        assert not hasattr(nova.utils, "tpool_wrap")
+    else:
+        assert "nova.utils.tpool_wrap" in ids and "nova.storage.rbd_utils.tpool.Proxy" not in ids
+    # a version that cannot be read is taken as newer than the table: only the open-ended lines
+    assert all(s.nova[1] is None for s in seams.SEAMS if s.applies(None))
+
+
+def test_every_seam_applies_to_a_supported_release() -> None:
+    assert [str(s) for s in seams.SEAMS if not any(s.applies(m) for m in SUPPORTED)] == []
 
 
 # -- each kind of change is one problem that names the seam -----------------------------------------------------
@@ -130,15 +160,14 @@ def test_a_missing_option_is_one_problem(without_libvirt_option: str) -> None:
 def test_a_missing_class_is_a_problem_for_each_of_its_seams(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(imagebackend, "Rbd")
     problems = seams.check()
-    assert sorted(p.split(" ")[0] for p in problems) == sorted(str(s) for s in seams.SEAMS
-                                                              if s.owner == seams.RBD_BACKEND)
+    assert sorted(p.split(" ")[0] for p in problems) == sorted(str(s) for s in HERE if s.owner == seams.RBD_BACKEND)
     assert all("nova.virt.libvirt.imagebackend.Rbd not found" in p for p in problems)
 
 
 def test_without_librbd_every_librbd_seam_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rbd_utils, "rbd", None)  # what rbd_utils has when python3-rbd cannot be imported
     problems = seams.check()
-    assert len(problems) == sum(1 for s in seams.SEAMS if s.owner.startswith(seams.LIBRBD))
+    assert len(problems) == sum(1 for s in HERE if s.owner.startswith(seams.LIBRBD))
     assert all(p.startswith(seams.LIBRBD + ".") for p in problems)
 
 

@@ -165,6 +165,7 @@ def compute_errors(nova: NovaAPI, offset: int) -> list[str]:
 # -- the tests -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_delete_right_after_a_snapshot(stack: Stack, hook_nova: NovaAPI, life_service: FastsnapService,
                                       made: dict[str, list[str]]) -> None:
     image = stack.env["FASTSNAP_NOVA_IMAGE"]

@@ -191,6 +191,14 @@ def _trash_namespace():
     return getattr(rbd_utils.rbd, "RBD_SNAP_NAMESPACE_TYPE_TRASH", 2)
 
 
+def _tpool_wrap(target):
+    """librbd's blocking calls in a native thread, as Nova's own RBD code makes them: ``utils.tpool_wrap`` from
+    Nova 33, eventlet's ``tpool.Proxy`` before (what Nova 31 and 32's rbd_utils use)."""
+    if hasattr(utils, "tpool_wrap"):
+        return utils.tpool_wrap(target)
+    return rbd_utils.tpool.Proxy(target)
+
+
 class FastsnapRBDDriver(rbd_utils.RBDDriver):
     """Nova's RBD driver whose disk removal parks a disk fastsnap snapshots depend on in the RBD trash.
 
@@ -233,7 +241,7 @@ class FastsnapRBDDriver(rbd_utils.RBDDriver):
 
     def _park(self, ioctx, volume, pool):
         try:
-            img = utils.tpool_wrap(rbd_utils.rbd.Image(ioctx, volume, read_only=True))
+            img = _tpool_wrap(rbd_utils.rbd.Image(ioctx, volume, read_only=True))
         except rbd_utils.rbd.ImageNotFound:
             return True
         try:

@@ -6,7 +6,8 @@ any of them. At ``init_host`` the driver checks every entry of :data:`SEAMS` aga
 is missing or changed it logs one ERROR line per problem and disables itself: nova-compute then runs Nova's own
 behaviour (see ``FastsnapLibvirtDriver.init_host``).
 
-One line per seam: where it lives (a dotted module, class or object), its name, what it is, and for a method the
+One line per seam: where it lives (a dotted module, class or object), its name, what it is, the Nova major
+versions it is a seam of (a seam that changed between supported releases has one line per shape), and for a method the
 parameter names of its signature as :func:`inspect.signature` shows them (``self`` included, ``*args``,
 ``*`` before keyword-only ones, ``**kwargs``; ``None``: existence only, e.g. for librbd's C methods whose
 signatures depend on how python3-rbd was built) and the names its code must still refer to (e.g. that Nova's
@@ -20,6 +21,7 @@ Standard library only: this module imports (and mypy checks it) without Nova; :f
 from __future__ import annotations
 
 import dis
+import importlib
 import inspect
 import pkgutil
 from collections.abc import Iterable, Iterator
@@ -37,6 +39,11 @@ INSTANCE_ATTRIBUTE: Kind = "instance attribute"  # assigned on the instance by `
 OPTION: Kind = "option"                # an oslo.config option; the owner is ``nova.conf.CONF`` or a group of it
 
 
+#: The oldest Nova the hook supports: 31 (OpenStack 2025.1). Releases: 31 = 2025.1, 32 = 2025.2, 33 = 2026.1,
+#: 34 = 2026.2.
+FIRST_NOVA = 31
+
+
 @dataclass(frozen=True)
 class Seam:
     owner: str                         # dotted: a module, or an object in one (class, ``nova.conf.CONF.libvirt``)
@@ -44,9 +51,18 @@ class Seam:
     kind: Kind
     params: str | None = None          # METHOD: the signature's parameter names, ", "-separated
     uses: tuple[str, ...] = ()         # METHOD: names its code (nested functions included) must refer to
+    nova: tuple[int, int | None] = (FIRST_NOVA, None)  # the Nova major versions it is a seam of (None: and later)
 
     def __str__(self) -> str:
         return f"{self.owner}.{self.name}"
+
+    def applies(self, major: int | None) -> bool:
+        """Whether the seam is one in Nova ``major`` (``None``: a version that cannot be read, taken as newer
+        than any the table knows)."""
+        first, last = self.nova
+        if major is None:
+            return last is None
+        return first <= major and (last is None or major <= last)
 
 
 LIBVIRT = "nova.virt.libvirt.driver.LibvirtDriver"
@@ -91,7 +107,10 @@ SEAMS: tuple[Seam, ...] = (
     Seam(LIBRBD, "ImageNotFound", CLASS),
     Seam(LIBRBD, "ImageHasSnapshots", CLASS),
     Seam(LIBRBD, "ImageBusy", CLASS),
-    Seam("nova.utils", "tpool_wrap", METHOD, "target, autowrap"),
+    # librbd calls off the event loop: Nova 33 added utils.tpool_wrap (threading mode too); 31 and 32 wrap in
+    # eventlet's tpool.Proxy themselves (rbd_utils.RBDVolumeProxy), and so does the hook there.
+    Seam("nova.utils", "tpool_wrap", METHOD, "target, autowrap", nova=(33, None)),
+    Seam("nova.storage.rbd_utils.tpool", "Proxy", CLASS, nova=(FIRST_NOVA, 32)),
     # Snapshots: the failure, the instance action event, Glance.
     Seam("nova.exception.NovaException", "__init__", METHOD, "self, message, **kwargs"),
     Seam("nova.exception.NovaException", "msg_fmt", ATTRIBUTE),
@@ -120,10 +139,24 @@ SEAMS: tuple[Seam, ...] = (
 )
 
 
-def check(seams: Iterable[Seam] = SEAMS) -> list[str]:
-    """One line per seam that is missing or changed in the Nova that runs (empty: all there). Never raises."""
+def nova_major() -> int | None:
+    """The major version of the Nova that runs (31 for 31.3.1), or None when it cannot be read."""
+    try:
+        version = importlib.import_module("nova.version")
+        return int(version.version_string().split(".")[0])
+    except Exception:
+        return None
+
+
+def check(seams: Iterable[Seam] = SEAMS, major: int | Literal["running"] | None = "running") -> list[str]:
+    """One line per seam of Nova ``major`` (default: the Nova that runs) that is missing or changed in the Nova
+    that runs (empty: all there). Never raises."""
+    if major == "running":
+        major = nova_major()
     problems = []
     for seam in seams:
+        if not seam.applies(major):
+            continue
         try:
             problem = _check(seam)
         except Exception as exc:
@@ -237,5 +270,5 @@ def _assigns(func: Any, name: str) -> bool:
                for ins in dis.get_instructions(c))
 
 
-__all__ = ["ATTRIBUTE", "CLASS", "FIELD", "INSTANCE_ATTRIBUTE", "METHOD", "OPTION", "SEAMS", "Seam", "check",
-           "params_of"]
+__all__ = ["ATTRIBUTE", "CLASS", "FIELD", "FIRST_NOVA", "INSTANCE_ATTRIBUTE", "METHOD", "OPTION", "SEAMS", "Seam",
+           "check", "nova_major", "params_of"]
