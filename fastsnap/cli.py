@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--disk", required=True, help="POOL/IMAGE of the instance disk")
     s.add_argument("--name", required=True, help="name of the Glance image")
     s.add_argument("--base-image", help="the instance's base image id (image_ref)")
-    s.add_argument("--store", help="target Glance store id (default: see README, 'Store choice')")
+    s.add_argument("--store", help="target Glance store id (default: [snapshot] default_store, else the base "
+                   "image's rbd store on the disk's cluster, else Glance's default)")
     s.add_argument("--image-id", help="fill this queued Glance image instead of creating one")
     s.add_argument("--instance-uuid", help="the server whose root disk --disk is: recorded as the image's "
                    "instance_uuid property; required with --os-token and --user-from-env (fastsnap checks with "
