@@ -169,6 +169,9 @@ class Lease:
                               f"([journal] lease_seconds): another host may be recovering its operations")
 
     def release(self) -> None:
+        taking = self._taking
+        if taking is not None:  # a take in flight uses the connection about to close: let it end first
+            taking.join()
         with self._lock:
             if self._thread is None:
                 return
