@@ -136,6 +136,8 @@ class Objects:
             return True
         except rados.ObjectExists:
             return False
+        except rados.Error as exc:
+            raise _wrap(f"creating {self.where}/{obj}", exc) from exc
 
     def cas(self, obj: str, key: str, expected: str, values: dict[str, str]) -> bool:
         """Set ``values`` only if ``key`` still holds ``expected`` (compare and swap). False when it did not."""
@@ -152,6 +154,8 @@ class Objects:
             self._write(obj, f"removing keys of {self.where}/{obj}", remove=keys, raw=True)
         except rados.ObjectNotFound:
             return
+        except rados.Error as exc:
+            raise _wrap(f"removing keys of {self.where}/{obj}", exc) from exc
 
     def remove(self, obj: str) -> None:
         try:
