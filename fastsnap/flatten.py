@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
 import rados
 import rbd
@@ -142,18 +143,22 @@ def flatten_now(cluster: Cluster, spec: ImageSpec) -> None:
             raise CephError(f"flattening {spec} failed: {exc}") from exc
 
 
-def pending(journal: jr.Journal) -> list[FlattenRow]:
-    """Clone-path snapshots (every host's) whose flatten is pending, as journaled: read only (no Ceph call, no
-    write), from the directory and the records it names."""
-    rows = []
+def _pending_ops(journal: jr.Journal) -> Iterator[tuple[jr.Operation, jr.FlattenInfo, str]]:
+    """Done clone-path operations (every host's) whose flatten is pending, as journaled, with that flatten and the
+    clone's pool: the directory says which records to read, so the others are never read."""
     for entry in journal.entries():
         if entry.flatten is None or FlattenState(entry.flatten) not in PENDING_FLATTEN:
             continue
         op = journal.get(entry.op_id)
         if op is not None and op.state == OpState.DONE and op.flatten and op.pool \
                 and op.flatten.state in PENDING_FLATTEN:
-            rows.append(FlattenRow(op.op_id, op.disk, op.pool, op.flatten))
-    return rows
+            yield op, op.flatten, op.pool
+
+
+def pending(journal: jr.Journal) -> list[FlattenRow]:
+    """Clone-path snapshots (every host's) whose flatten is pending, as journaled: read only (no Ceph call, no
+    write)."""
+    return [FlattenRow(op.op_id, op.disk, pool, info) for op, info, pool in _pending_ops(journal)]
 
 
 def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_local: bool = False) -> list[FlattenRow]:
@@ -163,16 +168,8 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
     good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in this process."""
     rows: list[FlattenRow] = []
     timeout = conf.snapshot.mgr_timeout
-    for entry in journal.entries():  # the directory says which to read: every host's, without reading all
-        if entry.flatten is None or FlattenState(entry.flatten) not in PENDING_FLATTEN:
-            continue
-        op = journal.get(entry.op_id)
-        if op is None or op.state != OpState.DONE:
-            continue
-        info = op.flatten
-        if info is None or info.state not in PENDING_FLATTEN or not op.pool:
-            continue
-        spec = ImageSpec(op.pool, op.op_id)
+    for op, info, pool in _pending_ops(journal):
+        spec = ImageSpec(pool, op.op_id)
         try:
             if not cluster.exists(spec):
                 info.state = FlattenState.GONE
@@ -191,5 +188,5 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
             info.error = str(exc)
         op.flatten = info
         journal.save(op)
-        rows.append(FlattenRow(op.op_id, op.disk, op.pool, info))
+        rows.append(FlattenRow(op.op_id, op.disk, pool, info))
     return rows
