@@ -37,7 +37,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ from bench.lib import (
     at_once,
     log,
     make_disk,
+    stop_process,
     trim_at_once,
     unique,
     wait_snaptrim,
@@ -195,13 +195,7 @@ def wait_service(side: Side, timeout: float = 120) -> None:
 
 
 def stop_service(side: Side) -> None:
-    if side.proc is not None and side.proc.poll() is None:
-        side.proc.send_signal(signal.SIGTERM)
-        try:
-            side.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            side.proc.kill()
-            side.proc.wait(10)
+    stop_process(side.proc, term_wait=60, kill_wait=10)
     if side.logf is not None:
         side.logf.close()
         side.logf = None

@@ -172,6 +172,18 @@ class Stack:
 # -- Glance images and RBD images, for any client of the stack (bench.novahost's too) -------------------------
 
 
+def stop_process(proc: subprocess.Popen[Any] | None, term_wait: float = 30, kill_wait: float = 30) -> None:
+    """Stop a process this bench started: SIGTERM, then SIGKILL if it is still there after ``term_wait`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(term_wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(kill_wait)
+
+
 def glance_image(glance: Any, image_id: str) -> dict[str, Any] | None:
     """The image as ``glance`` (a glanceclient v2 client) sees it; None when it answers 404 (or fails)."""
     try:

@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -27,7 +26,7 @@ import glanceclient
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from bench.lib import delete_image, glance_image
+from bench.lib import delete_image, glance_image, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path(os.environ.get("FASTSNAP_TEST_RUN_DIR") or ROOT / "ceph-test-env/run")
@@ -115,13 +114,7 @@ class FastsnapService:
         raise RuntimeError("fastsnap service did not answer: " + self.log.read_text()[-3000:])
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+        stop_process(self.proc)
         self.proc = None
 
     def call(self, method: str, path: str) -> tuple[int, Any]:
