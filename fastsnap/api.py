@@ -447,8 +447,9 @@ class Fastsnap:
                 disk=req.disk, flatten=op.flatten.to_dict() if op.flatten else {}, acting_as=ident.to_dict(),
                 quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict(), transfer=dict(moved))
             op.result = result.to_dict()
+            trust_id, op.trust_id = op.trust_id, None  # dropped in the finish's write (no second one for it)
             self.journal.finish(op, OpState.DONE)
-            self.drop_trust(op, glance.session)
+            self._delete_trust(op, glance.session, trust_id)
         if req.image_type == ImageType.BACKUP and req.rotation and req.instance_uuid and req.backup_type:
             rotated = backup.rotate(glance, op_id, req.instance_uuid, req.backup_type, req.rotation)
             result = dataclasses.replace(result, rotated=rotated)
@@ -458,12 +459,19 @@ class Fastsnap:
         trust_id, op.trust_id = op.trust_id, None
         if not trust_id:
             return
+        self._delete_trust(op, sess, trust_id)
+        if save:
+            self.journal.save(op)
+
+    @staticmethod
+    def _delete_trust(op: jr.Operation, sess: ks_session.Session, trust_id: str | None) -> None:
+        """Delete a trust the record no longer names (a crash before this leaves it to expire on its own)."""
+        if not trust_id:
+            return
         try:
             delete_trust(sess, trust_id)
         except FastsnapError as exc:
             LOG.warning("snapshot %s: %s (it expires on its own)", op.op_id, exc)
-        if save:
-            self.journal.save(op)
 
     def _run(self, op: jr.Operation, req: SnapshotRequest, plan: Plan, props: dict[str, Any],
              progress: Callable[[int, int], None] | None, glance: Glance,
@@ -495,9 +503,9 @@ class Fastsnap:
                 outcome = wf.run_stream(ctx, op, disk, create_image, snap.chunk_size_mb << 20, snap.read_ahead,
                                         progress)
         except BaseException as exc:
-            LOG.warning("snapshot %s failed at step %s: %s; rolling back", op.op_id,
-                        op.steps[-1] if op.steps else "-", wf.describe(exc))
-            if op.steps and op.steps[-1] == Step.LOCATION and isinstance(exc, FastsnapError):
+            LOG.warning("snapshot %s failed at step %s: %s; rolling back", op.op_id, ctx.step or "-",
+                        wf.describe(exc))
+            if ctx.step == Step.LOCATION and isinstance(exc, FastsnapError):
                 self.store_cache.invalidate(f"Glance refused the location in store {op.store}: {exc}")
             if isinstance(exc, LeaseLapsed):  # another host may be recovering it now: its claim decides
                 LOG.error("snapshot %s: %s; left running for a recover", op.op_id, exc)

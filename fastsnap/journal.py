@@ -284,11 +284,15 @@ class Journal:
         never act on (or undo) the first one's work."""
         self.ops.reserve(op)
 
-    def begin(self, op: Operation, step: str) -> None:
-        """Record that ``step`` is about to act (durably, before it does)."""
-        if step not in op.steps:
-            self.ops.begin_check()
-            op.steps.append(step)
+    def begin(self, op: Operation, step: str, *then: str) -> None:
+        """Record that ``step`` is about to act (durably, before it does), with the steps ``then`` that follow it
+        at once: one write for a whole phase. A step recorded but cut short before it acted is what a crash
+        leaves anyway, so undo and roll forward never trust ``steps`` alone: they ask Ceph and Glance what exists
+        (:func:`fastsnap.workflow.rollback`). Each call checks this host's lease, written or not."""
+        self.ops.begin_check()
+        new = [s for s in (step, *then) if s not in op.steps]
+        if new:
+            op.steps.extend(new)
             self.ops.save(op, index=False)
 
     def finish(self, op: Operation, state: OpState, error: str | None = None) -> None:

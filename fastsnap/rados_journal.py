@@ -35,7 +35,10 @@ Order of writes:
   compare: atomic on the OSD, whichever host writes), then the directory entry. A crash between the two leaves a
   record that no directory lists; nothing acted yet (a step acts only after reserve returned) and a request for
   the same image id finds the record by its name.
-- each step: the record (the step is in ``steps`` before it acts);
+- each step: the record (the step is in ``steps`` before it acts). A path may journal a phase of steps in one
+  write, before the phase's first step acts (the clone path: two writes for eight steps,
+  :func:`fastsnap.workflow.run_clone`): ``steps`` says what may have acted, never what did, and undo and roll
+  forward ask Ceph and Glance what exists;
 - finish: the record, then the directory entry.
 
 Who may act on a running operation: the process that reserved it, while it lives; on its own host, ``recover``

@@ -41,7 +41,7 @@ class OperationView:
     host: str
     disk: str
     path: str
-    step: str | None        # the last step journaled (the one acting, or the one a crash cut short)
+    step: str | None        # the last step journaled: of the phase acting (or cut short), journaled in one write
     age: float              # seconds since it was reserved
     idle: float             # seconds since its record was last written
 

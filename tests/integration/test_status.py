@@ -37,8 +37,8 @@ def _conf(stack: Stack, tmp: Path, name: str, host: str, namespace: str, lease_s
 
 
 class Held:
-    """A snapshot on host B, in this process, held just before its ``clone`` step acts: a running operation
-    whose host's lease lives (this process renews it)."""
+    """A snapshot on host B, in this process, held just before its ``clone`` step acts (journaled with its
+    phase already): a running operation whose host's lease lives (this process renews it)."""
 
     def __init__(self, fs: Fastsnap, disk: str, base: str) -> None:
         self.reached, self.gate = threading.Event(), threading.Event()
@@ -100,17 +100,17 @@ def _cli_status(stack: Stack, conf: str) -> dict[str, Any]:
 def _check_both(status: dict[str, Any], c: dict[str, Any], op_a: str, disk_a: str, op_b: str, killed_at: float
                 ) -> None:
     """Host A lapsed with its killed operation unsettled; host B alive with its held operation in flight (held
-    before its clone step is journaled: its last step is the one before)."""
+    before its clone step acts: its last step journaled is its phase's last, the disk snapshot's release)."""
     host_a, host_b = c["a"], c["b"]
     assert status["lapsed_hosts"] == [host_a], status
     assert status["in_flight"] == {host_b: 1}, status
     held = journal_for(c["conf_b"]).get(op_b)
-    assert held is not None and held.steps and "clone" not in held.steps
+    assert held is not None and held.steps[-2:] == ["clone", "disk_snap_release"], held.steps
     assert [(o["op_id"], o["host"], o["disk"], o["step"]) for o in status["in_flight_operations"]] == [
         (op_b, host_b, held.disk, held.steps[-1])], status
     [unsettled] = status["unsettled"]
     assert (unsettled["op_id"], unsettled["host"], unsettled["disk"], unsettled["path"], unsettled["step"]) == (
-        op_a, host_a, f"vms/{disk_a}", "clone", "clone"), unsettled
+        op_a, host_a, f"vms/{disk_a}", "clone", "disk_snap_release"), unsettled
     assert time.time() - killed_at - 1 <= unsettled["age"] <= time.time() - killed_at + 120, unsettled
     rows = {h["host"]: h for h in status["hosts"]}
     assert set(rows) == {host_a, host_b}
@@ -150,7 +150,7 @@ def test_status_shows_a_lost_hosts_unsettled_operation_until_recovered(stack: St
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     [op_a] = journal.list(OpState.RUNNING)
     stack.snapshots.append(op_a.op_id)
-    assert op_a.host == host_a and op_a.disk == f"vms/{disk_a}" and op_a.steps[-1] == "clone"
+    assert op_a.host == host_a and op_a.disk == f"vms/{disk_a}" and op_a.steps[-1] == "disk_snap_release"
 
     # Host B: a snapshot in flight, held at its clone step.
     held = Held(cluster["fs_b"], disk_b, bases["fast"])
