@@ -165,7 +165,8 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
     """Clone-path snapshots whose flatten is pending; completion is decided by the image having no parent.
 
     Pending tasks are queued with the mgr again (it de-duplicates), so a task lost with a mgr is not lost for
-    good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in this process."""
+    good; those the mgr cannot take become ``local`` and, with ``run_local``, are flattened in this process, under
+    the operation's cluster-wide claim (a clone another host is flattening is left to it)."""
     rows: list[FlattenRow] = []
     timeout = conf.snapshot.mgr_timeout
     for op, info, pool in _pending_ops(journal):
@@ -182,8 +183,13 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
                 except FastsnapError as exc:
                     info.state, info.error = FlattenState.LOCAL, str(exc)
                 if info.state == FlattenState.LOCAL and run_local:
-                    flatten_now(cluster, spec)
-                    info.state = FlattenState.DONE
+                    # under the operation's cluster-wide claim: two hosts draining at once flatten it once
+                    with journal.ops.claim(op.op_id) as won:
+                        if won:
+                            flatten_now(cluster, spec)
+                            info.state = FlattenState.DONE
+                        else:
+                            info.error = "another fastsnap (on some host) holds this operation: it flattens it"
         except FastsnapError as exc:  # one image that cannot be checked or flattened: report, go on
             info.error = str(exc)
         op.flatten = info

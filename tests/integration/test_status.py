@@ -105,7 +105,8 @@ def _check_both(status: dict[str, Any], c: dict[str, Any], op_a: str, disk_a: st
     assert status["lapsed_hosts"] == [host_a], status
     assert status["in_flight"] == {host_b: 1}, status
     held = journal_for(c["conf_b"]).get(op_b)
-    assert held is not None and held.steps[-2:] == ["clone", "disk_snap_release"], held.steps
+    assert held is not None, op_b
+    assert held.steps[-2:] == ["clone", "disk_snap_release"], held.steps
     assert [(o["op_id"], o["host"], o["disk"], o["step"]) for o in status["in_flight_operations"]] == [
         (op_b, host_b, held.disk, held.steps[-1])], status
     [unsettled] = status["unsettled"]
