@@ -14,6 +14,7 @@ import rbd
 
 from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap import conf as fsconf
+from fastsnap.rados_journal import RadosOperations
 from tests.integration.conftest import ROOT, Stack, Writer, stack_up
 
 
@@ -152,6 +153,15 @@ def test_mgr_stopped_falls_back_to_local_flatten(stack: Stack, make_fs: Any, mak
         stack.snapshots.append(res.image_id)
         assert res.flatten["state"] == "local" and "mgr" in res.flatten["error"]
         assert stack.glance().images.get(res.image_id)["status"] == "active"
+        # Another host holding the operation's claim flattens it: this one leaves it alone.
+        ops = fs.journal.ops
+        assert isinstance(ops, RadosOperations)
+        with ops.objects.claim(f"op.{res.image_id}", "another-host:1", 30) as held:
+            assert held
+            rows = {r.image_id: r.to_dict() for r in fs.flatten_status(run_local=True)}
+            assert rows[res.image_id]["state"] == "local", rows[res.image_id]
+            assert "another fastsnap" in rows[res.image_id]["error"]
+            assert _parent(stack, res.image_id) is not None
         rows = {r.image_id: r.to_dict() for r in fs.flatten_status(run_local=True)}
         assert rows[res.image_id]["state"] == "done"
         assert _parent(stack, res.image_id) is None
