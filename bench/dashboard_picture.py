@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f"; jobs {load.jobs}")
         for p in load.phases:
             print(json.dumps({"phase": p.name, "seconds": round(p.end - p.start, 1), **p.notes}, default=str))
+        # For the caption (doc/source/admin/monitoring.rst): what happened, and what the stat panels show.
+        shown = {p.title: dp.fmt(dp.last_not_null([v for r in results.get(p.id, []) for s in r.series[:1]
+                                                   for v in s.values]), p.unit, p.decimals)
+                 for p in panels if p.type == "stat"}
+        print(json.dumps({"jobs": load.jobs, "stat_panels": shown}))
         rc = 0
     finally:
         svc.stop()
