@@ -61,15 +61,16 @@ def journal_for(config_file: str | Path) -> jr.Journal:
     return _JOURNALS[key]
 
 
-def purge_test_namespaces(ceph_conf: str, pool: str = "vms") -> int:
-    """Remove every object of the tests' own journal namespaces; returns how many."""
+def purge_test_namespaces(ceph_conf: str, pool: str = "vms", prefix: str = TEST_NAMESPACE_PREFIX) -> int:
+    """Remove every object of the tests' own journal namespaces (those starting with ``prefix``: one namespace's
+    name for just that one); returns how many."""
     for j in _JOURNALS.values():
         j.close()
     _JOURNALS.clear()
     removed = 0
     with rados.Rados(conffile=ceph_conf) as cl, cl.open_ioctx(pool) as io:
         io.set_namespace(rados.LIBRADOS_ALL_NSPACES)
-        found = [(o.nspace, o.key) for o in io.list_objects() if o.nspace.startswith(TEST_NAMESPACE_PREFIX)]
+        found = [(o.nspace, o.key) for o in io.list_objects() if o.nspace.startswith(prefix)]
         for ns, key in found:
             io.set_namespace(ns)
             with contextlib.suppress(rados.ObjectNotFound):
