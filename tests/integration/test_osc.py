@@ -3,9 +3,10 @@ found through the real Keystone catalogue: the real ``openstack`` command in a s
 env.sh credentials (OS_*), each command's ``-f``/``-c``, and the service's own error messages on failure.
 
 The service runs where the catalogue's ``fastsnap`` endpoint points (ceph-test-env registers
-``http://127.0.0.1:<[service] bind_port>``), as the stack's operator (admin) and fastsnap's own user call it; the
-demo user (role member only) is refused by the service's role check. Its flatten poller waits an hour after its
-first pass, so that a clone's flatten stays pending, as journaled, while ``flatten status`` reads it."""
+``http://127.0.0.1:<[service] bind_port>``); the stack's operator (admin) and fastsnap's own user call it, and the
+demo user (role member, allowed here as ``[service] allowed_roles`` lets an operator allow it) sees only its own
+project's jobs and is refused the cluster-wide views. Its flatten poller waits an hour after its first pass, so
+that a clone's flatten stays pending, as journaled, while ``flatten status`` reads it."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def osc_service(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert port is not None
     with socket.socket() as s:  # a service already there would answer instead of ours
         assert s.connect_ex(("127.0.0.1", port)) != 0, f"something already listens on the catalogue's port {port}"
-    svc = Service(stack, tmp_path_factory.mktemp("osc"), port=port, flatten_poll_interval=3600)
+    svc = Service(stack, tmp_path_factory.mktemp("osc"), port=port, flatten_poll_interval=3600,
+                  extra="allowed_roles = service,admin,member")
     svc.start()
     yield svc
     svc.stop()
@@ -52,7 +54,8 @@ def openstack(stack: Stack, *args: str, user: str = "admin") -> subprocess.Compl
     project, password = USERS[user]
     env = {**os.environ, **stack.env, "OS_USERNAME": user, "OS_PROJECT_NAME": project,
            "OS_PASSWORD": stack.env[password]}
-    env.pop("OS_FASTSNAP_ENDPOINT_OVERRIDE", None)
+    for var in ("OS_CLOUD", "OS_FASTSNAP_ENDPOINT_OVERRIDE"):  # env.sh's credentials, the catalogue's endpoint
+        env.pop(var, None)
     return subprocess.run([str(OPENSTACK), *args], capture_output=True, text=True, env=env, timeout=300,
                           check=False, cwd=ROOT)
 
@@ -113,6 +116,10 @@ def test_snapshot_create_show_list_cancel_and_flatten_status(stack: Stack, osc_s
 
     err = refused(stack, "fastsnap", "snapshot", "cancel", job["id"])
     assert f"job {job['id']} is done; only running jobs can be cancelled (HTTP 409)" in err
+    # another project's user sees none of it
+    assert as_json(stack, "fastsnap", "snapshot", "list", user="demo") == []
+    assert f"no snapshot job {job['id']} (HTTP 404)" in refused(stack, "fastsnap", "snapshot", "show", job["id"],
+                                                                user="demo")
 
     # the clone's flatten was queued with the Ceph mgr and is pending as journaled (the poller waits an hour)
     flattens = as_json(stack, "fastsnap", "flatten", "status")
@@ -163,8 +170,11 @@ def test_the_services_error_messages_are_printed(stack: Stack, osc_service: Serv
     assert "nowhere" in err and "(HTTP 400)" in err and "Request-ID: req-" in err, err
     missing = str(uuid.uuid4())
     assert f"no snapshot job {missing} (HTTP 404)" in refused(stack, "fastsnap", "snapshot", "show", missing)
-    # demo's project has the member role only: the service's role check refuses it, and says which roles it wants
-    err = refused(stack, "fastsnap", "status", user="demo")
-    assert "one of the roles ['admin', 'service'] is required (HTTP 403)" in err, err
+    # a member may call, for itself: its snapshot must name the server (Nova checks the user's project owns it)
+    err = refused(stack, "fastsnap", "snapshot", "create", "--disk", f"vms/{disk}", "x", user="demo")
+    assert "must name the server whose disk" in err and "(HTTP 403)" in err, err
+    for cmd in (("status",), ("flatten", "status")):  # the cluster's views are not for it
+        err = refused(stack, "fastsnap", *cmd, user="demo")
+        assert "one of the roles ['admin', 'service'] is required here (HTTP 403)" in err, err
     assert stack.image_ids() == before
 
