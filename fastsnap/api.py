@@ -537,6 +537,11 @@ class Fastsnap:
         ``run_local`` the ones the Ceph mgr could not take are flattened in this process."""
         return fl.status(self.cluster, self.conf, self.journal, run_local)
 
+    def flatten_pending(self) -> list[FlattenRow]:
+        """Clone-path snapshots (every host's) whose flatten is pending, as journaled: read only, no Ceph call (what
+        the REST service's ``GET /v1/flattens`` shows; :meth:`flatten_status` checks and acts)."""
+        return fl.pending(self.journal)
+
     def cluster_status(self) -> st.ClusterStatus:
         """The whole cluster's operations in flight by host, lapsed hosts, unsettled operations (waiting for a
         recover), flatten backlog and parked disks (:mod:`fastsnap.status`). Changes nothing but what

@@ -13,6 +13,9 @@ GLANCE_BIND=${FASTSNAP_TEST_GLANCE_BIND:-127.0.0.1:39292}
 # The URLs clients use (catalogue, Glance's self reference); they differ from the binds in containers.
 KEYSTONE_URL=${FASTSNAP_TEST_KEYSTONE_PUBLIC_URL:-http://$KEYSTONE_BIND/v3}
 GLANCE_URL=${FASTSNAP_TEST_GLANCE_PUBLIC_URL:-http://$GLANCE_BIND}
+# fastsnap's REST service in the catalogue (service type "fastsnap", for `openstack fastsnap ...`): the port of the
+# stack's fastsnap.conf [service] bind_port, where a test (tests/integration/test_osc.py) or an operator runs it.
+FASTSNAP_URL=${FASTSNAP_TEST_SERVICE_PUBLIC_URL:-http://127.0.0.1:${FASTSNAP_TEST_SERVICE_PORT:-38787}}
 # Test-only credentials: the stack listens on loopback only.
 ADMIN_PASSWORD=${FASTSNAP_TEST_ADMIN_PASSWORD:-admin-secret}
 SERVICE_PASSWORD=${FASTSNAP_TEST_SERVICE_PASSWORD:-service-secret}

@@ -19,6 +19,9 @@ def main() -> None:
     ap.add_argument("--service-password", required=True)
     ap.add_argument("--demo-password", required=True)
     ap.add_argument("--glance-url", required=True)
+    # fastsnap's REST service (service type "fastsnap": not in OpenStack's service-types authority, the cloud
+    # registers it), for `openstack fastsnap ...` (python-fastsnapclient).
+    ap.add_argument("--fastsnap-url")
     # The Nova part (lib/nova.sh): its service users and catalogue entries, when given.
     ap.add_argument("--nova-url")
     ap.add_argument("--placement-url")
@@ -74,6 +77,9 @@ def main() -> None:
 
     service("glance", "image", a.glance_url)
     done = "projects service, demo, demo2; users glance, fastsnap, demo, demo2; image endpoint"
+    if a.fastsnap_url:
+        service("fastsnap", "fastsnap", a.fastsnap_url)
+        done += "; fastsnap endpoint"
     if a.nova_url and a.placement_url and a.neutron_url:
         # Service users with the service role only: Placement's, Neutron's and Keystone's default policies grant
         # their service-to-service calls to it; nova's service token unlocks Glance's location API.

@@ -529,8 +529,9 @@ nova_up() {
   if [ ! -f "$KS_DIR/.nova-seeded" ]; then
     "$VENV/bin/python" "$ENV_DIR/lib/keystone_seed.py" --auth-url "$KEYSTONE_URL" \
       --admin-password "$ADMIN_PASSWORD" --service-password "$SERVICE_PASSWORD" \
-      --demo-password "$DEMO_PASSWORD" --glance-url "$GLANCE_URL" --nova-url "$NOVA_URL" \
-      --placement-url "$PLACEMENT_URL" --neutron-url "$NEUTRON_URL" >>"$KS_DIR/log/manage.log" 2>&1 \
+      --demo-password "$DEMO_PASSWORD" --glance-url "$GLANCE_URL" --fastsnap-url "$FASTSNAP_URL" \
+      --nova-url "$NOVA_URL" --placement-url "$PLACEMENT_URL" --neutron-url "$NEUTRON_URL" \
+      >>"$KS_DIR/log/manage.log" 2>&1 \
       || die "keystone seeding (nova) failed (log: $KS_DIR/log/manage.log)"
     touch "$KS_DIR/.nova-seeded"
     # Keystone's workers cache the catalog (dogpile, 10 min): on a base stack that already served tokens, the

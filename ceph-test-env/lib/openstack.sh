@@ -43,12 +43,23 @@ CONF
       || die "keystone did not start (log: $KS_DIR/log/gunicorn.log)"
   fi
   wait_http "$KEYSTONE_URL" 60 keystone "$KS_DIR/log/gunicorn.log"
-  if [ ! -f "$KS_DIR/.bootstrapped" ]; then
+  # Seeded once, and again when the seed or the catalogue's URLs changed (a stack from before the fastsnap
+  # endpoint gets it on its next `up`; the seed is idempotent).
+  local seeded
+  seeded="$(sha256sum <"$ENV_DIR/lib/keystone_seed.py" | cut -c1-16) $GLANCE_URL $FASTSNAP_URL"
+  if [ ! -f "$KS_DIR/.bootstrapped" ] || [ "$(cat "$KS_DIR/.seeded" 2>/dev/null)" != "$seeded" ]; then
     "$VENV/bin/python" "$ENV_DIR/lib/keystone_seed.py" --auth-url "$KEYSTONE_URL" \
       --admin-password "$ADMIN_PASSWORD" --service-password "$SERVICE_PASSWORD" \
-      --demo-password "$DEMO_PASSWORD" --glance-url "$GLANCE_URL" >>"$KS_DIR/log/manage.log" 2>&1 \
-      || die "keystone seeding failed (log: $KS_DIR/log/manage.log)"
+      --demo-password "$DEMO_PASSWORD" --glance-url "$GLANCE_URL" --fastsnap-url "$FASTSNAP_URL" \
+      >>"$KS_DIR/log/manage.log" 2>&1 || die "keystone seeding failed (log: $KS_DIR/log/manage.log)"
+    if [ -f "$KS_DIR/.bootstrapped" ]; then
+      # Keystone's workers cache the catalogue (10 min): HUP replaces them, so new tokens carry the new endpoint.
+      kill -HUP "$(cat "$KS_DIR/gunicorn.pid")"
+      sleep 2
+      wait_http "$KEYSTONE_URL" 60 keystone "$KS_DIR/log/gunicorn.log"
+    fi
     touch "$KS_DIR/.bootstrapped"
+    echo "$seeded" >"$KS_DIR/.seeded"
   fi
 }
 

@@ -38,6 +38,7 @@ extensions = [
     "oslo_config.sphinxext",  # .. show-options:: (the configuration reference, from the oslo.config.opts entry point)
     "sphinxarg.ext",  # .. argparse:: (the CLI reference, from fastsnap.cli.build_parser)
     "fastsnap_openapi",  # .. fastsnap-openapi:: (the REST API reference, from fastsnap.service.openapi.DOCUMENT)
+    "cliff.sphinxext",  # .. autoprogram-cliff:: (the `openstack fastsnap` reference, from python-fastsnapclient)
 ]
 
 root_doc = "index"
@@ -54,6 +55,13 @@ DOWNLOADS = {
     "dashboard": "etc/grafana/fastsnap-dashboard.json",
 }
 rst_epilog = "".join(f".. |{name}| replace:: :download:`{path} </../../{path}>`\n" for name, path in DOWNLOADS.items())
+
+# -- cliff.sphinxext ------------------------------------------------------------------------------------------------
+# cliff's output options, the same on every command: doc/source/cli/openstack.rst says them once (as
+# python-openstackclient's own documentation does).
+autoprogram_cliff_ignored = ["--help", "--format", "--column", "--max-width", "--fit-width", "--print-empty",
+                             "--format-config-file", "--noindent", "--prefix", "--quote", "--sort-column",
+                             "--sort-ascending", "--sort-descending"]
 
 # -- openstackdocstheme ----------------------------------------------------------------------------------------------
 
@@ -77,6 +85,7 @@ GENERATED_FROM = {
     "configuration/config": ["fastsnap/conf"],
     "configuration/sample": ["etc/fastsnap.conf.sample"],
     "cli/index": ["fastsnap/cli.py"],
+    "cli/openstack": ["python-fastsnapclient/fastsnapclient/osc/v1"],
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastsnap.request import json_schema
-from fastsnap.states import JobState
+from fastsnap.states import FlattenPolicy, FlattenState, JobState
 
 _ERROR = {
     "type": "object",
@@ -70,6 +70,21 @@ _STATUS = {
     },
 }
 
+_FLATTEN = {
+    "type": "object",
+    "required": ["image_id", "disk", "pool", "policy", "why"],
+    "properties": {
+        "image_id": {"type": "string", "description": "the Glance image id (the clone's RBD name)"},
+        "disk": {"type": "string", "description": "POOL/IMAGE of the instance disk it was cloned from"},
+        "pool": {"type": "string", "description": "the clone's pool"},
+        "policy": {"type": "string", "enum": [p.value for p in FlattenPolicy]},
+        "why": {"type": "string"}, "depth": {"type": "integer", "description": "the clone chain's depth"},
+        "state": {"type": "string", "enum": [s.value for s in FlattenState]},
+        "task": {"type": "string", "description": "the Ceph mgr's task id"},
+        "error": {"type": "string", "description": "why the mgr could not take it"},
+    },
+}
+
 
 def _err(desc: str) -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -88,7 +103,7 @@ DOCUMENT: dict[str, Any] = {
     "components": {
         "securitySchemes": {"keystone": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
         "schemas": {"Error": _ERROR, "SnapshotRequest": _REQUEST, "Job": _JOB, "Status": _STATUS,
-                    "StatusOperation": _OPERATION},
+                    "StatusOperation": _OPERATION, "Flatten": _FLATTEN},
     },
     "security": [{"keystone": []}],
     "paths": {
@@ -147,6 +162,12 @@ DOCUMENT: dict[str, Any] = {
                            "flight by host, hosts whose lease lapsed, unsettled operations, flatten backlog, parked "
                            "disks; for service and admin callers",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
+            "503": _err("Ceph unreachable"), **COMMON}}},
+        "/v1/flattens": {"get": {"operationId": "listPendingFlattens", "responses": {"200": {
+            "description": "clone-path snapshots (every host's) whose flatten is pending, as journaled (read only); "
+                           "for service and admin callers",
+            "content": {"application/json": {"schema": {"type": "object", "properties": {"flattens": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Flatten"}}}}}}},
             "503": _err("Ceph unreachable"), **COMMON}}},
         "/v1/stores": {"get": {"operationId": "listStores", "responses": {"200": {
             "description": "the store catalogue as this host sees it", "content": {"application/json": {

@@ -97,6 +97,16 @@ def create_app(svc: Service) -> Flask:
         m.publish(status)
         return jsonify(status.to_dict())
 
+    @app.get("/v1/flattens")
+    def pending_flattens() -> Response:
+        """Clone-path snapshots whose flatten is pending, as journaled (read only: the flatten poller acts)."""
+        if (refused := privileged_only()) is not None:
+            return refused
+        try:
+            return jsonify({"flattens": [r.to_dict() for r in svc.fs.flatten_pending()]})
+        except FastsnapError as exc:
+            return from_exception(exc)
+
     @app.get("/v1/stores")
     def stores() -> Response:
         try:

@@ -30,13 +30,15 @@ def _free_port() -> int:
 class Service:
     def __init__(self, stack: Stack, tmp: Path, slots: int = 3, extra: str = "",
                  operator_roles: str | None = "admin,service", host: str | None = None,
-                 lease_seconds: int | None = None, namespace: str | None = None) -> None:
+                 lease_seconds: int | None = None, namespace: str | None = None, port: int | None = None,
+                 flatten_poll_interval: int = 2) -> None:
         """``operator_roles``: as the stack's fastsnap.conf (the tests drive it as fastsnap's own user); None
         leaves fastsnap's default (admin). ``host``, ``lease_seconds``, ``namespace``: its [DEFAULT] host and
         journal (default: the hostname, and a journal namespace of its own); two services sharing a namespace
-        with different hosts are two compute hosts of one cluster."""
+        with different hosts are two compute hosts of one cluster. ``port``: default a free one (the catalogue's
+        fastsnap endpoint names the stack's [service] bind_port)."""
         self.stack = stack
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.conf = tmp / "fastsnap.conf"
         base = Path(stack.config_file).read_text()
@@ -51,7 +53,7 @@ class Service:
         self.conf.write_text(base + journal_section(tmp / "state", host=host, lease_seconds=lease_seconds,
                                                     namespace=namespace)
                              + "[service]\nbind_host = 127.0.0.1\n"
-                             f"bind_port = {self.port}\nflatten_poll_interval = 2\n"
+                             f"bind_port = {self.port}\nflatten_poll_interval = {flatten_poll_interval}\n"
                              + (f"operator_roles = {operator_roles}\n" if operator_roles else "") +
                              f"{extra}\n[snapshot]\nmax_concurrent = {slots}\n")
         self.proc: subprocess.Popen[str] | None = None
