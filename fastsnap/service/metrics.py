@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fastsnap.errors import FastsnapError
+from fastsnap.plan import SnapshotPath
+
 if TYPE_CHECKING:
     from fastsnap.status import ClusterStatus
 
@@ -42,6 +45,35 @@ REJECTED = Counter("fastsnap_rejected_total", "Requests refused with 429, by the
                    registry=REGISTRY)
 
 _PUBLISH = threading.Lock()
+
+# The label values fastsnap knows in advance (fallback_reason's answers, the 429 limits, the consistencies).
+FALLBACK_REASONS = ("no_base_image", "base_on_other_cluster", "explicit_store", "configured_store",
+                    "base_not_in_rbd", "other")
+LIMITS = ("host", "project")
+CONSISTENCIES = ("quiesced", "crash_consistent")
+
+
+def _kinds(cls: type[FastsnapError] = FastsnapError) -> set[str]:
+    out = {cls.kind}
+    for sub in cls.__subclasses__():
+        out |= _kinds(sub)
+    return out
+
+
+def initialise_series() -> None:
+    """Create every labelled series fastsnap knows of at 0, at start: Prometheus's ``increase()`` and ``rate()``
+    never count a series' first sample, so a series born with its first event (the first snapshot of a path, the
+    first error of a kind) would go uncounted once, after every start of the service."""
+    for path in SnapshotPath:
+        LATENCY.labels(path.value)
+    for reason in FALLBACK_REASONS:
+        FALLBACKS.labels(reason)
+    for kind in sorted(_kinds() | {"cancelled"}):
+        ERRORS.labels(kind)
+    for consistency in CONSISTENCIES:
+        QUIESCE.labels(consistency)
+    for limit in LIMITS:
+        REJECTED.labels(limit)
 
 
 def publish_operations(status: ClusterStatus) -> None:

@@ -43,6 +43,7 @@ class Service:
         self.runner = Runner(conf.snapshot.max_concurrent, conf.service.max_concurrent_per_project)
         self._stop = threading.Event()
         self._wake = threading.Event()  # a parked disk was reported: drain now, not at the next poll
+        m.initialise_series()
 
     # -- start-up -------------------------------------------------------------------------------------
 
