@@ -19,6 +19,10 @@ python-glanceclient sends each ``read(1 MiB)`` result as one HTTP chunk, and gun
 (under Glance) copies its whole pending buffer on every 64 KiB read Glance makes, so 1 MiB chunks cost Glance
 ~20 % more CPU than 64 KiB ones (bench/: 20.8 vs 17.0 CPU seconds for 4 GiB). Glance's CPU is the bottleneck of
 the stream path, so this is throughput. Holes are handed out from one shared, immutable zero buffer.
+
+A qcow2 stream (:mod:`fastsnap.qcow2`) reads through the same read-ahead, without holes: the reader is given the
+qcow2 layout's data extents (the allocated clusters) and :class:`DataReader` serves the generator's cluster reads
+from it in order.
 """
 
 from __future__ import annotations
