@@ -51,7 +51,7 @@ from fastsnap.nova import Nova
 from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
 from fastsnap.request import SnapshotRequest, validate_request
 from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
-from fastsnap.states import REUSABLE, ImageType, OpState, RecoverAction, Step
+from fastsnap.states import REUSABLE, ImageType, OpState, RecoverAction, Step, StreamFormat
 from fastsnap.storecache import StoreCache, complete
 
 LOG = logging.getLogger(__name__)
@@ -291,6 +291,7 @@ class Fastsnap:
         size, parent = described.size, described.parent
         preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
                            configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
+                           requested_format=req.format, configured_format=self.conf.snapshot.stream_format,
                            disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
                                                              parent.snapshot).url if parent else None)
         try:
@@ -309,6 +310,9 @@ class Fastsnap:
             if refused:
                 LOG.warning("base copy check failed: %s; copying instead", refused)
                 plan = make_plan(dataclasses.replace(preq, delta_refused=refused))
+        if plan.format == StreamFormat.QCOW2 and size % 512:
+            raise BadRequest(f"disk {req.disk} is {size} bytes, no multiple of 512: it cannot be a qcow2 image's "
+                             "virtual size; ask for format 'raw'")
         if req.image_id and self.earlier(req) is None:
             existing = user_glance.find(req.image_id)
             if existing is None:
@@ -401,7 +405,7 @@ class Fastsnap:
         op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                           fsid=plan.fsid, image_created=req.image_id is None,
                           delete_image_on_error=req.image_id is None or not req.keep_image_on_error,
-                          reason=plan.reason, acting_as=ident.to_dict(), size=size)
+                          reason=plan.reason, acting_as=ident.to_dict(), size=size, format=plan.format)
         if plan.base_location:
             op.base_location = plan.base_location
             op.check_bytes_read = getattr(self._tls, "check_bytes_read", 0)
@@ -444,7 +448,8 @@ class Fastsnap:
                 reason=plan.reason, seconds=round(time.monotonic() - t0, 3), size=size,
                 bytes_streamed=stats.bytes_done if stats else int(moved.get("bytes_written", 0)),
                 bytes_read=stats.bytes_read if stats else int(moved.get("bytes_read", 0)),
-                disk=req.disk, flatten=op.flatten.to_dict() if op.flatten else {}, acting_as=ident.to_dict(),
+                disk=req.disk, format=plan.format, flatten=op.flatten.to_dict() if op.flatten else {},
+                acting_as=ident.to_dict(),
                 quiesced=freeze.outcome.quiesced, quiesce=freeze.outcome.to_dict(), transfer=dict(moved))
             op.result = result.to_dict()
             trust_id, op.trust_id = op.trust_id, None  # dropped in the finish's write (no second one for it)
@@ -484,10 +489,10 @@ class Fastsnap:
 
         def create_image() -> None:
             if req.image_id is None:
-                ctx.glance.create(op.op_id, req.name, props)
+                ctx.glance.create(op.op_id, req.name, props, disk_format=plan.format)
             else:  # the queued image the plan read: one PATCH
                 ctx.glance.update_queued(op.op_id, queued or {}, {
-                    "name": req.name, "disk_format": "raw", "container_format": req.container_format, **props})
+                    "name": req.name, "disk_format": plan.format, "container_format": req.container_format, **props})
 
         try:
             if plan.path in (SnapshotPath.DELTA, SnapshotPath.COPY):
@@ -501,7 +506,7 @@ class Fastsnap:
             else:
                 snap = self.conf.snapshot
                 outcome = wf.run_stream(ctx, op, disk, create_image, snap.chunk_size_mb << 20, snap.read_ahead,
-                                        progress)
+                                        progress, plan.format)
         except BaseException as exc:
             LOG.warning("snapshot %s failed at step %s: %s; rolling back", op.op_id, ctx.step or "-",
                         wf.describe(exc))

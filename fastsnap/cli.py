@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra image property (repeatable)")
     s.add_argument("--keep-image-on-error", action="store_true",
                    help="with --image-id: leave that image (queued) on failure instead of deleting it")
+    s.add_argument("--format", metavar="{raw,qcow2}",
+                   help="disk format of the image on the stream path (default: [snapshot] stream_format); qcow2 "
+                        "sends only the disk's allocated clusters. The clone, delta and copy paths make raw images")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object")
     s.add_argument("--type", dest="image_type", choices=[t.value for t in ImageType], default=ImageType.SNAPSHOT,
                    help="the image_type Nova records (backup: with --backup-type and --instance-uuid)")
@@ -123,7 +126,7 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
                           image_id=a.image_id, properties=dict(a.property), instance_uuid=a.instance_uuid,
                           keep_image_on_error=a.keep_image_on_error, quiesce_domain=a.quiesce_domain,
                           require_quiesce=a.require_quiesce, image_type=a.image_type, backup_type=a.backup_type,
-                          rotation=a.rotation)
+                          rotation=a.rotation, format=a.format)
     token = token_from_env() if a.user_from_env else a.os_token
     res = fs.snapshot(req, progress=None if a.json else _progress(), user_token=token)
     if a.json:
@@ -132,7 +135,7 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
         print(f"image {res.image_id} in store {res.store} by {res.path}: already done by an earlier run "
               f"(returned as it is, not touched)")
     else:
-        print(f"image {res.image_id} in store {res.store} by {res.path} in {res.seconds:.2f}s")
+        print(f"image {res.image_id} ({res.format}) in store {res.store} by {res.path} in {res.seconds:.2f}s")
         print(f"  reason:   {res.reason}")
         print(f"  acting as: {res.acting_as.get('mode')}"
               + (f" (project {res.acting_as['project_id']})" if res.acting_as.get("project_id") else ""))

@@ -192,9 +192,10 @@ class Glance:
         return BaseImage(id=image_id, stores=stores, locations=tuple(locs),
                          direct_url=img.get("direct_url")), img
 
-    def create(self, image_id: str, name: str, properties: dict[str, str]) -> dict[str, Any]:
+    def create(self, image_id: str, name: str, properties: dict[str, str], disk_format: str = "raw"
+               ) -> dict[str, Any]:
         """Create a queued image with a client-chosen id; an existing image of that id counts as created."""
-        body = {**properties, "id": image_id, "name": name, "disk_format": "raw", "container_format": "bare"}
+        body = {**properties, "id": image_id, "name": name, "disk_format": disk_format, "container_format": "bare"}
         try:  # one POST (glanceclient's model would fetch the image schema first); never retried blindly
             _, img = self.once.http_client.post("/v2/images", data=body)
             if not isinstance(img, dict):

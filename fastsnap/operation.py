@@ -109,6 +109,8 @@ class Operation:
                             "project_id", "roles"} → recover (a user's operation without a trust: warn),
                             routes (``project_id``: whether the caller may see the image), results
       size: int = 0         the disk's size in bytes at planning → crosscluster (target image size), results
+      format: str = "raw"   the disk format of the result (the plan's: qcow2 only on the stream path) → workflow
+                            (what the stream sends), results
       base_location: str|None  delta path: the ``rbd://`` URL of the base image's copy on the target cluster →
                             crosscluster (the target image's parent)
       check_bytes_read: int = 0  delta path: bytes read while planning to check the base copy → crosscluster
@@ -152,6 +154,7 @@ class Operation:
     reason: str = ""
     acting_as: dict[str, Any] | None = None
     size: int = 0
+    format: str = "raw"
     base_location: str | None = None
     check_bytes_read: int = 0
     disk_id: str | None = None
@@ -177,7 +180,8 @@ class Operation:
             "delete_image_on_error": self.delete_image_on_error, "state": self.state.value,
             "steps": [str(s) for s in self.steps], "error": self.error, "pid": self.pid, "host": self.host,
             "created_at": self.created_at, "updated_at": self.updated_at, "reason": self.reason,
-            "acting_as": copy.deepcopy(self.acting_as), "size": self.size, "base_location": self.base_location,
+            "acting_as": copy.deepcopy(self.acting_as), "size": self.size, "format": self.format,
+            "base_location": self.base_location,
             "check_bytes_read": self.check_bytes_read, "disk_id": self.disk_id,
             "flatten": self.flatten.to_dict() if self.flatten else None,
             "quiesce": self.quiesce.to_dict() if self.quiesce else None,
@@ -213,7 +217,8 @@ class Operation:
             created_at=float(raw.get("created_at", 0.0)),
             updated_at=float(raw.get("updated_at", raw.get("created_at", 0.0))),
             reason=str(raw.get("reason") or ""), acting_as=None if acting_as is None else dict(acting_as),
-            size=int(raw.get("size") or 0), base_location=_opt_str(raw.get("base_location")),
+            size=int(raw.get("size") or 0), format=str(raw.get("format") or "raw"),
+            base_location=_opt_str(raw.get("base_location")),
             check_bytes_read=int(raw.get("check_bytes_read") or 0), disk_id=_opt_str(raw.get("disk_id")),
             flatten=FlattenInfo.of(raw.get("flatten")), quiesce=QuiesceInfo.of(raw.get("quiesce")),
             location_api=_opt_str(raw.get("location_api")),

@@ -18,8 +18,9 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fastsnap.errors import ConfigError, InvalidLocation, PlanError, UnknownStore
+from fastsnap.errors import BadRequest, ConfigError, InvalidLocation, PlanError, UnknownStore
 from fastsnap.location import RbdLocation
+from fastsnap.states import StreamFormat
 
 NO_BASE_IMAGE = "no base image (volume-backed or image deleted)"
 _ROLE_NEEDED = (
@@ -72,6 +73,8 @@ class PlanRequest:
     remote_fsids: frozenset[str] = frozenset()  # other clusters fastsnap has credentials for
     disk_parent: str | None = None  # rbd:// URL of the disk's clone parent (on disk_fsid), None: not a clone
     delta_refused: str | None = None  # why a delta plan was refused after checking the base copy (I/O)
+    requested_format: str | None = None  # the request's format (raw | qcow2), None: not given
+    configured_format: str = StreamFormat.RAW  # the operator's [snapshot] stream_format
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Plan:
     fsid: str | None  # cluster of the target store (catalogue, or base image location evidence)
     reason: str  # human-readable
     base_location: str | None = None  # DELTA: rbd:// URL of the base image's copy in the target store
+    format: str = StreamFormat.RAW  # disk format of the result: qcow2 only on the stream path
 
 
 # Store id -> fsids seen in the base image's rbd location URLs attributed to that store.
@@ -105,7 +109,25 @@ def make_plan(req: PlanRequest) -> Plan:
     if path is SnapshotPath.STREAM and fsid is not None and fsid != req.disk_fsid and store.type == "rbd":
         path, why, base_location = _cross_cluster(req, store, fsid, copies.get(store.id, []))
     reason = "; ".join(notes) + (": clone" if from_base else f"; {why}")
-    return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason, base_location=base_location)
+    fmt, note = _format_for(req, path, store.id)
+    return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason + note, base_location=base_location,
+                format=fmt)
+
+
+def _format_for(req: PlanRequest, path: SnapshotPath, store: str) -> tuple[StreamFormat, str]:
+    """The result's disk format and what the reason adds about it. The stream path makes the requested format,
+    else the configured one; the other paths make RBD images, which are raw: a request for qcow2 there is bad
+    input (nothing is created), the operator's qcow2 default is simply not theirs."""
+    if path is SnapshotPath.STREAM:
+        fmt = StreamFormat(req.requested_format or req.configured_format)
+        return fmt, "; as qcow2 (only the allocated clusters are sent)" if fmt is StreamFormat.QCOW2 else ""
+    if req.requested_format == StreamFormat.QCOW2:
+        raise BadRequest(f"format 'qcow2' is made by the stream path only; this snapshot would take the "
+                         f"{path.value} path into rbd store {store!r}, whose images are raw: ask for format 'raw', or "
+                         f"name a store that is not rbd")
+    if req.configured_format == StreamFormat.QCOW2:
+        return StreamFormat.RAW, "; raw (an rbd store holds raw images; stream_format is for streams)"
+    return StreamFormat.RAW, ""
 
 
 def _cross_cluster(

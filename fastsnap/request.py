@@ -16,12 +16,12 @@ from typing import Any
 
 from fastsnap.errors import BadRequest
 from fastsnap.location import ImageSpec
-from fastsnap.states import ImageType
+from fastsnap.states import ImageType, StreamFormat
 
 GLANCE_NAME_MAX = 255      # Glance's limit on image names and property names
 PROPERTY_VALUE_MAX = 255   # as Nova's metadata values
 MAX_PROPERTIES = 128       # Glance's default image_property_quota
-# Glance's default container formats; the data is always a raw disk image.
+# Glance's default container formats; the data is a raw disk image, or a qcow2 one (``format``).
 CONTAINER_FORMATS = ("bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed")
 RESERVED_PROPERTIES = frozenset({
     "id", "name", "status", "visibility", "protected", "checksum", "owner", "size", "virtual_size",
@@ -71,6 +71,9 @@ FIELDS: tuple[Field, ...] = (
     Field("quiesce_domain", "string", "libvirt domain of the running instance: freeze it around the snapshot",
           schema={"minLength": 1, "maxLength": GLANCE_NAME_MAX}),
     Field("require_quiesce", "boolean", "fail when the guest cannot be frozen (default: os_require_quiesce)"),
+    Field("format", "string", "disk format of the image on the stream path: raw, or qcow2 (only the allocated "
+          "clusters are sent); default: [snapshot] stream_format. The clone, delta and copy paths make raw images: "
+          "qcow2 asked of them is refused", schema={"enum": [*(f.value for f in StreamFormat), None]}),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -91,6 +94,7 @@ class SnapshotRequest:
     require_quiesce: bool | None = None         # None: as the base image's os_require_quiesce says
     backup_type: str | None = None              # with image_type backup: Nova's backup_type (daily, weekly...)
     rotation: int | None = None                 # with image_type backup: keep the newest N, delete older ones
+    format: str | None = None                   # stream path: raw | qcow2; None: [snapshot] stream_format
 
     def fields(self) -> dict[str, Any]:
         """The request as :data:`FIELDS` names it (the REST body's shape)."""
@@ -99,7 +103,8 @@ class SnapshotRequest:
                 "properties": dict(self.properties) if isinstance(self.properties, Mapping) else self.properties,
                 "type": self.image_type, "backup_type": self.backup_type, "rotation": self.rotation,
                 "keep_image_on_error": self.keep_image_on_error, "container_format": self.container_format,
-                "quiesce_domain": self.quiesce_domain, "require_quiesce": self.require_quiesce}
+                "quiesce_domain": self.quiesce_domain, "require_quiesce": self.require_quiesce,
+                "format": self.format}
 
 
 def json_schema() -> dict[str, Any]:
@@ -160,7 +165,7 @@ def from_body(body: Any) -> tuple[SnapshotRequest, dict[str, Any]]:
                           container_format=body.get("container_format") or "bare",
                           quiesce_domain=body.get("quiesce_domain"),
                           require_quiesce=body.get("require_quiesce"), backup_type=body.get("backup_type"),
-                          rotation=body.get("rotation"))
+                          rotation=body.get("rotation"), format=body.get("format"))
     validate_request(req)
     return req, body
 
@@ -214,6 +219,8 @@ def validate_request(req: SnapshotRequest) -> ImageSpec:
     if req.container_format not in CONTAINER_FORMATS:
         raise BadRequest(f"container format must be one of {', '.join(CONTAINER_FORMATS)}, "
                          f"not {req.container_format!r}")
+    if req.format is not None and req.format not in tuple(StreamFormat):
+        raise BadRequest(f"format must be {' or '.join(StreamFormat)}, not {req.format!r:.80}")
     if req.image_type == ImageType.BACKUP:
         if not req.backup_type or not req.instance_uuid:
             raise BadRequest("a backup needs 'backup_type' and 'instance_uuid'")

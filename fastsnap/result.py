@@ -26,6 +26,7 @@ class SnapshotResult:
     bytes_streamed: int
     bytes_read: int
     disk: str
+    format: str = "raw"         # disk format of the image: raw, or qcow2 (stream path, fastsnap.qcow2)
     flatten: dict[str, Any] = field(default_factory=dict)   # clone path: policy, why, state, task
     acting_as: dict[str, Any] = field(default_factory=dict)  # {"mode": "user"|"operator", user/project ids}
     already_done: bool = False  # an earlier operation filled this image; it was returned, not touched
@@ -48,7 +49,8 @@ class SnapshotResult:
                     else None)
         return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
                    reason=op.reason, seconds=0.0, size=op.size, bytes_streamed=0, bytes_read=0, disk=op.disk,
-                   flatten=op.flatten.to_dict() if op.flatten else {}, acting_as=dict(op.acting_as or {}),
+                   format=op.format, flatten=op.flatten.to_dict() if op.flatten else {},
+                   acting_as=dict(op.acting_as or {}),
                    already_done=already_done)
 
     def to_dict(self) -> dict[str, Any]:

@@ -106,3 +106,11 @@ class ImageType(enum.StrEnum):
 
     SNAPSHOT = "snapshot"
     BACKUP = "backup"
+
+
+class StreamFormat(enum.StrEnum):
+    """Disk format of an image the stream path makes (``[snapshot] stream_format``, a request's ``format``).
+    The clone, delta and copy paths make RBD images, which are raw."""
+
+    RAW = "raw"      # the whole virtual disk, holes as zeros
+    QCOW2 = "qcow2"  # only the allocated clusters (fastsnap.qcow2)

@@ -19,6 +19,10 @@ python-glanceclient sends each ``read(1 MiB)`` result as one HTTP chunk, and gun
 (under Glance) copies its whole pending buffer on every 64 KiB read Glance makes, so 1 MiB chunks cost Glance
 ~20 % more CPU than 64 KiB ones (bench/: 20.8 vs 17.0 CPU seconds for 4 GiB). Glance's CPU is the bottleneck of
 the stream path, so this is throughput. Holes are handed out from one shared, immutable zero buffer.
+
+A qcow2 stream (:mod:`fastsnap.qcow2`) reads through the same read-ahead, without holes: the reader is given the
+qcow2 layout's data extents (the allocated clusters) and :class:`DataReader` serves the generator's cluster reads
+from it in order.
 """
 
 from __future__ import annotations
@@ -82,11 +86,13 @@ class _Pending:
         self.error: int = 0
 
 
-def _pieces(size: int, extents: list[tuple[int, int]], chunk: int) -> Iterator[tuple[int, int, bool]]:
-    """(offset, length, is_data) covering [0, size) in order; data pieces are at most ``chunk`` long."""
+def _pieces(size: int, extents: list[tuple[int, int]], chunk: int,
+            holes: bool = True) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_data) covering [0, size) in order (without ``holes``: the data pieces only); data
+    pieces are at most ``chunk`` long."""
     pos = 0
     for off, length in extents:
-        if off > pos:
+        if off > pos and holes:
             yield pos, off - pos, False
         end = off + length
         while off < end:
@@ -94,16 +100,20 @@ def _pieces(size: int, extents: list[tuple[int, int]], chunk: int) -> Iterator[t
             yield off, n, True
             off += n
         pos = end
-    if pos < size:
+    if pos < size and holes:
         yield pos, size - pos, False
 
 
 class SnapshotReader:
-    """File-like ``read(n)`` over an opened (read-only, at a snapshot) ``rbd.Image``."""
+    """File-like ``read(n)`` over an opened (read-only, at a snapshot) ``rbd.Image``.
+
+    ``extents`` (sorted, disjoint): read these instead of the allocated extents; ``holes=False``: hand out only
+    the data, extent after extent (what :class:`DataReader` serves the qcow2 stream from)."""
 
     def __init__(self, image: Any, chunk: int = 4 << 20, window: int = 8,
                  progress: Callable[[int, int], None] | None = None,
-                 max_inflight: int = DEFAULT_MAX_INFLIGHT, max_read: int = DEFAULT_MAX_READ) -> None:
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT, max_read: int = DEFAULT_MAX_READ,
+                 extents: list[tuple[int, int]] | None = None, holes: bool = True) -> None:
         self._img = image
         self.size = int(image.size())
         obj = int(image.stat().get("obj_size", 4 << 20))
@@ -114,9 +124,9 @@ class SnapshotReader:
         self.max_read = max(1, max_read)
         self._zeros = bytes(self.max_read)
         self.stats = StreamStats(size=self.size)
-        self.stats.extents = allocated_extents(image, self.size)
+        self.stats.extents = allocated_extents(image, self.size) if extents is None else list(extents)
         self.stats.allocated = sum(length for _, length in self.stats.extents)
-        self._plan = _pieces(self.size, self.stats.extents, self.chunk)
+        self._plan = _pieces(self.size, self.stats.extents, self.chunk, holes)
         self._ahead: tuple[int, int, bool] | None = None    # next piece of the plan, not yet queued
         self._queue: collections.deque[tuple[int, int, _Pending | None]] = collections.deque()
         self._inflight = 0          # bytes of data reads queued (submitted and not yet handed out)
@@ -221,3 +231,33 @@ class SnapshotReader:
         self._queue.clear()
         self._buf = memoryview(b"")
         self._closed = True
+
+
+class DataReader:
+    """``read(offset, length)`` over a :class:`SnapshotReader` without holes, for :func:`fastsnap.qcow2.stream`:
+    the calls must come in the order of the reader's extents, covering them exactly (checked), so each is served
+    from the reader's read-ahead."""
+
+    def __init__(self, reader: SnapshotReader) -> None:
+        self.reader = reader
+        self._extents = iter(reader.stats.extents)
+        self._pos = 0
+        self._end = 0
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        if self._pos == self._end:
+            self._pos, n = next(self._extents, (self._end, 0))
+            self._end = self._pos + n
+        if offset != self._pos or offset + length > self._end:
+            raise CephError(f"internal error: read of {length} bytes at {offset} out of order "
+                            f"(next data at {self._pos}, up to {self._end})")
+        parts = []
+        want = length
+        while want:
+            piece = self.reader.read(want)
+            if not piece:
+                raise CephError(f"the disk ended {want} bytes early at offset {offset + length - want}")
+            parts.append(piece)
+            want -= len(piece)
+        self._pos += length
+        return parts[0] if len(parts) == 1 else b"".join(parts)

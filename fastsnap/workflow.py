@@ -17,6 +17,7 @@ from oslo_log import log as logging
 
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
+from fastsnap import qcow2
 from fastsnap import quiesce as qs
 from fastsnap.ceph import Cluster
 from fastsnap.errors import ConfigError, FastsnapError, GlanceError, NoDomain, NotFound
@@ -24,8 +25,8 @@ from fastsnap.glance import Glance
 from fastsnap.journal import FlattenInfo, QuiesceInfo
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
 from fastsnap.plan import SnapshotPath
-from fastsnap.states import FlattenPolicy, FlattenState, Step
-from fastsnap.stream import SnapshotReader, StreamStats
+from fastsnap.states import FlattenPolicy, FlattenState, Step, StreamFormat
+from fastsnap.stream import DataReader, SnapshotReader, StreamStats, allocated_extents
 
 LOG = logging.getLogger(__name__)
 
@@ -251,8 +252,44 @@ def _register(ctx: Context, op: jr.Operation, url: str, fresh: bool = False) -> 
     return Outcome(url, None, image)
 
 
+class UploadBody:
+    """What one upload attempt sends: the reader Glance reads, its length, and how much of it went out."""
+
+    def __init__(self, img: Any, fmt: str, chunk: int, window: int,
+                 progress: Callable[[int, int], None] | None) -> None:
+        if fmt == StreamFormat.QCOW2:
+            size = int(img.size())
+            try:
+                layout = qcow2.Layout.plan(size, allocated_extents(img, size))
+            except ValueError as exc:
+                raise FastsnapError(f"cannot stream this disk as qcow2: {exc}") from exc
+            self.snapshot = SnapshotReader(img, chunk=chunk, window=window, extents=layout.data_extents(),
+                                           holes=False)
+            self.data: Any = qcow2.IterReader(qcow2.stream(layout, DataReader(self.snapshot)), layout.file_size,
+                                              progress=progress)
+            self.length = layout.file_size
+        else:
+            self.snapshot = SnapshotReader(img, chunk=chunk, window=window, progress=progress)
+            self.data = self.snapshot
+            self.length = self.snapshot.size
+
+    @property
+    def sent(self) -> int:
+        return int(self.data.done) if isinstance(self.data, qcow2.IterReader) else self.snapshot.stats.bytes_done
+
+    def stats(self) -> StreamStats:
+        """The snapshot reader's figures, with ``bytes_done`` the bytes sent (the qcow2 file's, for qcow2)."""
+        st = self.snapshot.stats
+        st.bytes_done = self.sent
+        return st
+
+
 def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
-               chunk: int, window: int, progress: Callable[[int, int], None] | None) -> Outcome:
+               chunk: int, window: int, progress: Callable[[int, int], None] | None,
+               fmt: str = StreamFormat.RAW) -> Outcome:
+    """The stream path: the disk's snapshot streamed into Glance as ``fmt``: raw (the whole virtual disk) or
+    qcow2 (the allocated clusters behind tables computed first, :mod:`fastsnap.qcow2`); no local file either
+    way."""
     snap = temp_snap_name(op.op_id)
     stats: list[StreamStats] = []
     _step(ctx, op, Step.IMAGE, create_image)
@@ -261,13 +298,13 @@ def run_stream(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Ca
     def upload() -> None:
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             with ctx.cluster.image(disk, snapshot=snap, read_only=True) as img:
-                reader = SnapshotReader(img, chunk=chunk, window=window, progress=_progress_hook(progress))
+                body = UploadBody(img, fmt, chunk, window, _progress_hook(progress))
+                reader = body.snapshot
                 try:
-                    ctx.glance.upload(op.op_id, reader, reader.size, op.store)
-                    if reader.stats.bytes_done != reader.size:
-                        raise GlanceError(f"Glance stopped reading after {reader.stats.bytes_done} of "
-                                          f"{reader.size} bytes")
-                    stats.append(reader.stats)
+                    ctx.glance.upload(op.op_id, body.data, body.length, op.store)
+                    if body.sent != body.length:
+                        raise GlanceError(f"Glance stopped reading after {body.sent} of {body.length} bytes")
+                    stats.append(body.stats())
                     return
                 except GlanceError as exc:
                     # Glance puts an image whose upload failed back to 'queued': stream again from the same

@@ -39,6 +39,7 @@ NOVA_URL=${FASTSNAP_TEST_NOVA_PUBLIC_URL:-http://$NOVA_API_BIND/v2.1}
 PLACEMENT_URL=${FASTSNAP_TEST_PLACEMENT_PUBLIC_URL:-http://$PLACEMENT_BIND}
 NEUTRON_URL=${FASTSNAP_TEST_NEUTRON_PUBLIC_URL:-http://$NEUTRON_BIND}
 NOVA_DRIVER=${FASTSNAP_TEST_NOVA_DRIVER:-libvirt.LibvirtDriver}              # Nova's [DEFAULT] compute_driver
+NOVA_SNAPSHOT_FORMAT=${FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT:-}                 # [libvirt] snapshot_image_format (unset: Nova's default)
 # fastsnap.FastsnapLibvirtDriver: fastsnap's Nova hook (nova-fastsnap/), asking the service on this socket.
 FASTSNAP_SOCKET=${FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET:-$RUN/fastsnap/api.sock}
 # Names this stack gives machine-wide libvirt objects (domains, the Ceph secret), so that two stacks never collide.

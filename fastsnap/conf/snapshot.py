@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from fastsnap.states import FlattenPolicy
+from fastsnap.states import FlattenPolicy, StreamFormat
 
 GROUP = "snapshot"
 snapshot_opts = [
@@ -16,6 +16,12 @@ snapshot_opts = [
     cfg.IntOpt("read_ahead", default=8, min=1, max=64,
                help="Reads kept in flight on the stream path. Read buffers take at most max(chunk_size_mb, "
                     "min(chunk_size_mb * read_ahead, 16 MiB))."),
+    cfg.StrOpt("stream_format", default=StreamFormat.RAW.value, choices=[f.value for f in StreamFormat],
+               help="Disk format of the images the stream path makes, like Nova's [libvirt] snapshot_image_format: "
+                    "raw sends the whole virtual disk (holes as zeros); qcow2 sends a qcow2 image of only the "
+                    "disk's allocated clusters, computed before the first byte and streamed in bounded memory with "
+                    "no local file. A request's 'format' overrides it; snapshots through Nova take Nova's "
+                    "snapshot_image_format. The clone, delta and copy paths always make raw RBD images."),
     cfg.IntOpt("max_concurrent", default=5, min=1,
                help="Snapshots this host runs at once (like Nova's max_concurrent_snapshots); others wait "
                     "(CLI) or are refused with 429 (service)."),

@@ -173,7 +173,9 @@ class Service:
                                    planned=planned, **auth)
             job.result = res.to_dict()
             job.state = JobState.DONE
-            job.bytes_done, job.bytes_total = res.bytes_streamed, res.size if res.path == SnapshotPath.STREAM else 0
+            # the body's length: the disk's size for raw, the qcow2 file's for qcow2 (what progress counted)
+            job.bytes_done = res.bytes_streamed
+            job.bytes_total = res.bytes_streamed if res.path == SnapshotPath.STREAM else 0
             m.LATENCY.labels(res.path).observe(res.seconds)
             m.BYTES.inc(res.bytes_streamed)
             m.QUIESCE.labels("quiesced" if res.quiesced else "crash_consistent").inc()

@@ -129,16 +129,24 @@ def _snap(svc: Service, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return job
 
 
-@pytest.mark.parametrize("path", ["clone", "stream"])
+@pytest.mark.parametrize("path", ["clone", "stream", "stream-qcow2"])
 def test_both_paths(stack: Stack, service: Service, make_disk: Writer, bases: dict[str, str], path: str) -> None:
     disk = make_disk()
     want = stack.disk_sha256("vms", disk)
     body = {"disk": f"vms/{disk}", "name": f"api-{path}", "base_image": bases["fast"]}
-    if path == "stream":
+    if path.startswith("stream"):
         body["store"] = "cheap"
+    if path == "stream-qcow2":
+        body["format"] = "qcow2"
     job = _snap(service, body)
-    assert job["path"] == path and job["reason"]
-    assert stack.glance().images.get(job["image_id"])["status"] == "active"
+    assert job["path"] == path.split("-")[0] and job["reason"]
+    img = stack.glance().images.get(job["image_id"])
+    assert img["status"] == "active"
+    if path == "stream-qcow2":  # its content is judged by qemu-img in test_qcow2.py
+        assert img["disk_format"] == job["result"]["format"] == job["request"]["format"] == "qcow2"
+        assert job["bytes_done"] == job["bytes_total"] == job["result"]["bytes_streamed"] == img["size"] < 64 << 20
+        return
+    assert img["disk_format"] == job["result"]["format"] == "raw"
     assert stack.glance_sha256(job["image_id"]) == want
     if path == "stream":
         assert job["bytes_done"] == job["bytes_total"] == 64 << 20
@@ -169,6 +177,9 @@ def test_bad_input_is_400_and_creates_nothing(stack: Stack, service: Service, ma
             ({"disk": f"vms/{disk}"}, "name", "bad_request"),
             ({"disk": f"vms/{disk}", "name": "x", "bogus": 1}, "bogus", "bad_request"),
             ({"disk": f"vms/{disk}", "name": "x", "container_format": "zip"}, "container format", "bad_request"),
+            ({"disk": f"vms/{disk}", "name": "x", "format": "vmdk"}, "format must be raw or qcow2", "bad_request"),
+            ({"disk": f"vms/{disk}", "name": "x", "store": "fast", "format": "qcow2"}, "stream path only",
+             "bad_request"),
             ({"disk": f"vms/{disk}", "name": "x", "type": "backup"}, "backup_type", "bad_request")):
         r = service.call("POST", "/v1/snapshots", json=body)
         assert r.status_code == 400, r.text

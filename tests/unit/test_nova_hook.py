@@ -67,7 +67,7 @@ def test_snapshot_request_without_store_leaves_the_choice_to_fastsnap() -> None:
     body = fc.build_request(order())
     assert body == {"disk": f"vms/{INSTANCE}_disk", "name": "snap-1", "image_id": IMAGE_ID, "user_token": "tok",
                     "type": "snapshot", "container_format": "bare", "base_image": "base-id",
-                    "instance_uuid": INSTANCE, "quiesce_domain": "instance-00000001"}
+                    "instance_uuid": INSTANCE, "quiesce_domain": "instance-00000001", "format": "raw"}
 
 
 def test_store_property_becomes_the_store() -> None:
@@ -78,6 +78,18 @@ def test_store_property_becomes_the_store() -> None:
 def test_empty_store_property_is_the_users_error() -> None:
     with pytest.raises(fc.Rejected, match=fc.STORE_PROPERTY):
         order(queued({fc.STORE_PROPERTY: "  "}))
+
+
+def test_novas_image_format_is_the_format_and_the_property_may_only_agree() -> None:
+    """Nova labels the image with its [libvirt] snapshot_image_format after the snapshot (Glance refuses to
+    relabel an active image), so fastsnap is always told that format, raw included (its own stream_format
+    default must not apply)."""
+    assert fc.build_request(order(image_format="qcow2"))["format"] == "qcow2"
+    assert fc.build_request(order(queued({fc.FORMAT_PROPERTY: "qcow2"}), image_format="qcow2"))["format"] == "qcow2"
+    with pytest.raises(fc.Rejected, match=r"disagrees with this compute host.s \[libvirt\] snapshot_image_format"):
+        order(queued({fc.FORMAT_PROPERTY: "qcow2"}))
+    with pytest.raises(fc.Rejected, match="fastsnap_format='vmdk' must be raw or qcow2"):
+        order(queued({fc.FORMAT_PROPERTY: "vmdk"}), image_format="qcow2")
 
 
 def test_backup_request_carries_type_but_no_rotation() -> None:
@@ -103,6 +115,7 @@ def test_fastsnap_service_accepts_what_the_hook_sends(props: dict[str, str]) -> 
     assert req.image_id == IMAGE_ID and req.quiesce_domain == "instance-00000001"
     assert req.container_format == "bare" and req.store == props.get(fc.STORE_PROPERTY)
     assert req.image_type == props.get("image_type", "snapshot")
+    assert req.format == "raw"
 
 
 def test_service_rejects_a_bad_container_format() -> None:

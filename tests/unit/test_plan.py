@@ -576,3 +576,26 @@ def test_cross_cluster_without_pool_is_an_error() -> None:
 
 def test_new_paths_are_strings() -> None:
     assert SnapshotPath("delta") is SnapshotPath.DELTA and SnapshotPath("copy") is SnapshotPath.COPY
+
+
+# -- the result's disk format (issue 25) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("requested", "configured", "want"), [
+    (None, "raw", "raw"), (None, "qcow2", "qcow2"), ("qcow2", "raw", "qcow2"), ("raw", "qcow2", "raw"),
+])
+def test_a_stream_makes_the_requested_else_the_configured_format(requested: str | None, configured: str,
+                                                                  want: str) -> None:
+    plan = make_plan(request(requested_store="cheap", requested_format=requested, configured_format=configured))
+    assert (plan.path, plan.format) == (SnapshotPath.STREAM, want)
+    assert ("as qcow2" in plan.reason) == (want == "qcow2")
+
+
+def test_qcow2_asked_of_a_clone_is_refused_and_configured_qcow2_is_not_its_business() -> None:
+    with pytest.raises(BadRequest, match=r"format 'qcow2' is made by the stream path only.*clone path into rbd store "
+                                         r"'fast'"):
+        make_plan(request(requested_store="fast", requested_format="qcow2"))
+    plan = make_plan(request(requested_store="fast", configured_format="qcow2"))
+    assert (plan.path, plan.format) == (SnapshotPath.CLONE, "raw")
+    assert "stream_format is for streams" in plan.reason
+    assert make_plan(request(requested_store="fast", requested_format="raw")).format == "raw"

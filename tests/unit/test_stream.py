@@ -11,14 +11,19 @@ stream path; bench/ for the byte counts at size).
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastsnap.errors import CephError
-from fastsnap.stream import SnapshotReader, allocated_extents
+from fastsnap.states import StreamFormat
+from fastsnap.stream import DataReader, SnapshotReader, allocated_extents
+from fastsnap.workflow import UploadBody
 
 OBJ = 64 << 10  # object size of the images below (small, so that many shapes run in seconds)
 
@@ -206,3 +211,46 @@ def test_allocated_extents_are_sorted_merged_and_clipped() -> None:
 
     # (0,4)+(4,2) adjoin, (8,4) and (10,4) overlap, (24,8) is cut at the size, (40,8) is past it
     assert allocated_extents(Extents(), 28) == [(0, 6), (8, 6), (24, 4)]
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+@pytest.mark.parametrize("seed", range(4))
+def test_qcow2_body_from_the_read_ahead_is_what_qemu_img_reads(seed: int, tmp_path: Path) -> None:
+    """The stream path's qcow2 body (``workflow.UploadBody``): the layout from the allocated objects, the data through
+    ``DataReader`` over a hole-less ``SnapshotReader``; qemu-img finds it sound and equal to the image."""
+    rng = random.Random(seed)
+    n_obj = rng.randint(1, 40)
+    size = n_obj * OBJ - rng.choice([0, 512, 4096])
+    img = InMemoryImage(rng, size, set(rng.sample(range(n_obj), rng.randint(0, n_obj))))
+    body = UploadBody(img, StreamFormat.QCOW2, chunk=2 * OBJ, window=3, progress=None)
+    out, raw = tmp_path / "x.qcow2", tmp_path / "x.raw"
+    try:
+        with open(out, "wb") as f:
+            while piece := body.data.read(rng.choice([1, 4096, OBJ, 1 << 20])):
+                f.write(piece)
+    finally:
+        body.snapshot.close()
+        img.join()
+    raw.write_bytes(img.content)
+    assert body.sent == body.length == out.stat().st_size
+    st = body.stats()
+    assert st.bytes_read == st.allocated and st.bytes_zero == 0    # only allocated objects were read, once
+    check = subprocess.run(["qemu-img", "check", "-f", "qcow2", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(out), str(raw)],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+def test_data_reader_refuses_reads_out_of_order() -> None:
+    rng = random.Random(3)
+    img = InMemoryImage(rng, 8 * OBJ, {1, 5})
+    reader = SnapshotReader(img, chunk=OBJ, window=2, extents=[(OBJ, OBJ), (5 * OBJ, OBJ)], holes=False)
+    data = DataReader(reader)
+    try:
+        assert data(OBJ, OBJ) == img.content[OBJ:2 * OBJ]
+        with pytest.raises(CephError, match="out of order"):
+            data(4 * OBJ, OBJ)
+    finally:
+        reader.close()
+        img.join()

@@ -31,6 +31,9 @@ DISK = "vms/abc_disk"
     ({"properties": {"a=b": "v"}}, "must not contain '='"),
     ({"properties": {"owner": "me"}}, "reserved by Glance"),
     ({"properties": {f"p{i}": "v" for i in range(129)}}, "129 properties given; at most 128"),
+    ({"format": "vmdk"}, "format must be raw or qcow2, not 'vmdk'"),
+    ({"format": "QCOW2"}, "format must be raw or qcow2, not 'QCOW2'"),
+    ({"format": 2}, "'format' must be a string"),
 ])
 def test_refused(kw: dict[str, object], message: str) -> None:
     fields: dict[str, object] = {"disk": DISK, "name": "snap", **kw}

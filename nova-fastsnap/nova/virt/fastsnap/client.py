@@ -26,6 +26,13 @@ from typing import Any
 
 #: Image property that selects the Glance store: ``openstack server image create --property fastsnap_store=X``.
 STORE_PROPERTY = "fastsnap_store"
+#: Image property that states the disk format: ``--property fastsnap_format=qcow2``. Nova labels the image with its
+#: own ``[libvirt] snapshot_image_format`` (raw when unset, for rbd disks), so the property may only agree with it.
+FORMAT_PROPERTY = "fastsnap_format"
+#: The image properties that are instructions for one snapshot (removed from the image: never inherited).
+INSTRUCTION_PROPERTIES = (STORE_PROPERTY, FORMAT_PROPERTY)
+#: The disk formats fastsnap makes (``format`` of the request): raw always, qcow2 on the stream path.
+FORMATS = ("raw", "qcow2")
 
 TERMINAL_STATES = ("done", "failed", "cancelled")
 ACTIVE_STATES = ("planning", "running", "registering")
@@ -70,26 +77,40 @@ class SnapshotOrder:
     store: str | None = None         # the fastsnap_store property, when the user gave one
     container_format: str = "bare"   # what Nova writes into the image afterwards
     quiesce_domain: str | None = None  # libvirt domain name (instance.name)
+    format: str = "raw"              # Nova's image_format ([libvirt] snapshot_image_format): the image's label
 
 
 def order_from_image(image: dict[str, Any], *, disk: str, user_token: str, base_image: str | None,
                      instance_uuid: str | None, container_format: str | None,
-                     quiesce_domain: str | None) -> SnapshotOrder:
-    """The order for the queued image ``image`` (as Nova's image API returns it: ``properties`` nested).
+                     quiesce_domain: str | None, image_format: str = "raw") -> SnapshotOrder:
+    """The order for the queued image ``image`` (as Nova's image API returns it: ``properties`` nested), in
+    ``image_format``, the format Nova labels the image with after the snapshot (``[libvirt]
+    snapshot_image_format``; Glance refuses to relabel an active image, so fastsnap must make that format).
 
-    Raises :class:`Rejected` when the store property is present but empty."""
+    Raises :class:`Rejected` when the store property is present but empty, or the format property names a format
+    fastsnap does not make or another one than Nova's."""
     props = image.get("properties") or {}
     store = props.get(STORE_PROPERTY)
     if store is not None:
         store = str(store).strip()
         if not store:
             raise Rejected(f"the image property {STORE_PROPERTY} is empty; name a Glance store")
+    asked = props.get(FORMAT_PROPERTY)
+    if asked is not None:
+        asked = str(asked).strip()
+        if asked not in FORMATS:
+            raise Rejected(f"the image property {FORMAT_PROPERTY}={asked[:40]!r} must be {' or '.join(FORMATS)}")
+        if asked != image_format:
+            raise Rejected(f"the image property {FORMAT_PROPERTY}={asked} disagrees with this compute host's "
+                           f"[libvirt] snapshot_image_format, which makes the snapshot {image_format} (Nova labels "
+                           f"the image with it); set snapshot_image_format = {asked} there")
     image_type = "backup" if props.get("image_type") == "backup" else "snapshot"
     backup_type = props.get("backup_type") if image_type == "backup" else None
     return SnapshotOrder(disk=disk, image_id=str(image["id"]), name=str(image.get("name") or image["id"]),
                          user_token=user_token, base_image=base_image or None, instance_uuid=instance_uuid,
                          image_type=image_type, backup_type=str(backup_type) if backup_type else None,
-                         store=store, container_format=container_format or "bare", quiesce_domain=quiesce_domain)
+                         store=store, container_format=container_format or "bare", quiesce_domain=quiesce_domain,
+                         format=image_format)
 
 
 def build_request(order: SnapshotOrder) -> dict[str, Any]:
@@ -105,6 +126,7 @@ def build_request(order: SnapshotOrder) -> dict[str, Any]:
         "user_token": order.user_token,
         "type": order.image_type,
         "container_format": order.container_format,
+        "format": order.format,
     }
     optional = {"base_image": order.base_image, "instance_uuid": order.instance_uuid, "store": order.store,
                 "quiesce_domain": order.quiesce_domain}
@@ -325,6 +347,9 @@ def _retry_after(headers: dict[str, str]) -> float:
 
 __all__ = [
     "ACTIVE_STATES",
+    "FORMATS",
+    "FORMAT_PROPERTY",
+    "INSTRUCTION_PROPERTIES",
     "SNAPSHOT_PREFIX",
     "STORE_PROPERTY",
     "TERMINAL_STATES",

@@ -96,9 +96,9 @@ class FastsnapRbd(imagebackend.Rbd):
         return super().direct_snapshot(context, snapshot_name, image_format, image_id, base_image_id)
 
     def _fastsnap(self, context, image_format, image_id, base_image_id):
-        if image_format != "raw":
+        if image_format not in fc.FORMATS:
             raise fc.Declined(f"image format {image_format!r} requested ([libvirt] snapshot_image_format); "
-                              "fastsnap makes raw images")
+                              f"fastsnap makes {' or '.join(fc.FORMATS)} images")
         if not context.auth_token:
             raise fc.Declined("the request context carries no user token")
         image = IMAGE_API.get(context, image_id)
@@ -111,12 +111,14 @@ class FastsnapRbd(imagebackend.Rbd):
             order = fc.order_from_image(
                 image, disk=f"{self.driver.pool}/{self.rbd_name}", user_token=context.auth_token,
                 base_image=base_image_id, instance_uuid=getattr(instance, "uuid", None),
-                container_format=container_format, quiesce_domain=getattr(instance, "name", None))
+                container_format=container_format, quiesce_domain=getattr(instance, "name", None),
+                image_format=image_format)
         except fc.Rejected as exc:
             with _event(context, instance):
                 raise FastsnapSnapshotFailed(reason=exc.reason, code=400) from exc
-        if fc.STORE_PROPERTY in (image.get("properties") or {}):
-            self._strip_store_property(context, image_id)
+        given = [p for p in fc.INSTRUCTION_PROPERTIES if p in (image.get("properties") or {})]
+        if given:
+            self._strip_instructions(context, image_id, given)
         client = fc.FastsnapClient(CONF.fastsnap.unix_socket, CONF.fastsnap.request_timeout)
         try:
             job = client.create(order, busy_timeout=CONF.fastsnap.busy_timeout)
@@ -138,15 +140,16 @@ class FastsnapRbd(imagebackend.Rbd):
                   "secs": result.get("seconds"), "reason": result.get("reason")}, instance=instance)
 
     @staticmethod
-    def _strip_store_property(context, image_id):
-        """The store property is an instruction for this snapshot, not a fact about the image: a server booted
-        from the snapshot would inherit it and every snapshot of that server would silently go to that store."""
+    def _strip_instructions(context, image_id, props):
+        """The store and format properties are instructions for this snapshot, not facts about the image: a
+        server booted from the snapshot would inherit them and every snapshot of that server would silently go
+        to that store."""
         try:
             glance.GlanceClientWrapper().call(context, 2, "update",
-                                              kwargs={"image_id": image_id, "remove_props": [fc.STORE_PROPERTY]})
+                                              kwargs={"image_id": image_id, "remove_props": list(props)})
         except Exception as exc:
             LOG.warning("could not remove the %(prop)s property from image %(image)s: %(exc)s",
-                        {"prop": fc.STORE_PROPERTY, "image": image_id, "exc": exc})
+                        {"prop": ", ".join(props), "image": image_id, "exc": exc})
 
 
 @contextlib.contextmanager
