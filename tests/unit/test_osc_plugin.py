@@ -62,7 +62,8 @@ def test_create_can_say_every_field_of_a_request_but_the_user_token() -> None:
     args = _parse(snapshot.CreateSnapshot, "--disk", "vms/d", "--store", "cheap", "--base-image", "b",
                   "--image-id", "i", "--instance", "s", "--property", "a=1", "--property", "b=x=y",
                   "--type", "backup", "--backup-type", "daily", "--rotation", "2", "--container-format", "ovf",
-                  "--quiesce-domain", "dom", "--no-require-quiesce", "--keep-image-on-error", "img")
+                  "--quiesce-domain", "dom", "--no-require-quiesce", "--keep-image-on-error",
+                  "--disk-format", "qcow2", "img")
     body = snapshot.request_body(args)
     assert set(body) == {f.name for f in FIELDS if not f.rest_only}
     assert body["properties"] == {"a": "1", "b": "x=y"} and body["rotation"] == 2

@@ -52,7 +52,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
              "image_id": args.image_id, "instance_uuid": args.instance, "properties": args.properties,
              "type": args.type, "backup_type": args.backup_type, "rotation": args.rotation,
              "container_format": args.container_format, "quiesce_domain": args.quiesce_domain,
-             "require_quiesce": args.require_quiesce,
+             "require_quiesce": args.require_quiesce, "format": args.disk_format,
              "keep_image_on_error": True if args.keep_image_on_error else None}
     return {k: v for k, v in given.items() if v is not None}
 
@@ -82,6 +82,10 @@ class CreateSnapshot(command.ShowOne):
         parser.add_argument("--rotation", metavar="<count>", type=int,
                             help="With --type backup: keep this many backups of the server and backup type")
         parser.add_argument("--container-format", metavar="<format>", help="Container format (default: bare)")
+        # the request's "format" (-f/--format is the output formatter's, as in every openstack command)
+        parser.add_argument("--disk-format", choices=("raw", "qcow2"),
+                            help="Disk format of a streamed image: qcow2 sends only the allocated clusters "
+                                 "(default: the service's [snapshot] stream_format; clone, delta and copy make raw)")
         parser.add_argument("--quiesce-domain", metavar="<domain>",
                             help="libvirt domain of the running instance: freeze its filesystems around the snapshot")
         quiesce = parser.add_mutually_exclusive_group()
