@@ -23,6 +23,7 @@ from fastsnap.auth import token_from_env
 from fastsnap.errors import FastsnapError, exit_code
 from fastsnap.request import SnapshotRequest
 from fastsnap.states import ImageType, RecoverAction
+from fastsnap.version import version_string
 
 
 def _prop(text: str) -> tuple[str, str]:
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", default=os.environ.get("FASTSNAP_CONFIG_FILE"),
                    help="fastsnap.conf (default: $FASTSNAP_CONFIG_FILE, else /etc/fastsnap/fastsnap.conf)")
     p.add_argument("--debug", action="store_true", help="log debug messages to stderr")
+    p.add_argument("--version", action="version", version=version_string("fastsnap"),
+                   help="print the installed fastsnap's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("snapshot", help="snapshot an instance disk into Glance")

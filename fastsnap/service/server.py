@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
 import stat
+import sys
+from collections.abc import Sequence
 from types import FrameType
 
 from cheroot import wsgi
 from oslo_log import log as logging
 
-from fastsnap.errors import ConfigError
+from fastsnap.errors import ConfigError, FastsnapError, exit_code
 from fastsnap.service.app import build
+from fastsnap.version import version_string
 
 LOG = logging.getLogger(__name__)
 
@@ -77,6 +81,22 @@ def serve(config_file: str | None = None) -> int:
     return 0
 
 
-def main() -> int:
-    """``fastsnap-api``: the service with the config from ``$FASTSNAP_CONFIG_FILE``."""
-    return serve(None)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastsnap-api", description="fastsnap's REST service (the same as "
+                                "`fastsnap serve`): recovers first, then serves on [service] bind_host:bind_port "
+                                "or unix_socket.")
+    p.add_argument("--config-file", default=None,
+                   help="fastsnap.conf (default: $FASTSNAP_CONFIG_FILE, else /etc/fastsnap/fastsnap.conf)")
+    p.add_argument("--version", action="version", version=version_string("fastsnap-api"),
+                   help="print the installed fastsnap's version and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastsnap-api``: the service, with ``--config-file`` or the config from ``$FASTSNAP_CONFIG_FILE``."""
+    a = build_parser().parse_args(argv)
+    try:
+        return serve(a.config_file)
+    except FastsnapError as exc:  # as `fastsnap serve`: a clear line and the CLI's exit code, not a traceback
+        print(f"fastsnap-api: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
