@@ -72,7 +72,8 @@ class ContainerStack:
         """Build, start and wait until every service is healthy; returns the env.sh written for this host."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.env_file.write_text(f"COMPOSE_PROJECT_NAME={self.project}\nFASTSNAP_NET={self.net}\n"
-                                 f"FASTSNAP_BASE_IMAGE=fastsnap/debian-base:bookworm\n")
+                                 f"FASTSNAP_BASE_IMAGE=fastsnap/debian-base:bookworm\n"
+                                 f"FASTSNAP_TEST_IMAGE_TAG={os.environ.get('FASTSNAP_TEST_IMAGE_TAG', 'latest')}\n")
         if os.environ.get("FASTSNAP_TEST_CONTAINERS_BUILD", "1") == "1":
             self._timed("build", self.build)
         t = time.monotonic()
