@@ -292,6 +292,7 @@ class Fastsnap:
         preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
                            configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
                            requested_format=req.format, configured_format=self.conf.snapshot.stream_format,
+                           backup=req.image_type == ImageType.BACKUP, backup_store=self.conf.snapshot.backup_store,
                            disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
                                                              parent.snapshot).url if parent else None)
         try:
