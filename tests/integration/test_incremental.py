@@ -213,13 +213,16 @@ def test_incremental_through_the_service(stack: Stack, disk: str, tmp_path: Path
 
 # -- kill -9 at every new step, then recover -------------------------------------------------------------
 
-STEPS = [str(s) for s in CHAIN_STEPS]
+assert {"keep_snap", "remote_flatten"} <= {str(s) for s in CHAIN_STEPS}
 CELLS = ["reserved", "remote_image", "remote_image:after", "remote_write:mid", "remote_write:after",
          "remote_snap", "remote_snap:after", "active:after", "keep_snap", "keep_snap:after", "remote_flatten"]
 FORWARD = set(CELLS[CELLS.index("remote_snap:after"):])  # the image on B is complete: register it
+# CI runs the cells of the steps new to this path and one of each side of the turn to roll forward (~1-2 min a cell
+# on the shared machine); FASTSNAP_TEST_FULL_KILL_MATRIX=1 runs all of them.
+CI_CELLS = ["remote_image:after", "remote_write:mid", "remote_snap:after", "keep_snap", "remote_flatten"]
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CELLS if os.environ.get("FASTSNAP_TEST_FULL_KILL_MATRIX") else CI_CELLS)
 def test_kill_at_every_new_step_then_recover(stack: Stack, disk: str, cell: str) -> None:
     instance = str(uuid.uuid4())
     first = _backup(stack, disk, instance)
