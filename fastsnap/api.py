@@ -304,7 +304,7 @@ class Fastsnap:
             preq = dataclasses.replace(preq, stores=self.store_catalogue(fresh=True))
             plan = make_plan(preq)
         if plan.chain is not None:
-            preq, plan = self._plan_incremental(disk, preq, plan)
+            preq, plan = self._plan_incremental(disk, preq, plan, user_glance)
         if plan.path is SnapshotPath.DELTA:
             # One Glance image, so the same bytes: check that the RBD snapshots really hold them before cloning.
             assert plan.base_location and preq.disk_parent and plan.fsid
@@ -327,12 +327,13 @@ class Fastsnap:
             return plan, base_raw, size, dict(existing)
         return plan, base_raw, size, None
 
-    def _plan_incremental(self, disk: ImageSpec, preq: PlanRequest, plan: Plan) -> tuple[PlanRequest, Plan]:
+    def _plan_incremental(self, disk: ImageSpec, preq: PlanRequest, plan: Plan,
+                          user_glance: Glance) -> tuple[PlanRequest, Plan]:
         """A backup into an rbd store on another cluster: find the chain's previous backup (the disk's kept
         source snapshot, Glance's view of that backup) and check it before an incremental builds on it; plan
         again with what was found (:mod:`fastsnap.chain`)."""
         assert plan.chain is not None and plan.fsid is not None
-        prev = ch.previous_backup(self.cluster, disk, plan.chain, self.glance)
+        prev = ch.previous_backup(self.cluster, disk, plan.chain, self.glance, user_glance)
         if prev is None:
             return preq, plan
         preq = dataclasses.replace(preq, previous=prev)
@@ -359,6 +360,7 @@ class Fastsnap:
         for store in self.store_catalogue():
             if store.type == "rbd" and store.pool and store.fsid and store.fsid in remote.fsids():
                 removed += ch.sweep(remote.get(store.fsid), store.pool, self.journal)
+        ch.drop_stale_sources(self.cluster, self.journal, remote.get)
         return removed
 
     # -- snapshot ---------------------------------------------------------------------------------------

@@ -19,9 +19,13 @@ by the store id). Its pieces:
   mid-chain deletion work and every other backup stays readable; once nothing depends on it any more (its child
   was flattened or removed) fastsnap removes it from the trash. Only entries named after an operation the journal
   recorded as a chain backup into that cluster are touched.
+- A source snapshot whose backup Glance no longer has (the chain's newest deleted) is removed by
+  :func:`drop_stale_sources` (on ``fastsnap recover``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -29,10 +33,18 @@ from oslo_log import log as logging
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap.ceph import Cluster
-from fastsnap.errors import FastsnapError, NotFound
+from fastsnap.errors import BadRequest, FastsnapError, NotFound
 from fastsnap.glance import Glance
-from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, backup_snap_image, backup_snap_name, temp_snap_name
-from fastsnap.plan import PreviousBackup
+from fastsnap.location import (
+    BACKUP_SNAP_PREFIX,
+    CLONE_SNAP,
+    ImageSpec,
+    RbdLocation,
+    backup_snap_image,
+    backup_snap_name,
+    temp_snap_name,
+)
+from fastsnap.plan import PreviousBackup, SnapshotPath
 from fastsnap.states import OpState
 
 LOG = logging.getLogger(__name__)
@@ -48,14 +60,20 @@ def kept_snapshots(cluster: Cluster, disk: ImageSpec, chain: str) -> list[tuple[
     return [(name, image) for _, name, image in sorted(found) if image is not None]
 
 
-def previous_backup(cluster: Cluster, disk: ImageSpec, chain: str, glance: Glance) -> PreviousBackup | None:
+def previous_backup(cluster: Cluster, disk: ImageSpec, chain: str, glance: Glance,
+                    user_glance: Glance | None = None) -> PreviousBackup | None:
     """The chain's previous backup as the disk's newest kept source snapshot names it, with what Glance shows of
-    it (None when the disk keeps no source snapshot for ``chain``)."""
+    it (None when the disk keeps no source snapshot for ``chain``): as fastsnap (``glance``, locations shown),
+    else as the caller (``user_glance``: a user's private backup, whose locations Glance hides)."""
     kept = kept_snapshots(cluster, disk, chain)
     if not kept:
         return None
     snap, image_id = kept[-1]
     img = glance.find(image_id)
+    if img is None and user_glance is not None and user_glance is not glance:
+        img = user_glance.find(image_id)
+        if img is not None:
+            return PreviousBackup(image_id, snap, str(img.get("status")), None)
     if img is None:
         return PreviousBackup(image_id, snap, None)
     locations = tuple(str(loc.get("url")) for loc in img.get("locations") or () if loc.get("url"))
@@ -194,6 +212,41 @@ def sweep(remote: Cluster, pool: str, journal: jr.Journal) -> list[str]:
             progress = True
         if not progress:
             break
+    return removed
+
+
+# Paths whose backups keep a source snapshot on the disk (the plan's chain): incremental, and the delta or copy
+# backup that starts a chain.
+CHAIN_PATHS = (SnapshotPath.INCREMENTAL, SnapshotPath.DELTA, SnapshotPath.COPY)
+
+
+def drop_stale_sources(cluster: Cluster, journal: jr.Journal, remote: Callable[[str], Cluster]) -> list[str]:
+    """Remove the source snapshots kept for deleted backups (the chain's newest deleted by someone: the next
+    backup would be a full one anyway), on the disks of finished backups into other clusters the journal knows.
+    A backup is deleted when its image on the target cluster is gone from its name (Glance removed it, or moved
+    it to the trash): Glance itself cannot tell fastsnap, which does not see a user's private images. Returns
+    ``disk@snapshot`` of each removed."""
+    disks = sorted({e.disk for e in journal.entries() if e.state == OpState.DONE and e.path in CHAIN_PATHS})
+    removed: list[str] = []
+    for name in disks:
+        try:
+            disk = ImageSpec.parse(name)
+            snaps = list(cluster.snapshot_ids(disk))
+        except (NotFound, BadRequest):
+            continue  # the disk is gone (with its snapshots)
+        for snap in snaps:
+            if not snap.startswith(BACKUP_SNAP_PREFIX) or len(snap) < len(BACKUP_SNAP_PREFIX) + 38:
+                continue
+            image_id = snap[-36:]
+            if backup_snap_image(snap, snap[len(BACKUP_SNAP_PREFIX):-37]) != image_id:
+                continue
+            rec = journal.get(image_id)
+            if rec is None or rec.chain is None or not rec.fsid or not rec.pool or rec.state != OpState.DONE:
+                continue  # not a finished backup fastsnap knows: leave it
+            if not remote(rec.fsid).exists(ImageSpec(rec.pool, image_id)):
+                cluster.remove_snapshot(disk, snap)
+                LOG.info("removed %s@%s: its backup %s is gone", disk, snap, image_id)
+                removed.append(f"{disk}@{snap}")
     return removed
 
 

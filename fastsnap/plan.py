@@ -77,7 +77,9 @@ class PreviousBackup:
     image_id: str
     source_snap: str                      # the kept snapshot on the disk (the point in time the backup holds)
     status: str | None                    # the Glance image's status; None: Glance has no such image (deleted)
-    locations: tuple[str, ...] = ()       # its rbd:// location URLs
+    # its rbd:// location URLs; None: Glance shows them only to fastsnap's own view, and the backup is a user's
+    # (then the check on the target cluster, against the journaled snapshot id, stands for it)
+    locations: tuple[str, ...] | None = ()
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def _why_not_incremental(req: PlanRequest, store: StoreInfo, fsid: str) -> tuple
     if prev.status != "active":
         return f"the previous backup {prev.image_id} is {prev.status}, not active", None
     want = RbdLocation.for_image(fsid, str(store.pool), prev.image_id, CLONE_SNAP)
-    if want.url not in prev.locations:
+    if prev.locations is not None and want.url not in prev.locations:
         return (f"the previous backup {prev.image_id} is not at {want.url}, where fastsnap wrote it "
                 f"(locations: {', '.join(prev.locations) or 'none'})"), None
     if req.incremental_refused:

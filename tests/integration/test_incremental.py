@@ -154,6 +154,10 @@ def test_fall_back_when_the_previous_backup_changed_or_is_gone(stack: Stack, dis
     assert third["path"] == "copy", third["reason"]
     assert f"not incremental: the previous backup {second['image_id']} is gone" in third["reason"]
     assert _kept(stack, disk) == [f"fastsnap-backup-remote-{third['image_id']}"]
+    # The chain's last backup deleted: recover drops the source snapshot kept for it.
+    stack.glance("admin").images.delete(third["image_id"])
+    assert stack.fastsnap("recover", "--json").returncode == 0
+    assert _kept(stack, disk) == []
 
 
 def test_rotation_mid_chain_deletion_and_bounded_depth(stack: Stack, disk: str) -> None:

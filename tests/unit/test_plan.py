@@ -638,6 +638,9 @@ def backup(**kwargs: Any) -> PlanRequest:
         pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "pending_delete", (PREV_URL,))),
                      SnapshotPath.COPY, "remote", ["the previous backup prev is pending_delete, not active"],
                      id="previous-not-active-copy"),
+        pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "active", None)),
+                     SnapshotPath.INCREMENTAL, "remote", [": incremental"],
+                     id="a-users-backup-whose-locations-glance-hides-incremental"),
         pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "active",
                                                                             (url(OTHER, "images", "x"),))),
                      SnapshotPath.COPY, "remote", ["the previous backup prev is not at " + PREV_URL],
@@ -661,7 +664,7 @@ def test_backup_plan(req: PlanRequest, path: SnapshotPath, store: str, phrases: 
     remote_backup = path in (SnapshotPath.INCREMENTAL, SnapshotPath.DELTA, SnapshotPath.COPY)
     assert plan.chain == ("remote" if remote_backup else None)
     if path is SnapshotPath.INCREMENTAL:
-        assert plan.previous == PREV and plan.previous_location == PREV_URL and plan.base_location is None
+        assert plan.previous == req.previous and plan.previous_location == PREV_URL and plan.base_location is None
     else:
         assert plan.previous is None and plan.previous_location is None
 
