@@ -431,6 +431,11 @@ class Cluster:
 
     # -- backup chains on a target cluster (incremental backups, fastsnap.chain) -----------------------------
 
+    def conf_get(self, name: str) -> str:
+        """This client's value of a Ceph option (e.g. ``rbd_default_clone_format``)."""
+        with ceph_call(f"reading option {name}"):
+            return str(self._rados.conf_get(name))
+
     def rename_snapshot(self, spec: ImageSpec, old: str, new: str) -> None:
         with self.image(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
             img.rename_snap(old, new)

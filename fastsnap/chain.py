@@ -88,6 +88,9 @@ def check_previous(local: Cluster, disk: ImageSpec, prev: PreviousBackup, remote
     """Whether the previous backup is what fastsnap wrote: (None, bytes read from the disk's cluster) when it
     is, else (why not, ...). Never build on a backup that changed."""
     assert location.pool and location.snapshot
+    if remote.conf_get("rbd_default_clone_format") == "1":
+        return ("fastsnap's client of cluster " + remote.fsid + " clones in format 1 (rbd_default_clone_format = 1): "
+                "a backup newer ones depended on could not be deleted; set it to 2 (or auto)"), 0
     rec = journal.get(prev.image_id)
     if rec is None or rec.state != OpState.DONE or rec.remote_snap_id is None:
         return f"fastsnap's journal has no finished backup {prev.image_id} with its snapshot id", 0
