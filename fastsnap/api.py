@@ -20,6 +20,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import backup, parked
+from fastsnap import chain as ch
 from fastsnap import conf as fsconf
 from fastsnap import crosscluster as xc
 from fastsnap import flatten as fl
@@ -289,9 +290,11 @@ class Fastsnap:
             except (BadRequest, NotFound) as exc:
                 raise BadRequest(f"base image {req.base_image}: {exc}") from exc
         size, parent = described.size, described.parent
+        self._tls.check_bytes_read = 0
         preq = PlanRequest(disk_fsid=self.cluster.fsid, stores=stores, base_image=base, requested_store=req.store,
                            configured_store=self.conf.snapshot.default_store, remote_fsids=self.remote.fsids(),
                            requested_format=req.format, configured_format=self.conf.snapshot.stream_format,
+                           backup=req.image_type == ImageType.BACKUP, backup_store=self.conf.snapshot.backup_store,
                            disk_parent=RbdLocation.for_image(self.cluster.fsid, parent.pool, parent.image,
                                                              parent.snapshot).url if parent else None)
         try:
@@ -300,13 +303,15 @@ class Fastsnap:
             self.store_cache.invalidate(f"planning failed: {exc}")
             preq = dataclasses.replace(preq, stores=self.store_catalogue(fresh=True))
             plan = make_plan(preq)
+        if plan.chain is not None:
+            preq, plan = self._plan_incremental(disk, preq, plan, user_glance)
         if plan.path is SnapshotPath.DELTA:
             # One Glance image, so the same bytes: check that the RBD snapshots really hold them before cloning.
             assert plan.base_location and preq.disk_parent and plan.fsid
             refused, read = xc.check_base_copy(self.cluster, RbdLocation.parse(preq.disk_parent),
                                                self.remote.get(plan.fsid), RbdLocation.parse(plan.base_location),
                                                self.conf.snapshot.base_check_samples)
-            self._tls.check_bytes_read = read
+            self._tls.check_bytes_read += read
             if refused:
                 LOG.warning("base copy check failed: %s; copying instead", refused)
                 plan = make_plan(dataclasses.replace(preq, delta_refused=refused))
@@ -321,6 +326,42 @@ class Fastsnap:
                 raise BadRequest(f"image {req.image_id} is {existing.get('status')}, not queued")
             return plan, base_raw, size, dict(existing)
         return plan, base_raw, size, None
+
+    def _plan_incremental(self, disk: ImageSpec, preq: PlanRequest, plan: Plan,
+                          user_glance: Glance) -> tuple[PlanRequest, Plan]:
+        """A backup into an rbd store on another cluster: find the chain's previous backup (the disk's kept
+        source snapshot, Glance's view of that backup) and check it before an incremental builds on it; plan
+        again with what was found (:mod:`fastsnap.chain`)."""
+        assert plan.chain is not None and plan.fsid is not None
+        prev = ch.previous_backup(self.cluster, disk, plan.chain, self.glance, user_glance)
+        if prev is None:
+            return preq, plan
+        preq = dataclasses.replace(preq, previous=prev)
+        plan = make_plan(preq)
+        if plan.path is not SnapshotPath.INCREMENTAL:
+            return preq, plan
+        assert plan.previous_location is not None and plan.fsid is not None
+        refused, read = ch.check_previous(self.cluster, disk, prev, self.remote.get(plan.fsid),
+                                          RbdLocation.parse(plan.previous_location), self.journal,
+                                          self.conf.snapshot.base_check_samples)
+        self._tls.check_bytes_read += read
+        if refused:
+            LOG.warning("previous backup check failed: %s; taking a full backup", refused)
+            preq = dataclasses.replace(preq, incremental_refused=refused)
+            plan = make_plan(preq)
+        return preq, plan
+
+    def sweep_backups(self) -> list[str]:
+        """Remove from the other clusters' RBD trash the backups Glance deleted while newer ones depended on them,
+        once nothing does (:func:`fastsnap.chain.sweep`), in every rbd store on a cluster fastsnap has
+        credentials for. Returns the image ids removed."""
+        removed: list[str] = []
+        remote = self.remote
+        for store in self.store_catalogue():
+            if store.type == "rbd" and store.pool and store.fsid and store.fsid in remote.fsids():
+                removed += ch.sweep(remote.get(store.fsid), store.pool, self.journal)
+        ch.drop_stale_sources(self.cluster, self.journal, remote.get)
+        return removed
 
     # -- snapshot ---------------------------------------------------------------------------------------
 
@@ -409,6 +450,12 @@ class Fastsnap:
         if plan.base_location:
             op.base_location = plan.base_location
             op.check_bytes_read = getattr(self._tls, "check_bytes_read", 0)
+        if plan.chain is not None:
+            op.chain = plan.chain
+        if plan.previous is not None:  # incremental: the target image's parent is the previous backup
+            op.base_location = plan.previous_location
+            op.previous_backup, op.source_snap = plan.previous.image_id, plan.previous.source_snap
+            op.check_bytes_read = getattr(self._tls, "check_bytes_read", 0)
         if plan.path is SnapshotPath.CLONE:
             # read now (not when planned: the service may have planned a while ago): one open for both
             now = self.cluster.describe(ImageSpec.parse(req.disk))
@@ -458,6 +505,11 @@ class Fastsnap:
         if req.image_type == ImageType.BACKUP and req.rotation and req.instance_uuid and req.backup_type:
             rotated = backup.rotate(glance, op_id, req.instance_uuid, req.backup_type, req.rotation)
             result = dataclasses.replace(result, rotated=rotated)
+        if op.chain is not None and op.fsid is not None and op.pool is not None:
+            try:  # rotated backups that newer ones depended on, and older ones freed by a flatten
+                ch.sweep(self.remote.get(op.fsid), op.pool, self.journal)
+            except FastsnapError as exc:
+                LOG.warning("sweeping the RBD trash of %s on cluster %s: %s", op.pool, op.fsid, exc)
         return result
 
     def drop_trust(self, op: jr.Operation, sess: ks_session.Session, save: bool = True) -> None:
@@ -495,7 +547,7 @@ class Fastsnap:
                     "name": req.name, "disk_format": plan.format, "container_format": req.container_format, **props})
 
         try:
-            if plan.path in (SnapshotPath.DELTA, SnapshotPath.COPY):
+            if plan.path in wf.REMOTE_PATHS:
                 snap = self.conf.snapshot
                 outcome, _ = xc.run(ctx, op, disk, create_image, self.remote, snap.remote_chunk_size_mb << 20,
                                     snap.remote_parallel, progress)
@@ -528,8 +580,14 @@ class Fastsnap:
     # -- recover, background flatten, parked disks ----------------------------------------------------------
 
     def recover(self) -> list[RecoverResult]:
-        """Finish or undo every operation left running by a dead process. Safe beside live snapshots."""
-        return rc.recover_all(self)
+        """Finish or undo every operation left running by a dead process, then sweep the backups Glance
+        deleted on other clusters that nothing depends on any more. Safe beside live snapshots."""
+        results = rc.recover_all(self)
+        try:
+            self.sweep_backups()
+        except FastsnapError as exc:
+            LOG.warning("sweeping the other clusters' RBD trash failed: %s", exc)
+        return results
 
     def parked_disks(self, run: bool = False) -> list[parked.ParkedDisk]:
         """Instance disks parked in the RBD trash (by the Nova hook) while fastsnap clones depend on them. With

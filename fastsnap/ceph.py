@@ -428,3 +428,60 @@ class Cluster:
         io = self.ioctx(pool)
         with ceph_call(f"listing the images of pool {pool}"):
             return sorted(rbd.RBD().list(io))
+
+    # -- backup chains on a target cluster (incremental backups, fastsnap.chain) -----------------------------
+
+    def conf_get(self, name: str) -> str:
+        """This client's value of a Ceph option (e.g. ``rbd_default_clone_format``)."""
+        with ceph_call(f"reading option {name}"):
+            return str(self._rados.conf_get(name))
+
+    def rename_snapshot(self, spec: ImageSpec, old: str, new: str) -> None:
+        with self.image(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
+            img.rename_snap(old, new)
+
+    def snapshot_ids(self, spec: ImageSpec) -> dict[str, int]:
+        """Name -> RBD snapshot id of the image's user snapshots (a re-created snapshot gets a new id)."""
+        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+            return {str(s["name"]): int(s["id"]) for s in img.list_snaps()
+                    if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
+
+    def trash_entries(self, pool: str) -> list[tuple[str, str, str]]:
+        """(image id, name, source) of each entry in the pool's RBD trash."""
+        with ceph_call(f"listing the RBD trash of pool {pool}"):
+            return [(str(e["id"]), str(e.get("name")), str(e.get("source")))
+                    for e in rbd.RBD().trash_list(self.ioctx(pool))]
+
+    def trash_snapshot_count(self, pool: str, image_id: str) -> int | None:
+        """Snapshots (any namespace) of a trashed image; None when its image can no longer be opened."""
+        try:
+            img = rbd.Image(self.ioctx(pool), image_id=image_id, read_only=True)
+        except rbd.ImageNotFound:
+            return None
+        except rbd.Error as exc:
+            raise _wrap(f"opening trash entry {pool}/{image_id}", exc) from exc
+        try:
+            with ceph_call(f"listing the snapshots of trash entry {pool}/{image_id}"):
+                return len(list(img.list_snaps()))
+        finally:
+            with contextlib.suppress(rbd.Error):
+                img.close()
+
+    def trash_remove(self, pool: str, image_id: str) -> None:
+        """Remove an entry from the RBD trash (gone counts as success)."""
+        try:
+            rbd.RBD().trash_remove(self.ioctx(pool), image_id, force=True)
+        except rbd.ImageNotFound:
+            return
+        except Exception as exc:
+            raise _wrap(f"removing {pool}/{image_id} from the RBD trash", exc) from exc
+
+    def flatten(self, spec: ImageSpec) -> None:
+        """Flatten in this process (not a clone any more: nothing to do)."""
+        with self.image(spec) as img:
+            try:
+                img.flatten()
+            except rbd.InvalidArgument:
+                return
+            except Exception as exc:
+                raise _wrap(f"flattening {spec}", exc) from exc

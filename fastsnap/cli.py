@@ -151,7 +151,7 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
             print(f"  rotated:  deleted older backups {', '.join(res.rotated)}")
         if res.path == "stream":
             print(f"  streamed: {res.bytes_streamed} bytes ({res.bytes_read} read from Ceph, rest holes)")
-        elif res.path in ("delta", "copy"):
+        elif res.path in ("delta", "copy", "incremental"):
             t = res.transfer
             print(f"  written:  {t.get('bytes_written', 0)} bytes to cluster B, {t.get('bytes_zeroed', 0)} zeroed, "
                   f"{t.get('bytes_read', 0)} read from the disk's cluster")

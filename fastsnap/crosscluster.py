@@ -30,11 +30,12 @@ import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from fastsnap import chain as ch
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
 from fastsnap.ceph import Cluster, ceph_call
 from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
-from fastsnap.errors import CephError, ConfigError, NotFound
+from fastsnap.errors import CephError, ConfigError, FastsnapError, NotFound
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
 from fastsnap.plan import SnapshotPath
 from fastsnap.states import Step
@@ -171,6 +172,23 @@ def own_extents(image: Any, size: int) -> list[tuple[int, int, bool]]:
     return sorted((off, min(length, size - off), ex) for off, length, ex in out if off < size)
 
 
+def changed_extents(image: Any, size: int, since: str) -> list[tuple[int, int, bool]]:
+    """(offset, length, exists) of what the opened snapshot changed since the disk's snapshot ``since``
+    (incremental path): exact extents (``whole_object=False``), so a small rewrite reads and writes little."""
+    out: list[tuple[int, int, bool]] = []
+
+    def cb(offset: int, length: int, exists: bool) -> int:
+        if length:
+            if out and out[-1][0] + out[-1][1] == offset and out[-1][2] == exists:
+                out[-1] = (out[-1][0], out[-1][1] + length, exists)
+            else:
+                out.append((offset, length, exists))
+        return 0
+
+    image.diff_iterate(0, size, since, cb, include_parent=True, whole_object=False)
+    return sorted((off, min(length, size - off), ex) for off, length, ex in out if off < size)
+
+
 def _split(extents: list[tuple[int, int, bool]], chunk: int) -> list[tuple[int, int, bool]]:
     pieces = []
     for off, length, exists in extents:
@@ -288,7 +306,8 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
     stats = TransferStats(size=size, check_bytes_read=op.check_bytes_read)
     wf._step(ctx, op, Step.IMAGE, create_image)
     wf._step(ctx, op, Step.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
-    if op.path == SnapshotPath.DELTA:
+    if op.path in (SnapshotPath.DELTA, SnapshotPath.INCREMENTAL):
+        # delta: the base image's copy; incremental: the chain's previous backup (checked while planning)
         assert op.base_location is not None
         base = RbdLocation.parse(op.base_location)
         wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
@@ -299,17 +318,52 @@ def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callab
         with ctx.cluster.image(disk, snapshot=snap, read_only=True) as src, target.image(spec) as dst:
             obj = int(src.stat().get("obj_size", 4 << 20))
             step = max(obj, chunk // obj * obj)
-            if op.path == SnapshotPath.DELTA:
+            if op.path == SnapshotPath.INCREMENTAL:
+                assert op.source_snap is not None
+                extents = changed_extents(src, size, op.source_snap)
+            elif op.path == SnapshotPath.DELTA:
                 extents = own_extents(src, size)
             else:
                 extents = [(off, n, True) for off, n in allocated_extents(src, size)]
-            transfer(src, dst, extents, mask_parent=op.path == SnapshotPath.DELTA, chunk=step, parallel=parallel,
-                     stats=stats, progress=progress)
+            masked = op.path in (SnapshotPath.DELTA, SnapshotPath.INCREMENTAL)
+            transfer(src, dst, extents, mask_parent=masked, chunk=step, parallel=parallel, stats=stats,
+                     progress=progress)
             dst.flush()
 
     wf._step(ctx, op, Step.REMOTE_WRITE, write)
     op.transfer = stats.to_dict()
-    wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
-    wf._step(ctx, op, Step.REMOTE_SNAP, lambda: target.create_snapshot(spec, CLONE_SNAP))
+    if op.chain is None:  # a backup keeps it as the chain's source snapshot (below) instead
+        wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
+
+    def remote_snap() -> None:
+        target.create_snapshot(spec, CLONE_SNAP)
+        op.remote_snap_id = target.snapshot_ids(spec).get(CLONE_SNAP)
+
+    wf._step(ctx, op, Step.REMOTE_SNAP, remote_snap)
     outcome = wf._register(ctx, op, url)
+    if op.chain is not None:
+        finish_chain(ctx, op, disk, remote)
     return outcome, stats
+
+
+def finish_chain(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, remote: RemoteClusters) -> list[str]:
+    """A backup that is active: keep its disk snapshot as the chain's source snapshot, bound the chain's depth on
+    the target cluster. Neither undoes the backup when it fails (logged: the next backup is then a full one, or
+    the chain one longer); both are steps, so a recover after a kill repeats them."""
+    assert op.fsid is not None
+    done: list[str] = []
+
+    def keep() -> None:
+        done.extend(ch.keep_source(ctx.cluster, disk, op))
+
+    def flatten() -> None:
+        rc = remote.confs[str(op.fsid)]
+        done.extend(ch.bound_depth(remote.get(str(op.fsid)), ctx.conf, op, (rc.conf, rc.user, rc.keyring)))
+
+    for step, act in ((Step.KEEP_SNAP, keep), (Step.REMOTE_FLATTEN, flatten)):
+        try:
+            wf._step(ctx, op, step, act)
+        except FastsnapError as exc:
+            LOG.warning("backup %s: %s failed: %s", op.op_id, step, exc)
+            done.append(f"{step} failed: {exc}")
+    return done

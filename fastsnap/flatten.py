@@ -67,26 +67,28 @@ def is_flat(cluster: Cluster, spec: ImageSpec) -> bool:
     return cluster.parent(spec) is None
 
 
-def _task_command(conf: cfg.ConfigOpts, spec: ImageSpec, timeout: int) -> list[str]:
-    c = conf.ceph
-    cmd = ["timeout", str(timeout), "ceph", "-c", c.conf, "--id", c.user, "--connect-timeout", str(timeout)]
-    if c.keyring:
-        cmd += ["--keyring", c.keyring]
+def _task_command(conf: cfg.ConfigOpts, spec: ImageSpec, timeout: int,
+                  cli: tuple[str, str, str | None] | None = None) -> list[str]:
+    conffile, user, keyring = cli or (conf.ceph.conf, conf.ceph.user, conf.ceph.keyring)
+    cmd = ["timeout", str(timeout), "ceph", "-c", conffile, "--id", user, "--connect-timeout", str(timeout)]
+    if keyring:
+        cmd += ["--keyring", keyring]
     return [*cmd, "rbd", "task", "add", "flatten", str(spec), "--format", "json"]
 
 
 def queue_background(cluster: Cluster, conf: cfg.ConfigOpts, spec: ImageSpec, timeout: int,
-                     wait: bool = False) -> str:
+                     wait: bool = False, cli: tuple[str, str, str | None] | None = None) -> str:
     """Queue ``rbd task add flatten`` with Ceph's mgr. Returns the task id ("" when not waited for).
 
     The command runs in a child ``ceph`` process, not through this process's librados: librados (16.2)
     frees a timed-out mgr command's buffers and crashes when the reply arrives later (e.g. once a restarted
     mgr answers). Identical tasks are de-duplicated by the mgr, so queueing again is always safe.
     Raises CephError when no mgr is active or (``wait``) the mgr refused or did not answer in time.
+    ``cli``: (ceph.conf, user, keyring) of ``cluster`` when it is not ``[ceph]``'s (another cluster's mgr).
     """
     if not mgr_available(cluster, timeout):
         raise CephError(f"no Ceph mgr is active: flatten task for {spec} not queued")
-    cmd = _task_command(conf, spec, timeout)
+    cmd = _task_command(conf, spec, timeout, cli)
     if not wait:
         subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)

@@ -17,6 +17,27 @@ CLONE_SNAP = "snap"  # the snapshot of a clone that Glance's rbd store reads (rb
 SNAP_PREFIX = "fastsnap-"  # fastsnap's point-in-time snapshot of a disk: <disk>@fastsnap-<image id>
 
 
+# The source snapshot a disk keeps for incremental backups (issue 25): the point in time its newest backup into a
+# store (the chain) holds, ``<disk>@fastsnap-backup-<store>-<image id>``; at most one per disk and store.
+BACKUP_SNAP_PREFIX = "fastsnap-backup-"
+_UUID_LEN = 36
+
+
+def backup_snap_name(chain: str, image_id: str) -> str:
+    """The source snapshot the disk keeps for backup ``image_id`` of chain (store) ``chain``."""
+    return f"{BACKUP_SNAP_PREFIX}{chain}-{image_id}"
+
+
+def backup_snap_image(name: str, chain: str) -> str | None:
+    """The backup image id a kept source snapshot of ``chain`` names, or None when ``name`` is not one (another
+    store's whose id starts the same way, any other snapshot)."""
+    prefix = f"{BACKUP_SNAP_PREFIX}{chain}-"
+    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    if len(rest) != _UUID_LEN or rest.count("-") != 4:
+        return None
+    return rest
+
+
 def temp_snap_name(op_id: str) -> str:
     """The name of the disk snapshot an operation takes (derived from its id: found again after a crash)."""
     return f"{SNAP_PREFIX}{op_id}"

@@ -131,6 +131,14 @@ class Operation:
       trust_id: str|None    the Keystone trust for a user's operation, created before ``reserve``; None again
                             once ``Fastsnap.drop_trust`` deleted it (operation settled) → recover (acts through it)
       trust_error: str|None  why that trust could not be created → recover (the warning)
+      chain: str|None       a backup into an rbd store on another cluster: the store whose chain it extends; the
+                            disk keeps ``fastsnap-backup-<chain>-<op_id>`` once it is active → crosscluster
+                            (keep the source snapshot), workflow (roll back / forward), chain (sweep)
+      previous_backup: str|None  incremental path: the backup image cloned on the target cluster → crosscluster
+      source_snap: str|None  incremental path: the kept snapshot on the disk the changes are read from →
+                            crosscluster (diff_iterate's from-snapshot)
+      remote_snap_id: int|None  backup chain: the RBD snapshot id of the target image's ``snap`` after it was made
+                            → api (the next incremental's integrity check: a re-created ``snap`` has another id)
       result: dict|None     ``SnapshotResult.to_dict()`` of the finished snapshot, just before ``finish(done)``
                             → results (``SnapshotResult.of``: a repeated request, the service settling a job of
                             a CLI operation); absent after a roll forward, then rebuilt from the fields above
@@ -165,6 +173,10 @@ class Operation:
     trust_id: str | None = None
     trust_error: str | None = None
     result: dict[str, Any] | None = None
+    chain: str | None = None
+    previous_backup: str | None = None
+    source_snap: str | None = None
+    remote_snap_id: int | None = None
 
     def __post_init__(self) -> None:
         self.state = OpState(self.state)
@@ -187,6 +199,8 @@ class Operation:
             "quiesce": self.quiesce.to_dict() if self.quiesce else None,
             "location_api": self.location_api, "transfer": copy.deepcopy(self.transfer),
             "trust_id": self.trust_id, "trust_error": self.trust_error, "result": copy.deepcopy(self.result),
+            "chain": self.chain, "previous_backup": self.previous_backup, "source_snap": self.source_snap,
+            "remote_snap_id": self.remote_snap_id,
         }
 
     @classmethod
@@ -224,7 +238,9 @@ class Operation:
             location_api=_opt_str(raw.get("location_api")),
             transfer=None if transfer is None else {str(k): int(v) for k, v in transfer.items()},
             trust_id=_opt_str(raw.get("trust_id")), trust_error=_opt_str(raw.get("trust_error")),
-            result=None if result is None else dict(result))
+            result=None if result is None else dict(result), chain=_opt_str(raw.get("chain")),
+            previous_backup=_opt_str(raw.get("previous_backup")), source_snap=_opt_str(raw.get("source_snap")),
+            remote_snap_id=None if raw.get("remote_snap_id") is None else int(raw["remote_snap_id"]))
 
 
 _REQUIRED = ("op_id", "disk", "path", "store", "pool", "fsid", "image_created", "delete_image_on_error")

@@ -10,6 +10,13 @@ image's copy in that store plus the extents the instance wrote) when the disk is
 the base image has a copy in the target store, else ``copy`` (the disk's allocated extents).  Everything else
 is streamed through Glance.  An unknown fsid or store type never silently becomes a stream: it raises
 :class:`PlanError`.
+
+Backups (``type=backup``) go to ``[snapshot] backup_store`` when the request names no store (before
+``default_store``).  A backup that would take the delta or copy path is ``incremental`` instead when the same
+disk's previous backup into the same store is still there (:class:`PreviousBackup`: the disk keeps the source
+snapshot that backup captured, and Glance still has it active at the location fastsnap wrote) and the integrity
+check passed (``incremental_refused``): a clone of that backup on the target cluster plus what the disk changed
+since.  Otherwise the delta or copy path, and the reason says why not incremental.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fastsnap.errors import BadRequest, ConfigError, InvalidLocation, PlanError, UnknownStore
-from fastsnap.location import RbdLocation
+from fastsnap.location import CLONE_SNAP, RbdLocation
 from fastsnap.states import StreamFormat
 
 NO_BASE_IMAGE = "no base image (volume-backed or image deleted)"
@@ -36,6 +43,7 @@ class SnapshotPath(str, enum.Enum):  # noqa: UP042 - the API is specified as (st
     STREAM = "stream"
     DELTA = "delta"  # rbd store on another cluster, base image copied there: clone it + the instance's writes
     COPY = "copy"    # rbd store on another cluster, no usable base copy: the disk's allocated extents
+    INCREMENTAL = "incremental"  # backup into an rbd store on another cluster: clone the previous backup + changes
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,19 @@ class BaseImage:
 
 
 @dataclass(frozen=True)
+class PreviousBackup:
+    """The same disk's previous backup into the target store, as found: the source snapshot the disk keeps for
+    it (``fastsnap-backup-<store>-<image id>``) and what Glance shows of that backup."""
+
+    image_id: str
+    source_snap: str                      # the kept snapshot on the disk (the point in time the backup holds)
+    status: str | None                    # the Glance image's status; None: Glance has no such image (deleted)
+    # its rbd:// location URLs; None: Glance shows them only to fastsnap's own view, and the backup is a user's
+    # (then the check on the target cluster, against the journaled snapshot id, stands for it)
+    locations: tuple[str, ...] | None = ()
+
+
+@dataclass(frozen=True)
 class PlanRequest:
     """Everything :func:`make_plan` needs.  An empty store id counts as not given."""
 
@@ -75,6 +96,10 @@ class PlanRequest:
     delta_refused: str | None = None  # why a delta plan was refused after checking the base copy (I/O)
     requested_format: str | None = None  # the request's format (raw | qcow2), None: not given
     configured_format: str = StreamFormat.RAW  # the operator's [snapshot] stream_format
+    backup: bool = False  # type=backup
+    backup_store: str | None = None  # operator's [snapshot] backup_store
+    previous: PreviousBackup | None = None  # backup: the chain's previous backup in the planned store, if any
+    incremental_refused: str | None = None  # why the previous backup failed the integrity check (I/O)
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,9 @@ class Plan:
     reason: str  # human-readable
     base_location: str | None = None  # DELTA: rbd:// URL of the base image's copy in the target store
     format: str = StreamFormat.RAW  # disk format of the result: qcow2 only on the stream path
+    previous: PreviousBackup | None = None  # INCREMENTAL: the backup cloned and the source snapshot diffed from
+    previous_location: str | None = None  # INCREMENTAL: rbd:// URL of that backup's snapshot on the target
+    chain: str | None = None  # backup into an rbd store on another cluster: keep a source snapshot for this store
 
 
 # Store id -> fsids seen in the base image's rbd location URLs attributed to that store.
@@ -106,12 +134,27 @@ def make_plan(req: PlanRequest) -> Plan:
     notes.append(choice)
     path, pool, fsid, why = _path_for(store, req.disk_fsid, evidence)
     base_location = None
+    previous, previous_location, chain = None, None, None
     if path is SnapshotPath.STREAM and fsid is not None and fsid != req.disk_fsid and store.type == "rbd":
         path, why, base_location = _cross_cluster(req, store, fsid, copies.get(store.id, []))
+        if req.backup and path in (SnapshotPath.DELTA, SnapshotPath.COPY):
+            chain = store.id
+            assert store.pool is not None
+            not_incr, previous_location = _why_not_incremental(req, store, fsid)
+            if not_incr is None:
+                assert req.previous is not None
+                previous, base_location = req.previous, None
+                path = SnapshotPath.INCREMENTAL
+                why = (f"store {store.id!r} is rbd pool {store.pool} on another cluster (fsid {fsid}); previous "
+                       f"backup {previous.image_id} of this disk is there: incremental (clone it there, write only "
+                       f"what the disk changed since {previous.source_snap})")
+            else:
+                why = f"not incremental: {not_incr}; {why}"
     reason = "; ".join(notes) + (": clone" if from_base else f"; {why}")
     fmt, note = _format_for(req, path, store.id)
     return Plan(path=path, store=store.id, pool=pool, fsid=fsid, reason=reason + note, base_location=base_location,
-                format=fmt)
+                format=fmt, previous=previous, previous_location=previous_location if previous else None,
+                chain=chain)
 
 
 def _format_for(req: PlanRequest, path: SnapshotPath, store: str) -> tuple[StreamFormat, str]:
@@ -128,6 +171,25 @@ def _format_for(req: PlanRequest, path: SnapshotPath, store: str) -> tuple[Strea
     if req.configured_format == StreamFormat.QCOW2:
         return StreamFormat.RAW, "; raw (an rbd store holds raw images; stream_format is for streams)"
     return StreamFormat.RAW, ""
+
+
+def _why_not_incremental(req: PlanRequest, store: StoreInfo, fsid: str) -> tuple[str | None, str | None]:
+    """(None, the previous backup's location) when a backup into ``store`` can be incremental, else (why not,
+    None)."""
+    prev = req.previous
+    if prev is None:
+        return f"no earlier backup of this disk into store {store.id!r} (no source snapshot kept for it)", None
+    if prev.status is None:
+        return f"the previous backup {prev.image_id} is gone", None
+    if prev.status != "active":
+        return f"the previous backup {prev.image_id} is {prev.status}, not active", None
+    want = RbdLocation.for_image(fsid, str(store.pool), prev.image_id, CLONE_SNAP)
+    if prev.locations is not None and want.url not in prev.locations:
+        return (f"the previous backup {prev.image_id} is not at {want.url}, where fastsnap wrote it "
+                f"(locations: {', '.join(prev.locations) or 'none'})"), None
+    if req.incremental_refused:
+        return req.incremental_refused, None
+    return None, want.url
 
 
 def _cross_cluster(
@@ -194,6 +256,12 @@ def _choose_store(
         if requested not in catalogue:
             raise UnknownStore(f"Glance has no store {requested!r}; known stores: {known}")
         return catalogue[requested], f"store {requested!r} requested explicitly", False
+    if req.backup and req.backup_store:
+        if req.backup_store not in catalogue:
+            raise ConfigError(f"[snapshot] backup_store = {req.backup_store!r} is not a Glance store; "
+                              f"known stores: {known}")
+        return catalogue[req.backup_store], f"backup into store {req.backup_store!r} from [snapshot] " \
+                                            "backup_store", False
     if configured:
         if configured not in catalogue:
             raise ConfigError(

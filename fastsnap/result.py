@@ -45,7 +45,8 @@ class SnapshotResult:
             known = set(cls.__dataclass_fields__)
             return cls(**{**{k: v for k, v in rec.items() if k in known}, "already_done": already_done})
         location = (RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-                    if op.path in (SnapshotPath.CLONE, SnapshotPath.DELTA, SnapshotPath.COPY) and op.fsid and op.pool
+                    if op.path in (SnapshotPath.CLONE, SnapshotPath.DELTA, SnapshotPath.COPY, SnapshotPath.INCREMENTAL)
+                    and op.fsid and op.pool
                     else None)
         return cls(image_id=op.op_id, path=op.path, store=op.store, pool=op.pool, location=location,
                    reason=op.reason, seconds=0.0, size=op.size, bytes_streamed=0, bytes_read=0, disk=op.disk,

@@ -53,6 +53,9 @@ class Step(enum.StrEnum):
     REMOTE_IMAGE = "remote_image"            # delta: clone the base's copy on the target cluster; copy: create
     REMOTE_WRITE = "remote_write"            # delta/copy: write the disk's extents into it
     REMOTE_SNAP = "remote_snap"              # delta/copy: its ``snap``
+    KEEP_SNAP = "keep_snap"                  # backup into another cluster: the disk's snapshot becomes the kept
+                                             # source snapshot of the chain (the previous one is removed)
+    REMOTE_FLATTEN = "remote_flatten"        # chain deeper than clone_depth_soft: flatten task on the target's mgr
 
 
 CLONE_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.CLONE, Step.FLATTEN, Step.DISK_SNAP_RELEASE, Step.CLONE_SNAP,
@@ -60,6 +63,10 @@ CLONE_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.CLONE, Step.FLATTEN, Step.DISK_S
 STREAM_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD, Step.ACTIVE, Step.DISK_SNAP_RELEASE)
 REMOTE_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.REMOTE_IMAGE, Step.REMOTE_WRITE, Step.DISK_SNAP_RELEASE,
                 Step.REMOTE_SNAP, Step.LOCATION, Step.ACTIVE)
+# Backups into an rbd store on another cluster (incremental, and the delta or copy backup that starts a chain):
+# the disk's snapshot is kept as the chain's source snapshot instead of released.
+CHAIN_STEPS = (Step.IMAGE, Step.DISK_SNAP, Step.REMOTE_IMAGE, Step.REMOTE_WRITE, Step.REMOTE_SNAP, Step.LOCATION,
+               Step.ACTIVE, Step.KEEP_SNAP, Step.REMOTE_FLATTEN)
 # Steps during which a REST job shows as ``registering``.
 REGISTER_STEPS = (Step.LOCATION, Step.ACTIVE, Step.FLATTEN_QUEUE)
 

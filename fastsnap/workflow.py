@@ -15,6 +15,7 @@ from typing import Any
 
 from oslo_log import log as logging
 
+from fastsnap import chain as ch
 from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import qcow2
@@ -32,7 +33,7 @@ LOG = logging.getLogger(__name__)
 
 UPLOAD_ATTEMPTS = 3
 # Delta and copy paths (fastsnap.crosscluster): written with librbd into an rbd store on another cluster.
-REMOTE_PATHS = (SnapshotPath.DELTA, SnapshotPath.COPY)
+REMOTE_PATHS = (SnapshotPath.DELTA, SnapshotPath.COPY, SnapshotPath.INCREMENTAL)
 
 
 # Fault injection for tests only: tests/crashing_cli.py sets this to kill the process at a named point. Nothing in
@@ -356,6 +357,8 @@ def rollback(ctx: Context, op: jr.Operation) -> list[str]:
         if present:
             ctx.cluster.remove_snapshot(disk, snap)
             done.append(f"removed snapshot {disk}@{snap}")
+        if op.chain is not None and ch.drop_source(ctx.cluster, disk, op.chain, op.op_id):
+            done.append(f"removed the source snapshot it kept on {disk}")
     return done
 
 
@@ -404,6 +407,8 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
     disk = ImageSpec.parse(op.disk)
     snap = temp_snap_name(op.op_id)
     done: list[str] = []
+    if op.chain is not None and op.path in REMOTE_PATHS:
+        return _roll_forward_chain(ctx, op, disk)
     if op.path in (SnapshotPath.CLONE, *REMOTE_PATHS):
         assert op.pool and op.fsid
         try:
@@ -430,6 +435,25 @@ def roll_forward(ctx: Context, op: jr.Operation) -> list[str]:
         except NotFound:
             pass
         done.append(f"image {op.op_id} already active")
+    return done
+
+
+def _roll_forward_chain(ctx: Context, op: jr.Operation, disk: ImageSpec) -> list[str]:
+    """A backup whose image on the target cluster is complete: register it, then keep the disk's snapshot as the
+    chain's source snapshot and bound the chain's depth (as the workflow does after the image is active)."""
+    assert op.pool and op.fsid and ctx.remote is not None
+    remote = ctx.remote.get(op.fsid)
+    spec = ImageSpec(op.pool, op.op_id)
+    if op.remote_snap_id is None:  # killed between making ``snap`` and journaling the next step
+        op.remote_snap_id = remote.snapshot_ids(spec).get(CLONE_SNAP)
+    _register(ctx, op, RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url)
+    done = [f"registered rbd://.../{op.pool}/{op.op_id}/snap; image {op.op_id} active"]
+    done += ch.keep_source(ctx.cluster, disk, op)
+    rc = ctx.remote.confs[op.fsid]
+    try:
+        done += ch.bound_depth(remote, ctx.conf, op, (rc.conf, rc.user, rc.keyring))
+    except FastsnapError as exc:
+        done.append(f"chain depth not bounded: {exc}")
     return done
 
 

@@ -153,9 +153,16 @@ CONF
 REMOTE_USER=fastsnap-remote
 remote_user() {
   local dir=$1 pool=$2
-  [ -s "$dir/keyring.client.$REMOTE_USER" ] && return 0
+  # The mgr caps (and mon 'mgr stat'): incremental backups (issue 25) queue 'rbd task add flatten' on that
+  # cluster's own mgr to keep their clone chains short. A keyring made before gets the caps set again.
+  local caps=(mon 'profile rbd, allow command "mgr stat"' osd "profile rbd pool=$pool" mgr "profile rbd pool=$pool")
+  if [ -s "$dir/keyring.client.$REMOTE_USER" ]; then
+    timeout 30 ceph -c "$dir/ceph.conf" --connect-timeout 20 auth caps "client.$REMOTE_USER" "${caps[@]}" \
+      >/dev/null 2>&1 || true
+    return 0
+  fi
   timeout 30 ceph -c "$dir/ceph.conf" --connect-timeout 20 auth get-or-create "client.$REMOTE_USER" \
-    mon 'profile rbd' osd "profile rbd pool=$pool" -o "$dir/keyring.client.$REMOTE_USER" >/dev/null
+    "${caps[@]}" -o "$dir/keyring.client.$REMOTE_USER" >/dev/null
 }
 
 # write_env OUT CEPH_A_DIR CEPH_B_DIR: OUT/fastsnap.conf and OUT/env.sh for the stack's clients (tests, demo,

@@ -60,7 +60,15 @@ copy_opts = [
                     "cluster and on the target cluster before cloning the latter (besides sizes and identity); "
                     "0 compares sizes only."),
 ]
-ALL_OPTS = snapshot_opts + flatten_opts + quiesce_opts + copy_opts
+# Incremental backups into an rbd store on another cluster (issue 25, fastsnap.crosscluster).
+backup_opts = [
+    cfg.StrOpt("backup_store",
+               help="Glance store that receives backups (type=backup, e.g. Nova's 'server backup create') when a "
+                    "request names no store; overrides default_store for backups. Unset: as snapshots. Into an "
+                    "rbd store on another cluster fastsnap has credentials for, a backup is incremental: a clone "
+                    "of the same disk's previous backup there plus what the disk changed since."),
+]
+ALL_OPTS = snapshot_opts + flatten_opts + quiesce_opts + copy_opts + backup_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rbd
 import requests
 from keystoneauth1 import session as ks_session
 
@@ -590,6 +591,53 @@ def test_backup_rotation(stack: Stack, hook_nova: NovaAPI, fastsnap_service: Fas
     for image_id in made[1:]:
         img = g.images.get(image_id)
         assert img["status"] == "active" and img["backup_type"] == "daily"
+
+
+def test_backup_rotate_incremental_into_remote(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,
+                                              images: list[str]) -> None:
+    """``server backup create --rotate 2`` with ``[snapshot] backup_store = remote`` (cluster B): the first backup
+    is full, the next ones incremental (clones of the previous one on B); Nova's rotation deletes a backup newer
+    ones depend on, and they stay readable; deleting the server removes the disk with the source snapshot fastsnap
+    keeps on it (issue 25)."""
+    srv = hook_nova.boot(stack.env["FASTSNAP_NOVA_IMAGE"])
+    sid = srv["id"]
+    hook_nova.ready_counter(sid)
+    fastsnap_service.stop()
+    cli = NovaCLI(stack)
+    try:
+        with serving(stack, hook_nova, "fastsnap-nova-incr-", "\n[snapshot]\nbackup_store = remote\n") as svc:
+            made, paths = [], []
+            for i in range(3):
+                image_id = cli.openstack("server", "backup", "create", "--name", f"fs-incr-{i}", "--type", "daily",
+                                         "--rotate", "2", "--wait", sid)["id"]
+                images.append(image_id)
+                made.append(image_id)
+                wait_image(stack, image_id)
+                wait_idle(hook_nova, sid)
+                job = svc.job_for(image_id)
+                assert job["state"] == "done" and job["request"]["type"] == "backup", job
+                paths.append((job["result"]["path"], job["result"]["reason"]))
+                assert job["result"]["store"] == "remote", job
+            assert paths[0][0] in ("copy", "delta") and [p for p, _ in paths[1:]] == ["incremental"] * 2, paths
+            disk_snaps = [n for n, ns in stack.snaps("vms", f"{sid}_disk") if ns == 0]
+            assert disk_snaps == [f"fastsnap-backup-remote-{made[-1]}"], disk_snaps
+            g = stack.glance("admin")
+            deadline = time.monotonic() + 120
+            while True:  # Nova rotates after clearing the task state
+                left = [i["id"] for i in g.images.list(filters={"instance_uuid": sid, "image_type": "backup"})]
+                if sorted(left) == sorted(made[1:]) or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert sorted(left) == sorted(made[1:]), f"backups left {left}, made {made}"
+            # The rotated first backup was the second's parent on B: both kept ones read whole, in order.
+            counters = [snapshot_counter(stack, image_id) for image_id in made[1:]]
+            assert counters[0] <= counters[1], counters
+    finally:
+        fastsnap_service.start()
+    hook_nova.delete_servers(only=sid)
+    assert f"{sid}_disk" not in stack.rbd_images("vms")
+    with stack.ioctx("vms") as io:
+        assert not [e for e in rbd.RBD().trash_list(io) if e["name"] == f"{sid}_disk"], "disk parked, not removed"
 
 
 def test_service_stopped_nova_falls_back(stack: Stack, hook_nova: NovaAPI, fastsnap_service: FastsnapService,

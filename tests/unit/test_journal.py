@@ -298,7 +298,8 @@ def _full_op() -> jr.Operation:
                flatten=jr.FlattenInfo(FlattenPolicy.BACKGROUND, "soft limit", 3, FlattenState.QUEUED, "t-1", None),
                quiesce=jr.QuiesceInfo("instance-1", "qemu:///system", False), location_api="v2.17",
                transfer={"size": 1 << 30, "bytes_read": 20, "bytes_written": 10}, trust_id="trust",
-               trust_error="no", result=RESULT)
+               trust_error="no", result=RESULT, chain="remote", previous_backup="prev",
+               source_snap="fastsnap-backup-remote-prev", remote_snap_id=7)
 
 
 def test_a_record_round_trips_through_json() -> None:
@@ -346,6 +347,8 @@ def test_an_old_record_with_extra_is_read_into_the_fields(caplog: pytest.LogCapt
         op = jr.Operation.from_record(json.loads(json.dumps(record)))
     want = _full_op()
     want.pid, want.host, want.created_at, want.updated_at = 4242, "compute-1", 1.0, 2.0
+    want.chain = want.previous_backup = want.source_snap = None  # newer than records with ``extra``
+    want.remote_snap_id = None
     assert op == want
     assert "someones_key" in caplog.text and "added_by_a_newer_fastsnap" not in caplog.text
     assert "extra" not in op.to_record() and "someones_key" not in json.dumps(op.to_record())

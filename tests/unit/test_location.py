@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fastsnap.errors import BadRequest, InvalidLocation
-from fastsnap.location import RbdLocation
+from fastsnap.location import RbdLocation, backup_snap_image, backup_snap_name
 
 FSID = "7b4f0b1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -131,3 +131,13 @@ def test_constructor_rejects_inconsistent_fields(
 ) -> None:
     with pytest.raises(InvalidLocation, match=phrase):
         RbdLocation(*fields)
+
+
+def test_backup_source_snapshot_names_round_trip_and_do_not_mix_chains() -> None:
+    image = "0b4e8c1e-2f5e-4d3c-9a8b-7c6d5e4f3a2b"
+    name = backup_snap_name("remote", image)
+    assert name == f"fastsnap-backup-remote-{image}"
+    assert backup_snap_image(name, "remote") == image
+    assert backup_snap_image(backup_snap_name("remote-b", image), "remote") is None  # another store's
+    assert backup_snap_image(f"fastsnap-{image}", "remote") is None
+    assert backup_snap_image("fastsnap-backup-remote-not-a-uuid", "remote") is None

@@ -423,6 +423,15 @@ def test_other_snapshots_keep_novas_behaviour(snaps: list[dict[str, Any]]) -> No
     assert fc.fastsnap_dependents(snaps, TRASH) is None
 
 
+def test_backup_sources_are_the_kept_user_namespace_snapshots() -> None:
+    kept = f"fastsnap-backup-remote-{IMAGE_ID}"
+    snaps = [{"id": 3, "name": kept, "namespace": 0}, {"id": 4, "name": f"fastsnap-{IMAGE_ID}", "namespace": 0},
+             {"id": 5, "name": "nova-resize", "namespace": 0}, trashed(f"fastsnap-{IMAGE_ID}")]
+    assert fc.backup_sources(snaps, 0) == [kept]
+    assert fc.backup_sources([{"id": 3, "name": kept}]) == [kept]  # older librbd: no namespace key
+    assert fc.fastsnap_dependents([trashed(f"fastsnap-{IMAGE_ID}"), snaps[0]], TRASH) is None  # dropped, not parked
+
+
 def test_parked_disk_is_reported_and_a_missing_service_is_no_error() -> None:
     fake = Fake()
     fake.answers[("POST", "/v1/parked")] = [(202, {"accepted": True}, {})]

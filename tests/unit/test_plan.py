@@ -8,7 +8,7 @@ import pytest
 
 from fastsnap.errors import BadRequest, ConfigError, FastsnapError, PlanError, UnknownStore
 from fastsnap.location import RbdLocation
-from fastsnap.plan import BaseImage, Plan, PlanRequest, SnapshotPath, StoreInfo, make_plan
+from fastsnap.plan import BaseImage, Plan, PlanRequest, PreviousBackup, SnapshotPath, StoreInfo, make_plan
 
 DISK = "disk-fsid"
 OTHER = "other-fsid"
@@ -599,3 +599,80 @@ def test_qcow2_asked_of_a_clone_is_refused_and_configured_qcow2_is_not_its_busin
     assert (plan.path, plan.format) == (SnapshotPath.CLONE, "raw")
     assert "stream_format is for streams" in plan.reason
     assert make_plan(request(requested_store="fast", requested_format="raw")).format == "raw"
+# -- backups: [snapshot] backup_store and the incremental path (issue 25) -------------------------------------
+
+PREV_URL = RbdLocation.for_image(OTHER, "images", "prev", "snap").url
+PREV = PreviousBackup("prev", "fastsnap-backup-remote-prev", "active", (PREV_URL,))
+
+
+def backup(**kwargs: Any) -> PlanRequest:
+    kwargs.setdefault("backup", True)
+    kwargs.setdefault("remote_fsids", CREDS)
+    return request(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("req", "path", "store", "phrases"),
+    [
+        pytest.param(backup(backup_store="remote", previous=PREV), SnapshotPath.INCREMENTAL, "remote",
+                     ["backup into store 'remote' from [snapshot] backup_store", "previous backup prev of this disk "
+                      "is there: incremental", "changed since fastsnap-backup-remote-prev"],
+                     id="backup-store-previous-there-incremental"),
+        pytest.param(backup(requested_store="remote", previous=PREV, backup_store="cheap"),
+                     SnapshotPath.INCREMENTAL, "remote", ["store 'remote' requested explicitly", ": incremental"],
+                     id="requested-store-wins-over-backup-store"),
+        pytest.param(backup(backup_store="remote", configured_store="cheap", previous=PREV),
+                     SnapshotPath.INCREMENTAL, "remote", ["from [snapshot] backup_store"],
+                     id="backup-store-wins-over-default-store"),
+        pytest.param(request(backup_store="remote", configured_store="cheap", previous=PREV, remote_fsids=CREDS),
+                     SnapshotPath.STREAM, "cheap", ["from [snapshot] default_store"],
+                     id="a-snapshot-ignores-backup-store"),
+        pytest.param(backup(backup_store="remote"), SnapshotPath.COPY, "remote",
+                     ["not incremental: no earlier backup of this disk into store 'remote'", ": copy"],
+                     id="first-backup-copy"),
+        pytest.param(backup(backup_store="remote", base_image=IN_BOTH, disk_parent=PARENT), SnapshotPath.DELTA,
+                     "remote", ["not incremental: no earlier backup", ": delta"], id="first-backup-delta"),
+        pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", None)), SnapshotPath.COPY,
+                     "remote", ["not incremental: the previous backup prev is gone", ": copy"],
+                     id="previous-gone-copy"),
+        pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "pending_delete", (PREV_URL,))),
+                     SnapshotPath.COPY, "remote", ["the previous backup prev is pending_delete, not active"],
+                     id="previous-not-active-copy"),
+        pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "active", None)),
+                     SnapshotPath.INCREMENTAL, "remote", [": incremental"],
+                     id="a-users-backup-whose-locations-glance-hides-incremental"),
+        pytest.param(backup(backup_store="remote", previous=PreviousBackup("prev", "s", "active",
+                                                                            (url(OTHER, "images", "x"),))),
+                     SnapshotPath.COPY, "remote", ["the previous backup prev is not at " + PREV_URL],
+                     id="previous-elsewhere-copy"),
+        pytest.param(backup(backup_store="remote", previous=PREV, base_image=IN_BOTH, disk_parent=PARENT,
+                            incremental_refused="the previous backup prev differs from its source at offset 0"),
+                     SnapshotPath.DELTA, "remote",
+                     ["not incremental: the previous backup prev differs from its source at offset 0", ": delta"],
+                     id="integrity-check-failed-delta"),
+        pytest.param(request(backup=True, backup_store="remote", previous=PREV), SnapshotPath.STREAM, "remote",
+                     ["no credentials for it", ": stream"], id="no-credentials-stream"),
+        pytest.param(backup(backup_store="fast", previous=PREV), SnapshotPath.CLONE, "fast", [": clone"],
+                     id="backup-store-on-this-cluster-clone"),
+    ],
+)
+def test_backup_plan(req: PlanRequest, path: SnapshotPath, store: str, phrases: list[str]) -> None:
+    plan = make_plan(req)
+    assert (plan.path, plan.store) == (path, store), plan.reason
+    for phrase in phrases:
+        assert phrase in plan.reason, f"{phrase!r} not in {plan.reason!r}"
+    remote_backup = path in (SnapshotPath.INCREMENTAL, SnapshotPath.DELTA, SnapshotPath.COPY)
+    assert plan.chain == ("remote" if remote_backup else None)
+    if path is SnapshotPath.INCREMENTAL:
+        assert plan.previous == req.previous and plan.previous_location == PREV_URL and plan.base_location is None
+    else:
+        assert plan.previous is None and plan.previous_location is None
+
+
+def test_unknown_backup_store_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"\[snapshot\] backup_store = 'nowhere'"):
+        make_plan(backup(backup_store="nowhere"))
+
+
+def test_incremental_is_a_string() -> None:
+    assert SnapshotPath("incremental") is SnapshotPath.INCREMENTAL

@@ -177,6 +177,15 @@ def classify_job(job: dict[str, Any]) -> bool:
 #: Prefix of the disk snapshots fastsnap takes (``<disk>@fastsnap-<image id>``); the clone path removes them at
 #: once, so with clone v2 they wait in the RBD snapshot trash until the Glance image's clone is flattened.
 SNAPSHOT_PREFIX = "fastsnap-"
+# The source snapshot a disk keeps for its next incremental backup (fastsnap.chain): no clones depend on it (its
+# backups are on another cluster), so it goes with the disk.
+BACKUP_SOURCE_PREFIX = "fastsnap-backup-"
+
+
+def backup_sources(snaps: list[dict[str, Any]], user_namespace: int = 0) -> list[str]:
+    """The names of fastsnap's kept backup source snapshots among librbd's ``Image.list_snaps()``."""
+    return [str(s.get("name")) for s in snaps if s.get("namespace", user_namespace) == user_namespace
+            and str(s.get("name") or "").startswith(BACKUP_SOURCE_PREFIX)]
 
 
 def fastsnap_dependents(snaps: list[dict[str, Any]], trash_namespace: int = 2) -> list[str] | None:
@@ -347,6 +356,7 @@ def _retry_after(headers: dict[str, str]) -> float:
 
 __all__ = [
     "ACTIVE_STATES",
+    "BACKUP_SOURCE_PREFIX",
     "FORMATS",
     "FORMAT_PROPERTY",
     "INSTRUCTION_PROPERTIES",
@@ -362,6 +372,7 @@ __all__ = [
     "SnapshotOrder",
     "UnixHTTPConnection",
     "Unreachable",
+    "backup_sources",
     "build_request",
     "classify_create",
     "classify_job",

@@ -235,12 +235,39 @@ class FastsnapRBDDriver(rbd_utils.RBDDriver):
             return True
         except rbd_utils.rbd.ImageHasSnapshots:
             self.remove_snap(volume, rbd_utils.RESIZE_SNAPSHOT_NAME, ignore_errors=True, pool=pool)
+            if self._drop_backup_sources(ioctx, volume, pool):
+                return True
             if self._park(ioctx, volume, pool):
                 return True
         except rbd_utils.rbd.ImageBusy:
             pass
         LOG.warning("rbd remove %(volume)s in pool %(pool)s failed", {"volume": volume, "pool": pool})
         return False
+
+    def _drop_backup_sources(self, ioctx, volume, pool):
+        """Remove the source snapshots fastsnap keeps for incremental backups (nothing depends on them), then try
+        the removal again: True when the disk is gone."""
+        try:
+            img = _tpool_wrap(rbd_utils.rbd.Image(ioctx, volume, read_only=True))
+        except rbd_utils.rbd.ImageNotFound:
+            return True
+        try:
+            names = fc.backup_sources(list(img.list_snaps()), getattr(rbd_utils.rbd, "RBD_SNAP_NAMESPACE_TYPE_USER", 0))
+        finally:
+            img.close()
+        if not names:
+            return False
+        for name in names:
+            self.remove_snap(volume, name, ignore_errors=True, pool=pool)
+        LOG.info("disk %(pool)s/%(volume)s: removed fastsnap's backup source snapshot(s) %(names)s with it",
+                 {"pool": pool, "volume": volume, "names": ", ".join(names)})
+        try:
+            rbd_utils.RbdProxy().remove(ioctx, volume)
+            return True
+        except rbd_utils.rbd.ImageNotFound:
+            return True
+        except (rbd_utils.rbd.ImageHasSnapshots, rbd_utils.rbd.ImageBusy):
+            return False
 
     def _park(self, ioctx, volume, pool):
         try:
