@@ -94,8 +94,10 @@ def removals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[type, Callable[[str]
 
 
 @pytest.fixture
-def rbd_images(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(CONF.libvirt, "images_type", "rbd")
+def rbd_images() -> Iterator[None]:
+    CONF.set_override("images_type", "rbd", group="libvirt")
+    yield
+    CONF.clear_override("images_type", group="libvirt")
 
 
 def hook_driver() -> Any:
