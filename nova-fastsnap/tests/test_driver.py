@@ -16,7 +16,8 @@ from nova.compute import utils as compute_utils
 from nova.storage import rbd_utils
 from nova.version import version_string
 from nova.virt import fake
-from nova.virt.fastsnap import driver, seams
+from nova.virt.fastsnap import driver, seams, storage
+from nova.virt.fastsnap import imagebackend as fs_imagebackend
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagebackend
 
@@ -65,13 +66,13 @@ def test_with_the_installed_nova_the_hook_switches_on(nova_init_host: list[str],
     assert type(drv.image_backend) is imagebackend.Backend and not drv.fastsnap_active  # Nova's until init_host
     drv.init_host("compute-1")
     assert nova_init_host == ["compute-1"] and errors(caplog) == []
-    assert drv.fastsnap_active and isinstance(drv.image_backend, driver.FastsnapBackend)
+    assert drv.fastsnap_active and isinstance(drv.image_backend, fs_imagebackend.FastsnapBackend)
     # Nova's snapshot() reaches the hook's backend through Nova's own table lookup
     inst = instance()
     disk = drv.image_backend.by_libvirt_path(inst, f"vms/{inst.uuid}_disk", image_type="rbd")
-    assert type(disk) is driver.FastsnapRbd and disk.instance is inst and disk.rbd_name == f"{inst.uuid}_disk"
-    assert type(drv.image_backend.by_name(inst, "disk", "rbd")) is driver.FastsnapRbd
-    assert cleanup_driver_class(drv, monkeypatch) is driver.FastsnapRBDDriver
+    assert type(disk) is fs_imagebackend.FastsnapRbd and disk.instance is inst and disk.rbd_name == f"{inst.uuid}_disk"
+    assert type(drv.image_backend.by_name(inst, "disk", "rbd")) is fs_imagebackend.FastsnapRbd
+    assert cleanup_driver_class(drv, monkeypatch) is storage.FastsnapRBDDriver
 
 
 def _direct_snapshot_changed(self: Any, context: Any, snapshot_name: Any, image_format: Any, image_id: Any,
@@ -145,7 +146,7 @@ def test_an_image_backend_that_cannot_be_made_leaves_novas(nova_init_host: list[
     def broken_init(self: Any, use_cow: bool) -> None:
         raise KeyError("rbd")
 
-    monkeypatch.setattr(driver.FastsnapBackend, "__init__", broken_init)
+    monkeypatch.setattr(fs_imagebackend.FastsnapBackend, "__init__", broken_init)
     drv = make_driver()
     drv.init_host("compute-1")
     assert errors(caplog) == [PREFIX + "nova.virt.libvirt.imagebackend.Backend: the hook's image backend could not "
@@ -175,7 +176,7 @@ def test_librbd_calls_are_wrapped_as_novas_own() -> None:
         def id(self) -> str:
             return "abc"
 
-    proxy = driver._tpool_wrap(Target())
+    proxy = storage._tpool_wrap(Target())
     assert proxy.id() == "abc"
     # wrapped exactly when Nova's own RbdProxy wraps rbd.RBD() (eventlet mode), left as is when Nova does not
     novas = rbd_utils.RbdProxy()._rbd

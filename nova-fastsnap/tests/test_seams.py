@@ -1,6 +1,6 @@
 """The seam check (nova/virt/fastsnap/seams.py) against the real Nova: it passes on the installed one, each kind
 of change to a real Nova class (monkeypatched) is one problem naming the seam, and the table covers every Nova
-name driver.py uses."""
+name the hook's modules use."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagebackend
 from oslo_config import cfg
 
-DRIVER_PY = Path(seams.__file__).with_name("driver.py")
+#: The hook's modules that use Nova (conf.py needs oslo.config only; client.py and seams.py the standard library).
+NOVA_MODULES = [Path(seams.__file__).with_name(f"{m}.py") for m in ("driver", "imagebackend", "storage")]
 SEAM_IDS = {str(s) for s in seams.SEAMS}
 #: The supported Nova releases (major versions): 2025.1 .. 2026.2.
 SUPPORTED = (31, 32, 33, 34)
@@ -194,11 +195,11 @@ def test_signatures_are_written_as_in_a_def() -> None:
     assert seams.params_of(rbd_utils.RBDDriver.remove_snap) == "self, volume, name, ignore_errors, pool, force"
 
 
-# -- the table covers what driver.py uses ---------------------------------------------------------------------
+# -- the table covers what the hook uses -----------------------------------------------------------------------
 
 
 def _nova_names(tree: ast.Module) -> dict[str, str]:
-    """Local name -> dotted Nova name, for driver.py's ``from nova... import`` (the hook's own package aside)."""
+    """Local name -> dotted Nova name, for a module's ``from nova... import`` (the hook's own package aside)."""
     names = {}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "nova" \
@@ -222,11 +223,11 @@ def _covered(dotted: str) -> bool:
     return dotted in SEAM_IDS or any(s.owner == dotted for s in seams.SEAMS)
 
 
-def _used_in_driver() -> set[str]:
-    """Every Nova name driver.py uses: ``module.attr...`` chains on Nova's modules, Nova's options
+def _used_in(path: Path) -> set[str]:
+    """Every Nova name the module uses: ``module.attr...`` chains on Nova's modules, Nova's options
     (``CONF.x``, ``CONF.group.x``), and in the classes that subclass Nova's the methods and attributes they
     override or reach through ``super()`` or ``self``."""
-    tree = ast.parse(DRIVER_PY.read_text())
+    tree = ast.parse(path.read_text())
     nova_names = _nova_names(tree)
     conf = nova.conf.CONF
     used: set[str] = set()
@@ -282,8 +283,8 @@ def _is_novas(cls: Any, name: str) -> bool:
     return any(seams._assigns(init, name) for init in seams._inits(cls))
 
 
-def test_the_table_covers_every_nova_name_the_driver_uses() -> None:
-    used = _used_in_driver()
+def test_the_table_covers_every_nova_name_the_hook_uses() -> None:
+    used = set().union(*(_used_in(path) for path in NOVA_MODULES))
     # what the walk finds, so that a broken walk does not pass for a covered table
     assert {"nova.storage.rbd_utils.RBDDriver._destroy_volume", "nova.virt.libvirt.imagebackend.Rbd.rbd_name",
             "nova.conf.CONF.libvirt.rbd_destroy_volume_retries", "nova.storage.rbd_utils.rbd.ImageHasSnapshots",

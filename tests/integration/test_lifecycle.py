@@ -282,6 +282,40 @@ def test_rebuild_right_after_a_snapshot(stack: Stack, hook_nova: NovaAPI, life_s
     print(f"rebuild right after a snapshot {secs:.1f}s")
 
 
+def test_rescue_then_unrescue_right_after_a_snapshot(stack: Stack, hook_nova: NovaAPI,
+                                                     life_service: FastsnapService,
+                                                     made: dict[str, list[str]]) -> None:
+    """Unrescue removes the ``.rescue`` disk with Nova's own RBD driver (fastsnap never snapshots it: Nova refuses
+    to snapshot a rescued server); the instance's own disk, which the snapshot's clone still depends on, stays
+    where it is, and the delete afterwards parks it."""
+    image = stack.env["FASTSNAP_NOVA_IMAGE"]
+    sid = boot(hook_nova, made, image, ready=False)  # (ACTIVE; the guest need not have booted)
+    old_id = disk_id(stack, sid)
+    job = snapshot(stack, hook_nova, life_service, made, sid, "life-rescue")
+    offset = hook_nova.log_size()
+    t0 = time.monotonic()
+    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"rescue": {}})
+    assert r.status_code == 200, r.text
+    hook_nova.wait_server(sid, "RESCUE", SNAP_TIMEOUT)
+    assert f"{sid}_disk.rescue" in stack.rbd_images("vms")
+    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"unrescue": None})
+    assert r.status_code == 202, r.text
+    time.sleep(2)
+    hook_nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
+    secs = time.monotonic() - t0
+    assert f"{sid}_disk.rescue" not in stack.rbd_images("vms")
+    assert disk_id(stack, sid) == old_id and old_id not in {t["id"] for t in trash(stack)}
+    assert parent_of(stack, "images", job["image_id"]) == ("vms", f"{sid}_disk")
+    assert not compute_errors(hook_nova, offset), compute_errors(hook_nova, offset)
+    # ... and the delete afterwards parks it.
+    offset = hook_nova.log_size()
+    delete_secs = timed_delete(hook_nova, sid)
+    log = hook_nova.log_since(offset)
+    assert "moved to the RBD trash" in log and old_id in log, log[-3000:]
+    assert not compute_errors(hook_nova, offset), compute_errors(hook_nova, offset)
+    print(f"rescue and unrescue right after a snapshot {secs:.1f}s, then delete {delete_secs:.1f}s")
+
+
 def test_many_servers_snapshotted_then_deleted_at_once(stack: Stack, hook_nova: NovaAPI,
                                                        life_service: FastsnapService,
                                                        made: dict[str, list[str]]) -> None:

@@ -1,7 +1,16 @@
 """fastsnap's hook for Nova: ``[DEFAULT] compute_driver = fastsnap.FastsnapLibvirtDriver``.
 
-Nova loads its compute driver as ``nova.virt.<compute_driver>``, so the hook lives in this package. The driver
-is imported on first use, so that :mod:`nova.virt.fastsnap.client` (standard library only) imports without Nova.
+Nova loads its compute driver as ``nova.virt.<compute_driver>``, so the hook lives in this package, laid out as
+Nova's own parts:
+
+``conf``         the ``[fastsnap]`` options (``register_opts``, ``list_opts``: the ``nova_fastsnap`` namespace)
+``driver``       ``FastsnapLibvirtDriver``, Nova's ``LibvirtDriver`` switching the hook's parts on at ``init_host``
+``imagebackend`` the rbd image backend whose ``direct_snapshot`` asks fastsnap
+``storage``      the RBD driver whose disk removal parks disks fastsnap snapshots depend on
+``client``       the fastsnap service's client (standard library only)
+``seams``        the parts of Nova the hook relies on, checked at start-up (standard library only)
+
+The driver is imported on first use, so that ``client`` and ``seams`` import without Nova.
 """
 
 from typing import Any

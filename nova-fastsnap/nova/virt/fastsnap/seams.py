@@ -1,10 +1,10 @@
 """The parts of Nova the hook relies on ("seams"), and the check nova-compute runs at start-up.
 
-The hook overrides methods of Nova's libvirt driver, of its rbd image backend and of its RBD driver (some of
-them private), calls others, and reads attributes and configuration options. A Nova upgrade may remove or change
-any of them. At ``init_host`` the driver checks every entry of :data:`SEAMS` against the Nova that runs; when one
-is missing or changed it logs one ERROR line per problem and disables itself: nova-compute then runs Nova's own
-behaviour (see ``FastsnapLibvirtDriver.init_host``).
+The hook (``driver.py``, ``imagebackend.py``, ``storage.py``) overrides methods of Nova's libvirt driver, of its
+rbd image backend and of its RBD driver (some of them private), calls others, and reads attributes and
+configuration options. A Nova upgrade may remove or change any of them. At ``init_host`` the driver checks
+every entry of :data:`SEAMS` against the Nova that runs; when one is missing or changed it logs one ERROR line per
+problem and disables itself: nova-compute then runs Nova's own behaviour (see ``FastsnapLibvirtDriver.init_host``).
 
 One line per seam: where it lives (a dotted module, class or object), its name, what it is, the Nova major
 versions it is a seam of (a seam that changed between supported releases has one line per shape), and for a method the
@@ -12,8 +12,8 @@ parameter names of its signature as :func:`inspect.signature` shows them (``self
 ``*`` before keyword-only ones, ``**kwargs``; ``None``: existence only, e.g. for librbd's C methods whose
 signatures depend on how python3-rbd was built) and the names its code must still refer to (e.g. that Nova's
 ``RBDDriver.cleanup_volumes`` still calls ``_destroy_volume``, which the hook replaces). Adding a seam to the hook
-means adding its line here; ``nova-fastsnap/tests/test_seams.py`` finds the Nova names ``driver.py`` uses that
-have none.
+means adding its line here; ``nova-fastsnap/tests/test_seams.py`` finds the Nova names the hook's modules use
+that have none.
 
 Standard library only: this module imports (and mypy checks it) without Nova; :func:`check` imports Nova.
 """
@@ -78,8 +78,17 @@ SEAMS: tuple[Seam, ...] = (
     Seam(LIBVIRT, "image_backend", INSTANCE_ATTRIBUTE),  # replaced by FastsnapBackend
     Seam(LIBVIRT, "snapshot", METHOD, "self, context, instance, image_id, update_task_state",
          uses=("image_backend", "by_libvirt_path", "direct_snapshot")),
-    Seam(LIBVIRT, "_cleanup", METHOD, uses=("_cleanup_rbd",)),  # where Nova removes an instance's rbd disks
-    Seam(LIBVIRT, "_cleanup_rbd", METHOD, "self, instance"),
+    # Where Nova removes an instance's rbd disks: every removal that can meet a disk fastsnap snapshots hold
+    # (delete, shelve offload, rebuild, evacuation clean-up, failed spawn; doc/source/admin/parked-disks.rst) goes
+    # destroy -> cleanup -> _cleanup -> _cleanup_rbd, which the hook overrides (a spawn whose guest fails to
+    # start: _create_guest_with_network -> _cleanup).
+    Seam(LIBVIRT, "destroy", METHOD, uses=("cleanup",)),
+    Seam(LIBVIRT, "cleanup", METHOD, uses=("_cleanup",)),
+    Seam(LIBVIRT, "_create_guest_with_network", METHOD, uses=("_cleanup",)),
+    Seam(LIBVIRT, "_cleanup", METHOD, uses=("_cleanup_rbd",)),
+    # ... with Nova's own disk filter, which the override repeats (it builds its RBDDriver inline).
+    Seam(LIBVIRT, "_cleanup_rbd", METHOD, "self, instance",
+         uses=("task_state", "RESIZE_REVERTING", "startswith", "endswith", "RBDDriver", "cleanup_volumes")),
     # The image backend table and its rbd entry (FastsnapBackend, FastsnapRbd).
     Seam(BACKEND, "__init__", METHOD, "self, use_cow"),
     Seam(BACKEND, "BACKEND", INSTANCE_ATTRIBUTE),
