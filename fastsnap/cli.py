@@ -1,28 +1,36 @@
 """``fastsnap`` command line: a thin shell over :class:`fastsnap.api.Fastsnap`.
 
 Exit codes: 0 success, 2 bad input (nothing created), 1 any other failure. Errors go to stderr.
+Each command turns its result into a :class:`fastsnap.cli_output.Listing` or ``Record`` (the ``_*_output``
+functions, pure: the unit tests draw them on fixed data); :mod:`fastsnap.cli_output` prints it with cliff's
+formatters (``-f``, ``-c``). ``--json`` stays the compact, key-sorted JSON of the API's ``to_dict`` that scripts
+and the tests read.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import logging as pylog
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_log import log as logging
 
+from fastsnap import cli_output as out
 from fastsnap import conf as fsconf
 from fastsnap.api import Fastsnap
 from fastsnap.auth import token_from_env
 from fastsnap.errors import FastsnapError, exit_code
+from fastsnap.parked import ParkedDisk
 from fastsnap.request import SnapshotRequest
+from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
 from fastsnap.states import ImageType, RecoverAction
+from fastsnap.status import ClusterStatus
 from fastsnap.version import version_string
 
 
@@ -59,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", metavar="{raw,qcow2}",
                    help="disk format of the image on the stream path (default: [snapshot] stream_format); qcow2 "
                         "sends only the disk's allocated clusters. The clone, delta and copy paths make raw images")
-    s.add_argument("--json", action="store_true", help="print the result as one JSON object")
     s.add_argument("--type", dest="image_type", choices=[t.value for t in ImageType], default=ImageType.SNAPSHOT,
                    help="the image_type Nova records (backup: with --backup-type and --instance-uuid)")
     s.add_argument("--backup-type", help="with --type backup: Nova's backup_type, e.g. daily")
@@ -76,52 +83,95 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--os-token", help="take the snapshot on behalf of the user of this Keystone token")
     who.add_argument("--user-from-env", action="store_true",
                      help="take it on behalf of the user of the standard OS_* variables (OS_AUTH_URL, ...)")
+    # --format is the image's disk format here (the request's): the output format is -f or --output-format
+    out.add_output_options(s, SNAPSHOT_FIELDS, record=True, json_help="print the result as one JSON object",
+                           format_flags=("-f", "--output-format"))
 
     st = sub.add_parser("stores", help="list Glance stores and whether this host can clone into them")
-    st.add_argument("--json", action="store_true")
+    out.add_output_options(st, STORE_COLUMNS, record=False)
 
     f = sub.add_parser("flatten-status", help="show queued background flattens and parked disks (and drain them)")
     f.add_argument("--run", action="store_true",
                    help="flatten here the dependents of parked disks (first) and the clones the Ceph mgr could "
                         "not take; remove parked disks nothing depends on any more")
-    f.add_argument("--json", action="store_true")
+    out.add_output_options(f, FLATTEN_STATUS_FIELDS, record=True)
 
     c = sub.add_parser("status", help="the whole cluster: operations in flight by host, hosts whose lease lapsed, "
                        "operations waiting for a recover, flatten backlog, parked disks")
-    c.add_argument("--json", action="store_true")
+    out.add_output_options(c, STATUS_FIELDS, record=True)
 
     sub.add_parser("serve", help="run the REST service (recovers first)")
 
     r = sub.add_parser("recover", help="finish or undo operations left by a killed fastsnap")
-    r.add_argument("--json", action="store_true")
+    out.add_output_options(r, RECOVER_COLUMNS, record=False)
     return p
 
 
-def _progress() -> Callable[[int, int], None] | None:
-    if not sys.stderr.isatty():
-        return None
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.2 and done < total:
-            return
-        last[0] = now
-        pct = 100.0 * done / total if total else 100.0
-        bar = "#" * int(pct / 2.5)
-        sys.stderr.write(f"\r[{bar:<40}] {pct:5.1f}% {done >> 20}/{total >> 20} MiB")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+def _plain(doc: Any) -> Any:
+    """The API's ``to_dict`` in JSON's own types (its enums as strings), as every formatter takes it."""
+    return json.loads(json.dumps(doc))
 
 
-def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in cols}
-    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r.get(c, "") if r.get(c) is not None else "-").ljust(widths[c]) for c in cols))
+def _print(a: argparse.Namespace, doc: Any, output: Callable[[], out.Output]) -> None:
+    """``--json``: ``doc`` (the API's ``to_dict``) as one line of key-sorted JSON; else ``output()`` drawn by
+    cliff's formatters as ``-f``/``-c`` ask."""
+    if a.json:
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        out.emit(output(), a)
+
+
+# What each command prints: the columns of a listing, the fields of a record (``-c`` names them), in print order.
+SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(SnapshotResult))
+STORE_COLUMNS = ("id", "type", "default", "pool", "fsid", "clone", "description")
+RECOVER_COLUMNS = ("op_id", "disk", "action", "did", "error")
+FLATTEN_COLUMNS = ("image_id", "disk", "pool", "policy", "state", "task", "depth", "why", "error")
+PARKED_COLUMNS = ("pool", "id", "name", "parked_at", "snapshots", "state", "dependents", "error")
+HOST_COLUMNS = ("host", "alive", "seen_at", "in_flight", "unsettled")
+OPERATION_COLUMNS = ("op_id", "host", "disk", "path", "step", "age", "idle")
+FLATTEN_STATUS_FIELDS = ("flattens", "parked_disks")
+STATUS_FIELDS = ("at", "hosts", "in_flight", "in_flight_operations", "lapsed_hosts", "unsettled", "flatten_backlog",
+                 "parked_count", "parked_disks")
+PARKED_TITLE = "parked disks (in the RBD trash until their fastsnap clones are flattened)"
+
+
+def snapshot_output(res: SnapshotResult) -> out.Record:
+    doc = _plain(res.to_dict())
+    return out.Record({k: doc[k] for k in SNAPSHOT_FIELDS})
+
+
+def stores_output(stores: Sequence[StoreView]) -> out.Listing:
+    return out.Listing(STORE_COLUMNS, [_plain(s.to_dict()) for s in stores], empty="no stores")
+
+
+def recover_output(actions: Sequence[RecoverResult]) -> out.Listing:
+    return out.Listing(RECOVER_COLUMNS, [_plain(x.to_dict()) for x in actions], empty="nothing to recover")
+
+
+def _parked_rows(parked: Sequence[ParkedDisk], title: str = PARKED_TITLE) -> out.Rows:
+    return out.Rows(PARKED_COLUMNS, [_plain(p.to_dict()) for p in parked], title=title)
+
+
+def flatten_status_output(rows: Sequence[FlattenRow], parked: Sequence[ParkedDisk]) -> out.Record:
+    return out.Record({
+        "flattens": out.Rows(FLATTEN_COLUMNS, [_plain(r.to_dict()) for r in rows],
+                             title="flattens (clone-path snapshots whose flatten was pending)"),
+        "parked_disks": _parked_rows(parked)})
+
+
+def status_output(status: ClusterStatus) -> out.Record:
+    doc = _plain(status.to_dict())
+    fields: dict[str, Any] = {
+        **doc,
+        "hosts": out.Rows(HOST_COLUMNS, doc["hosts"], title="hosts (alive: its lease lives)",
+                          cells={"seen_at": out.Time}),
+        "in_flight_operations": out.Rows(OPERATION_COLUMNS, doc["in_flight_operations"],
+                                         title="operations in flight"),
+        "unsettled": out.Rows(OPERATION_COLUMNS, doc["unsettled"],
+                              title="unsettled operations (their host's lease lapsed; 'fastsnap recover' on any host "
+                                    "settles them)"),
+        "parked_disks": _parked_rows(status.parked_disks)}
+    return out.Record({k: fields[k] for k in STATUS_FIELDS}, cells={"at": out.Time})
 
 
 def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
@@ -131,93 +181,35 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
                           require_quiesce=a.require_quiesce, image_type=a.image_type, backup_type=a.backup_type,
                           rotation=a.rotation, format=a.format)
     token = token_from_env() if a.user_from_env else a.os_token
-    res = fs.snapshot(req, progress=None if a.json else _progress(), user_token=token)
-    if a.json:
-        print(json.dumps(res.to_dict(), sort_keys=True))
-    elif res.already_done:
-        print(f"image {res.image_id} in store {res.store} by {res.path}: already done by an earlier run "
-              f"(returned as it is, not touched)")
-    else:
-        print(f"image {res.image_id} ({res.format}) in store {res.store} by {res.path} in {res.seconds:.2f}s")
-        print(f"  reason:   {res.reason}")
-        print(f"  acting as: {res.acting_as.get('mode')}"
-              + (f" (project {res.acting_as['project_id']})" if res.acting_as.get("project_id") else ""))
-        if res.location:
-            print(f"  location: {res.location}")
-        if res.quiesce.get("domain"):
-            print(f"  quiesced: {'yes' if res.quiesced else 'no'} ({res.quiesce.get('reason')})"
-                  + (f", frozen {res.quiesce['freeze_seconds']:.3f}s" if res.quiesce.get("freeze_seconds") else ""))
-        if res.rotated:
-            print(f"  rotated:  deleted older backups {', '.join(res.rotated)}")
-        if res.path == "stream":
-            print(f"  streamed: {res.bytes_streamed} bytes ({res.bytes_read} read from Ceph, rest holes)")
-        elif res.path in ("delta", "copy", "incremental"):
-            t = res.transfer
-            print(f"  written:  {t.get('bytes_written', 0)} bytes to cluster B, {t.get('bytes_zeroed', 0)} zeroed, "
-                  f"{t.get('bytes_read', 0)} read from the disk's cluster")
+    with out.progress_bar(out.human_output(a)) as progress:
+        res = fs.snapshot(req, progress=progress, user_token=token)
+    _print(a, res.to_dict(), lambda: snapshot_output(res))
     return 0
 
 
 def _stores(fs: Fastsnap, a: argparse.Namespace) -> int:
-    rows = [s.to_dict() for s in fs.stores()]
-    if a.json:
-        print(json.dumps(rows, sort_keys=True))
-    else:
-        _print_table(rows, ("id", "type", "default", "pool", "fsid", "clone", "description"))
+    stores = fs.stores()
+    _print(a, [s.to_dict() for s in stores], lambda: stores_output(stores))
     return 0
 
 
 def _recover(fs: Fastsnap, a: argparse.Namespace) -> int:
     actions = fs.recover()
-    if a.json:
-        print(json.dumps([x.to_dict() for x in actions], sort_keys=True))
-    else:
-        if not actions:
-            print("nothing to recover")
-        for act in actions:
-            print(f"{act.op_id}: {act.action}: {'; '.join(act.did) or act.error or ''}")
+    _print(a, [x.to_dict() for x in actions], lambda: recover_output(actions))
     return 1 if any(x.action is RecoverAction.FAILED for x in actions) else 0
 
 
 def _flatten_status(fs: Fastsnap, a: argparse.Namespace) -> int:
-    parked = [p.to_dict() for p in fs.parked_disks(run=a.run)]  # first: ahead of the rest
-    rows = [r.to_dict() for r in fs.flatten_status(run_local=a.run)]
-    if a.json:
-        print(json.dumps({"flattens": rows, "parked_disks": parked}, sort_keys=True))
-    else:
-        _print_table(rows, ("image_id", "disk", "policy", "state", "task", "why"))
-        if parked:
-            print("\nparked disks (in the RBD trash until their fastsnap clones are flattened):")
-            _print_table(parked, ("pool", "id", "name", "parked_at", "snapshots", "state", "dependents"))
+    parked = fs.parked_disks(run=a.run)  # first: ahead of the rest
+    rows = fs.flatten_status(run_local=a.run)
+    _print(a, {"flattens": [r.to_dict() for r in rows], "parked_disks": [p.to_dict() for p in parked]},
+           lambda: flatten_status_output(rows, parked))
     return 0
-
-
-def _when(at: float | None) -> str | None:
-    return None if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _status(fs: Fastsnap, a: argparse.Namespace) -> int:
     status = fs.cluster_status()
-    if a.json:
-        print(json.dumps(status.to_dict(), sort_keys=True))
-        return 0
-    hosts = [{**h.to_dict(), "lease": "alive" if h.alive else "lapsed", "seen_at": _when(h.seen_at)}
-             for h in status.hosts]
-    _print_table(hosts, ("host", "lease", "seen_at", "in_flight", "unsettled"))
-    cols = ("op_id", "host", "disk", "path", "step", "age")
-    if status.in_flight:
-        print("\noperations in flight:")
-        _print_table([o.to_dict() for o in status.in_flight], cols)
-    if status.unsettled:
-        print("\nunsettled operations (their host's lease lapsed; 'fastsnap recover' on any host settles them):")
-        _print_table([o.to_dict() for o in status.unsettled], cols)
-    else:
-        print("\nno unsettled operations")
-    print(f"\nflatten backlog: {status.flatten_backlog}")
-    print(f"parked disks: {status.parked_count}")
-    if status.parked_disks:
-        _print_table([p.to_dict() for p in status.parked_disks],
-                     ("pool", "id", "name", "parked_at", "snapshots", "state", "dependents"))
+    _print(a, status.to_dict(), lambda: status_output(status))
     return 0
 
 
@@ -251,7 +243,9 @@ def bound_malloc() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    out.check_output_options(parser, a)
     if a.command == "snapshot" and not os.environ.get("FASTSNAP_DEFAULT_MALLOC"):
         bound_malloc()
     if a.command == "serve":
