@@ -205,7 +205,8 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
     """Copy ``extents`` of ``src`` (an opened snapshot) to ``dst`` at the same offsets, ``parallel`` pieces of at
     most ``chunk`` bytes in flight (memory: parallel * chunk). A piece that does not exist, or reads as zeros, is
     written with ``write_zeroes`` when ``mask_parent`` (``dst`` is a clone whose parent has other bytes there)
-    and skipped otherwise (``dst`` is new: it reads zeros there already)."""
+    and skipped otherwise (``dst`` is new: it reads zeros there already). ``progress(done, total)`` counts bytes of
+    ``extents`` copied, as the stream's does (the CLI's progress bar)."""
     pieces = _split(extents, chunk)
     stats.listed = sum(length for _, length, _ in extents)
     total = len(pieces)
@@ -240,10 +241,11 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
             with lock:
                 inflight[0] -= n
 
-    done = 0
+    done = done_bytes = 0
     half = False
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fastsnap-copy") as pool:
         running: set[Future[None]] = set()
+        sizes: dict[Future[None], int] = {}
         it = iter(pieces)
         try:
             while True:
@@ -251,15 +253,18 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
                     piece = next(it, None)
                     if piece is None:
                         break
-                    running.add(pool.submit(one, *piece))
+                    fut = pool.submit(one, *piece)
+                    running.add(fut)
+                    sizes[fut] = piece[1]
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     fut.result()  # raises the piece's error
                     done += 1
+                    done_bytes += sizes.pop(fut)
                 if progress is not None:
-                    progress(done, total)
+                    progress(done_bytes, stats.listed)
                 if not half and done * 2 >= total:
                     half = True
                     wf.crash_point(f"{Step.REMOTE_WRITE}:mid")

@@ -97,8 +97,12 @@ def test_delta_zeroes_discards_and_missing_extents() -> None:
     dst = Mem(bytearray(b"p" * 16 * MiB))  # a clone whose parent has other bytes everywhere
     stats = xc.TransferStats(size=16 * MiB)
     extents = [(0, 12 * MiB, True), (12 * MiB, 4 * MiB, False)]
-    xc.transfer(src, dst, extents, mask_parent=True, chunk=4 * MiB, parallel=3, stats=stats)
+    progress: list[tuple[int, int]] = []
+    xc.transfer(src, dst, extents, mask_parent=True, chunk=4 * MiB, parallel=3, stats=stats,
+                progress=lambda done, total: progress.append((done, total)))
     assert dst.data == src.data
+    # in bytes of the extents, as the stream counts (the CLI's progress bar), rising to all of them
+    assert progress[-1] == (16 * MiB, 16 * MiB) and [d for d, _ in progress] == sorted(d for d, _ in progress)
     assert ("read", 12 * MiB, 4 * MiB) not in src.calls  # not existing: zeroed without reading
     assert stats.bytes_zeroed == 8 * MiB and stats.bytes_written == 8 * MiB and stats.bytes_read == 12 * MiB
 
