@@ -84,7 +84,7 @@ html_static_path: list[str] = []
 GENERATED_FROM = {
     "configuration/config": ["fastsnap/conf"],
     "configuration/sample": ["etc/fastsnap.conf.sample"],
-    "cli/index": ["fastsnap/cli.py"],
+    "cli/index": ["fastsnap/cli.py", "fastsnap/cli_output.py"],
     "cli/openstack": ["python-fastsnapclient/fastsnapclient/osc/v1"],
 }
 
