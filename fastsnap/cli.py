@@ -1,7 +1,7 @@
 """``fastsnap`` command line: a thin shell over :class:`fastsnap.api.Fastsnap`.
 
 Exit codes: 0 success, 2 bad input (nothing created), 1 any other failure. Errors go to stderr.
-Each command turns its result into a :class:`fastsnap.cli_output.Listing` or ``Record`` (the ``_*_output``
+Each command turns its result into a :class:`fastsnap.cli_output.Listing` or ``Record`` (the ``*_output``
 functions, pure: the unit tests draw them on fixed data); :mod:`fastsnap.cli_output` prints it with cliff's
 formatters (``-f``, ``-c``). ``--json`` stays the compact, key-sorted JSON of the API's ``to_dict`` that scripts
 and the tests read.
@@ -148,8 +148,8 @@ def recover_output(actions: Sequence[RecoverResult]) -> out.Listing:
     return out.Listing(RECOVER_COLUMNS, [_plain(x.to_dict()) for x in actions], empty="nothing to recover")
 
 
-def _parked_rows(parked: Sequence[ParkedDisk], title: str = PARKED_TITLE) -> out.Rows:
-    return out.Rows(PARKED_COLUMNS, [_plain(p.to_dict()) for p in parked], title=title)
+def _parked_rows(parked: Sequence[ParkedDisk]) -> out.Rows:
+    return out.Rows(PARKED_COLUMNS, [_plain(p.to_dict()) for p in parked], title=PARKED_TITLE)
 
 
 def flatten_status_output(rows: Sequence[FlattenRow], parked: Sequence[ParkedDisk]) -> out.Record:
