@@ -60,8 +60,12 @@ def test_same_image_twice_at_once_then_late_retry(stack: Stack, make_disk: Write
         assert late.returncode == 0, late.stderr
         assert json.loads(late.stdout)["already_done"] is True
         _assert_intact(stack, image_id, disk, store)
-        plain = stack.fastsnap(*args[:-1])
-        assert plain.returncode == 0 and "already done" in plain.stdout
+        plain = stack.fastsnap(*args[:-1])  # the default output: cliff's table of the result's fields
+        fields = {cells[0]: cells[1] for ln in plain.stdout.splitlines() if ln.startswith("|")
+                  for cells in [[c.strip() for c in ln.split("|")[1:-1]]]}
+        assert plain.returncode == 0 and fields["already_done"] == "True" and fields["image_id"] == image_id, plain
+        values = stack.fastsnap(*args[:-1], "-f", "value", "-c", "image_id", "-c", "already_done")
+        assert values.returncode == 0 and values.stdout == f"{image_id}\nTrue\n", values
 
 
 def test_same_image_from_threads(stack: Stack, make_disk: Writer) -> None:
