@@ -175,8 +175,10 @@ def test_json_is_unchanged_compact_and_sorted(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["stores", "-c", "nope"], "argument -c/--column: invalid choice: 'nope'"),
-    (["status", "-f", "csv"], "argument -f/--format: invalid choice: 'csv'"),
-    (["recover", "--json", "-f", "table"], "argument -f/--format: not allowed with argument --json"),
+    (["status", "-f", "csv"], "argument -f/--format/--output-format: invalid choice: 'csv'"),
+    (["recover", "--json", "-f", "table"], "argument -f/--format/--output-format: not allowed with argument --json"),
+    (["snapshot", "--disk", "p/i", "--name", "n", "--json", "--output-format", "value"],
+     "argument -f/--output-format: not allowed with argument --json"),
     (["stores", "--json", "-c", "id"], "stores: argument -c/--column: not allowed with argument --json"),
 ])
 def test_bad_output_options_exit_2_before_anything_runs(argv: list[str], message: str,
@@ -186,6 +188,16 @@ def test_bad_output_options_exit_2_before_anything_runs(argv: list[str], message
     assert exc.value.code == 2
     err = capsys.readouterr()
     assert message in err.err and err.out == ""
+
+
+def test_snapshot_format_is_the_disk_format_and_f_the_output_format() -> None:
+    """``snapshot --format`` was the image's disk format before -f came: it stays that; -f / --output-format
+    is the output's there (on the other commands -f / --format / --output-format)."""
+    a = _args("snapshot", "--disk", "p/i", "--name", "n", "--format", "qcow2", "-f", "json")
+    assert (a.format, a.formatter) == ("qcow2", "json")
+    a = _args("snapshot", "--disk", "p/i", "--name", "n", "--output-format", "value")
+    assert (a.format, a.formatter) == (None, "value")
+    assert _args("stores", "--format", "csv").formatter == _args("stores", "--output-format", "csv").formatter == "csv"
 
 
 def test_progress_bar_only_for_the_default_output_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
