@@ -28,9 +28,9 @@ default, human output.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,11 +70,12 @@ class Cell(FormattableColumn[Any]):
 
 
 class Time(FormattableColumn[float | None]):
-    """A time in seconds since the epoch: local time in tables, the number itself in every other format."""
+    """A time in seconds since the epoch: ISO 8601 in UTC in tables (as the ``openstack fastsnap`` plugin's
+    TimeColumn), the number itself in every other format."""
 
     def human_readable(self) -> str:
         v = self._value
-        return ABSENT if v is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
+        return ABSENT if v is None else datetime.datetime.fromtimestamp(v, datetime.UTC).isoformat(timespec="seconds")
 
 
 def _human(value: Any) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import datetime
 import io
 import json
-import time
 from typing import Any
 
 import pytest
@@ -125,10 +125,10 @@ def test_status_record_json_is_the_json_of_the_api_and_its_lists_are_tables() ->
     assert json.loads(_draw(cli.status_output(STATUS), *argv, "-f", "json", "-c", "unsettled")) == \
         {"unsettled": [_plain(STATUS.unsettled[0].to_dict())]}
     drawn = _draw(cli.status_output(STATUS), *argv)
-    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(AT))
+    local = datetime.datetime.fromtimestamp(AT, datetime.UTC).isoformat(timespec="seconds")
     rows = _cells(drawn)
     assert rows[:6] == [["Field", "Value"], ["at", local], ["in_flight", "host-a=1"], ["lapsed_hosts", "host-b"],
-                        ["flatten_backlog", "1"], ["parked_count", "1"]]  # times in local time, for people
+                        ["flatten_backlog", "1"], ["parked_count", "1"]]  # times in ISO 8601 (UTC), for people
     titles = [ln for ln in drawn.splitlines() if ln.endswith(":")]
     assert titles == ["hosts (alive: its lease lives):", "operations in flight:",
                       "unsettled operations (their host's lease lapsed; 'fastsnap recover' on any host settles "
