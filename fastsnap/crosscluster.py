@@ -156,8 +156,9 @@ class TransferStats:
         return asdict(self)
 
 
-def own_extents(image: Any, size: int) -> list[tuple[int, int, bool]]:
-    """(offset, length, exists) of what the opened snapshot holds itself (``include_parent=False``)."""
+def _extents(image: Any, size: int, since: str | None, include_parent: bool,
+             whole_object: bool) -> list[tuple[int, int, bool]]:
+    """(offset, length, exists) runs of the opened snapshot's ``diff_iterate``, adjacent runs of one kind merged."""
     out: list[tuple[int, int, bool]] = []
 
     def cb(offset: int, length: int, exists: bool) -> int:
@@ -168,25 +169,19 @@ def own_extents(image: Any, size: int) -> list[tuple[int, int, bool]]:
                 out.append((offset, length, exists))
         return 0
 
-    image.diff_iterate(0, size, None, cb, include_parent=False, whole_object=True)
+    image.diff_iterate(0, size, since, cb, include_parent=include_parent, whole_object=whole_object)
     return sorted((off, min(length, size - off), ex) for off, length, ex in out if off < size)
+
+
+def own_extents(image: Any, size: int) -> list[tuple[int, int, bool]]:
+    """(offset, length, exists) of what the opened snapshot holds itself (``include_parent=False``)."""
+    return _extents(image, size, None, include_parent=False, whole_object=True)
 
 
 def changed_extents(image: Any, size: int, since: str) -> list[tuple[int, int, bool]]:
     """(offset, length, exists) of what the opened snapshot changed since the disk's snapshot ``since``
     (incremental path): exact extents (``whole_object=False``), so a small rewrite reads and writes little."""
-    out: list[tuple[int, int, bool]] = []
-
-    def cb(offset: int, length: int, exists: bool) -> int:
-        if length:
-            if out and out[-1][0] + out[-1][1] == offset and out[-1][2] == exists:
-                out[-1] = (out[-1][0], out[-1][1] + length, exists)
-            else:
-                out.append((offset, length, exists))
-        return 0
-
-    image.diff_iterate(0, size, since, cb, include_parent=True, whole_object=False)
-    return sorted((off, min(length, size - off), ex) for off, length, ex in out if off < size)
+    return _extents(image, size, since, include_parent=True, whole_object=False)
 
 
 def _split(extents: list[tuple[int, int, bool]], chunk: int) -> list[tuple[int, int, bool]]:
