@@ -35,9 +35,10 @@ def _qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=300, check=False)
 
 
-def _rbd_uri(spec: str) -> str:
-    """The disk (``pool/image@snap``) as QEMU's rbd driver names it, as the admin of cluster A."""
-    return f"rbd:{spec}:conf={os.environ['CEPH_CONF']}"
+def _rbd_uri(stack: Stack, spec: str) -> str:
+    """The disk (``pool/image@snap``) as QEMU's rbd driver names it, as the admin of cluster A (the stack's
+    env.sh: the test process's own environment need not have sourced it)."""
+    return f"rbd:{spec}:conf={stack.env['CEPH_CONF']}"
 
 
 def _download(stack: Stack, image_id: str, path: Path) -> int:
@@ -56,7 +57,7 @@ def _judge(stack: Stack, image_id: str, ref: str, tmp_path: Path) -> dict[str, A
     report = json.loads(check.stdout)
     assert (report.get("corruptions", 0), report.get("leaks", 0), report.get("check-errors", 0)) == (0, 0, 0)
     assert report["image-end-offset"] == size
-    cmp = _qemu_img("compare", "-f", "qcow2", "-F", "raw", str(out), _rbd_uri(ref))
+    cmp = _qemu_img("compare", "-f", "qcow2", "-F", "raw", str(out), _rbd_uri(stack, ref))
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     info: dict[str, Any] = json.loads(_qemu_img("info", "--output=json", "-f", "qcow2", str(out)).stdout)
     out.unlink()
