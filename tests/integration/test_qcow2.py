@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,6 @@ import rbd
 from fastsnap import BadRequest, Fastsnap, SnapshotRequest
 from fastsnap.qcow2 import CLUSTER
 from tests.integration.conftest import Stack, Writer, remove_disk
-
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 
 MiB = 1 << 20
 OBJ = 4 * MiB  # the test disks' RBD objects: diff_iterate's whole-object extents

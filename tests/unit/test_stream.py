@@ -11,7 +11,6 @@ stream path; bench/ for the byte counts at size).
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -213,7 +212,6 @@ def test_allocated_extents_are_sorted_merged_and_clipped() -> None:
     assert allocated_extents(Extents(), 28) == [(0, 6), (8, 6), (24, 4)]
 
 
-@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 @pytest.mark.parametrize("seed", range(4))
 def test_qcow2_body_from_the_read_ahead_is_what_qemu_img_reads(seed: int, tmp_path: Path) -> None:
     """The stream path's qcow2 body (``workflow.UploadBody``): the layout from the allocated objects, the data through
