@@ -37,7 +37,7 @@ from typing import Any
 
 import rbd
 
-from bench.lib import Env, Stack, daemon_cpu, fastsnap_argv, log, machine_facts, osd_delta, run
+from bench.lib import Env, Stack, daemon_cpu, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -206,11 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                       "raw_bytes_sent_over_qcow2": round(best["raw stream"]["bytes_sent"] / q["bytes_sent"], 2)},
            "targets": {"raw_over_qcow2_seconds": 3, "nova_over_qcow2_seconds": 2,
                        "qcow2_bytes_sent_over_allocated": "<= 1.05 (plus metadata)"}}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    print_json(out, a.out)
     stack.close()
     return 0
 

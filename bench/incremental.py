@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import rados
 import rbd
 
-from bench.lib import Env, Stack, fastsnap_argv, log, machine_facts, osd_delta, run
+from bench.lib import Env, Stack, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
 from bench.xcluster import GLANCE_OBJ, Sparse, delete, env_admin_session, remove_disk, wait_for
 
 MiB = 1 << 20
@@ -203,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     out["loadavg_after"] = os.getloadavg()
     out["targets"] = {"a_read_over_changed": 1.1, "b_written_over_changed": 1.1, "speedup_over_delta": 10,
                       "speedup_over_stream": 20}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    print_json(out, a.out)
     stack.close()
     return 0
 

@@ -482,6 +482,15 @@ def row_view(r: Row) -> dict[str, Any]:
             "osd_ops": r.osd_read_ops}
 
 
+def print_json(out: dict[str, Any], path: str | None) -> None:
+    """Print a benchmark's JSON result (stdout) and, with ``path``, write the same text there."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+
+
 def emit(name: str, payload: dict[str, Any], rows: Sequence[Row]) -> None:
     """Print a benchmark's JSON (stdout) and its readable table (stdout, after the JSON)."""
     print(json.dumps({"benchmark": name, **payload, "rows": [r.to_dict() for r in rows]}, indent=1))

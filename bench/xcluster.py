@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -29,7 +28,19 @@ from typing import Any
 
 import rbd
 
-from bench.lib import OBJ, Env, Stack, daemon_cpu, fastsnap_argv, log, machine_facts, make_disk, osd_delta, run
+from bench.lib import (
+    OBJ,
+    Env,
+    Stack,
+    daemon_cpu,
+    fastsnap_argv,
+    log,
+    machine_facts,
+    make_disk,
+    osd_delta,
+    print_json,
+    run,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -197,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "xcluster", "scale": a.scale, "machine": facts,
            "loadavg_after": os.getloadavg(), "delta": delta, "copy": copies,
            "targets": {"delta_speedup": 10, "delta_bytes_moved_over_changed": 1.1, "copy_speedup": 3}}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    print_json(out, a.out)
     stack.close()
     return 0
 
