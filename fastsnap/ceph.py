@@ -477,7 +477,8 @@ class Cluster:
             raise _wrap(f"removing {pool}/{image_id} from the RBD trash", exc) from exc
 
     def flatten(self, spec: ImageSpec) -> None:
-        """Flatten in this process (not a clone any more: nothing to do)."""
+        """Flatten in this process, blocking for a time that grows with the data (not a clone any more: nothing
+        to do)."""
         with self.image(spec) as img:
             try:
                 img.flatten()

@@ -16,7 +16,6 @@ import subprocess
 from collections.abc import Iterator
 
 import rados
-import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -134,17 +133,6 @@ def mgr_available(cluster: Cluster, timeout: int) -> bool:
         return True
 
 
-def flatten_now(cluster: Cluster, spec: ImageSpec) -> None:
-    """Flatten in this process (blocks for a time that grows with the data)."""
-    with cluster.image(spec) as img:
-        try:
-            img.flatten()
-        except rbd.InvalidArgument:
-            pass  # not a clone (any more)
-        except Exception as exc:
-            raise CephError(f"flattening {spec} failed: {exc}") from exc
-
-
 def _pending_ops(journal: jr.Journal) -> Iterator[tuple[jr.Operation, jr.FlattenInfo, str]]:
     """Done clone-path operations (every host's) whose flatten is pending, as journaled, with that flatten and the
     clone's pool: the directory says which records to read, so the others are never read."""
@@ -188,7 +176,7 @@ def status(cluster: Cluster, conf: cfg.ConfigOpts, journal: jr.Journal, run_loca
                     # under the operation's cluster-wide claim: two hosts draining at once flatten it once
                     with journal.ops.claim(op.op_id) as won:
                         if won:
-                            flatten_now(cluster, spec)
+                            cluster.flatten(spec)
                             info.state = FlattenState.DONE
                         else:
                             info.error = "another fastsnap (on some host) holds this operation: it flattens it"

@@ -33,7 +33,6 @@ from typing import Any
 import rbd
 from oslo_log import log as logging
 
-from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap.ceph import TRASH_NAMESPACE, Cluster
 from fastsnap.errors import BadRequest, CephError, NotFound
@@ -178,7 +177,7 @@ def _drain_one(cluster: Cluster, parked: ParkedDisk, deps: list[ImageSpec]) -> N
             parked.state = ParkedState.FLATTENING
             LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
                      parked.name, parked.id)
-            fl.flatten_now(cluster, dep)
+            cluster.flatten(dep)
         try:
             snaps = _snapshots(cluster, parked.pool, parked.id)
         except rbd.ImageNotFound:

@@ -193,7 +193,7 @@ def run_clone(ctx: Context, op: jr.Operation, disk: ImageSpec, create_image: Cal
         _step(ctx, op, Step.DISK_SNAP, lambda: _snapshot_disk(ctx, op, disk, snap))
         _step(ctx, op, Step.CLONE, lambda: ctx.cluster.clone(disk, snap, clone))
         if sync:
-            _step(ctx, op, Step.FLATTEN, lambda: fl.flatten_now(ctx.cluster, clone))
+            _step(ctx, op, Step.FLATTEN, lambda: ctx.cluster.flatten(clone))
             info = op.flatten
             if info is not None:
                 info.state = FlattenState.DONE
