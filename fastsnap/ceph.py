@@ -13,7 +13,7 @@ import contextlib
 import errno
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,6 +260,69 @@ class Objects:
                 self.remove(obj)
 
 
+class _Done:
+    """What an ``aio_read`` callback receives: the read's return code (the completion itself stays here)."""
+
+    def __init__(self, rc: int) -> None:
+        self._rc = rc
+
+    def get_return_value(self) -> int:
+        return self._rc
+
+
+class Image:
+    """An open RBD image's I/O (the calls the paths make on it), each librbd error translated into a fastsnap
+    error named like the open's (``an operation on <spec>[@<snapshot>]``), so no librbd handle or exception
+    leaves this module. Obtained only from :meth:`Cluster.image`, valid inside its ``with``."""
+
+    def __init__(self, img: Any, what: str) -> None:
+        self._img = img
+        self._what = what
+
+    def size(self) -> int:
+        with ceph_call(self._what):
+            return int(self._img.size())
+
+    def stat(self) -> dict[str, Any]:
+        with ceph_call(self._what):
+            return dict(self._img.stat())
+
+    def read(self, offset: int, length: int) -> bytes:
+        with ceph_call(self._what):
+            return bytes(self._img.read(offset, length))
+
+    def write(self, data: bytes, offset: int) -> None:
+        with ceph_call(self._what):
+            self._img.write(data, offset)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        with ceph_call(self._what):
+            self._img.write_zeroes(offset, length)
+
+    def flush(self) -> None:
+        with ceph_call(self._what):
+            self._img.flush()
+
+    def diff_iterate(self, offset: int, length: int, from_snapshot: str | None,
+                     cb: Callable[[int, int, bool], int], include_parent: bool = True,
+                     whole_object: bool = False) -> None:
+        with ceph_call(self._what):
+            self._img.diff_iterate(offset, length, from_snapshot, cb, include_parent=include_parent,
+                                   whole_object=whole_object)
+
+    def aio_read(self, offset: int, length: int, cb: Callable[[Any, bytes], None]) -> None:
+        """Queue a read; ``cb(done, data)`` runs on librbd's thread, ``done.get_return_value()`` its return code.
+        Raises CephError with librbd's own text when it refuses to queue it (the reader, fastsnap.stream, names
+        the offset around it: its message stays what it was before this wrapper)."""
+        def oncomplete(completion: Any, data: bytes) -> None:
+            cb(_Done(int(completion.get_return_value())), data)
+
+        try:
+            self._img.aio_read(offset, length, oncomplete)
+        except Exception as exc:
+            raise CephError(str(exc)) from exc
+
+
 class Cluster:
     """A connection to one Ceph cluster."""
 
@@ -338,7 +401,15 @@ class Cluster:
             objects.close()
 
     @contextlib.contextmanager
-    def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
+    def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Image]:
+        """An open image (at ``snapshot``), its I/O behind :class:`Image` so no librbd handle or exception leaves
+        this module."""
+        with self._open(spec, snapshot, read_only) as img:
+            yield Image(img, f"an operation on {spec}" + (f"@{snapshot}" if snapshot else ""))
+
+    @contextlib.contextmanager
+    def _open(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
+        """The raw ``rbd.Image``, for this module's own calls."""
         ioctx = self.ioctx(spec.pool)
         try:
             img = rbd.Image(ioctx, spec.name, snapshot=snapshot, read_only=read_only)
@@ -355,7 +426,7 @@ class Cluster:
 
     def exists(self, spec: ImageSpec) -> bool:
         try:
-            with self.image(spec, read_only=True):
+            with self._open(spec, read_only=True):
                 return True
         except NotFound:
             return False
@@ -363,21 +434,21 @@ class Cluster:
     def describe(self, spec: ImageSpec) -> Described:
         """Size, RBD image id and clone parent of an image, read through one open (each open of an RBD image
         costs a round of OSD requests; planning and reserving a snapshot need all three)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
             return Described(int(img.size()), str(img.id()), _parent_of(img, spec))
 
     def parent(self, spec: ImageSpec) -> Parent | None:
-        with self.image(spec, read_only=True) as img:
+        with self._open(spec, read_only=True) as img:
             return _parent_of(img, spec)
 
     def snapshots(self, spec: ImageSpec) -> list[str]:
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return [s["name"] for s in img.list_snaps()]
 
     # -- idempotent mutations ---------------------------------------------------------------------------
 
     def create_snapshot(self, spec: ImageSpec, snap: str) -> None:
-        with self.image(spec) as img:
+        with self._open(spec) as img:
             try:
                 img.create_snap(snap)
             except rbd.ImageExists:
@@ -388,7 +459,7 @@ class Cluster:
     def remove_snapshot(self, spec: ImageSpec, snap: str) -> None:
         """Remove a snapshot; with clone v2 one that still has clones moves to the trash (purged later)."""
         try:
-            with self.image(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
+            with self._open(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
                 img.remove_snap2(snap, rbd.RBD_SNAP_REMOVE_UNPROTECT)
         except NotFound:
             return  # the image is gone, so is its snapshot
@@ -421,7 +492,7 @@ class Cluster:
 
     def trash_snapshots(self, spec: ImageSpec) -> int:
         """Number of the image's snapshots waiting in the snapshot trash (clone v2 parents)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return sum(1 for s in img.list_snaps() if s.get("namespace") == TRASH_NAMESPACE)
 
     def list_images(self, pool: str) -> list[str]:
@@ -437,12 +508,12 @@ class Cluster:
             return str(self._rados.conf_get(name))
 
     def rename_snapshot(self, spec: ImageSpec, old: str, new: str) -> None:
-        with self.image(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
+        with self._open(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
             img.rename_snap(old, new)
 
     def snapshot_ids(self, spec: ImageSpec) -> dict[str, int]:
         """Name -> RBD snapshot id of the image's user snapshots (a re-created snapshot gets a new id)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return {str(s["name"]): int(s["id"]) for s in img.list_snaps()
                     if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
 
@@ -479,10 +550,30 @@ class Cluster:
     def flatten(self, spec: ImageSpec) -> None:
         """Flatten in this process, blocking for a time that grows with the data (not a clone any more: nothing
         to do)."""
-        with self.image(spec) as img:
+        with self._open(spec) as img:
             try:
                 img.flatten()
             except rbd.InvalidArgument:
                 return
             except Exception as exc:
                 raise _wrap(f"flattening {spec}", exc) from exc
+
+    # -- the adapter's door for the paths, parked disks and flatten (issue 26: no raw handle leaves) --------
+
+    def create(self, spec: ImageSpec, size: int) -> None:
+        """Create a flat image of ``size`` bytes. One already there counts as success when it is flat and of that
+        size (a step repeated after a crash), else CephError."""
+        try:
+            rbd.RBD().create(self.ioctx(spec.pool), spec.name, size, old_format=False)
+        except rbd.ImageExists:
+            with self._open(spec, read_only=True) as img, ceph_call(f"an operation on {spec}"):
+                if _parent_of(img, spec) is not None or int(img.size()) != size:
+                    raise CephError(f"RBD image {spec} exists and is not the image this snapshot creates") from None
+        except rbd.Error as exc:
+            raise CephError(f"Ceph: creating {spec} on cluster {self.fsid} failed: {exc}") from exc
+
+    def resize(self, spec: ImageSpec, size: int) -> None:
+        """Make the image ``size`` bytes (already that size: nothing to do)."""
+        with self._open(spec) as img, ceph_call(f"resizing {spec} to {size}"):
+            if int(img.size()) != size:
+                img.resize(size)

@@ -26,16 +26,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import chain as ch
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
-from fastsnap.ceph import Cluster, ceph_call
+from fastsnap.ceph import Cluster
 from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
-from fastsnap.errors import CephError, ConfigError, FastsnapError, NotFound
+from fastsnap.errors import ConfigError, FastsnapError, NotFound
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
 from fastsnap.plan import SnapshotPath
 from fastsnap.states import Step
@@ -275,22 +274,13 @@ PATHS = wf.REMOTE_PATHS
 
 
 def _create(cluster: Cluster, spec: ImageSpec, size: int) -> None:
-    try:
-        rbd.RBD().create(cluster.ioctx(spec.pool), spec.name, size, old_format=False)
-    except rbd.ImageExists:
-        with cluster.image(spec, read_only=True) as img:
-            if cluster.parent(spec) is not None or int(img.size()) != size:
-                raise CephError(f"RBD image {spec} exists and is not the image this snapshot creates") from None
-    except rbd.Error as exc:
-        raise CephError(f"Ceph: creating {spec} on cluster {cluster.fsid} failed: {exc}") from exc
+    cluster.create(spec, size)
 
 
 def _clone(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
     assert base.pool and base.snapshot
     cluster.clone(ImageSpec(base.pool, base.image), base.snapshot, spec)
-    with cluster.image(spec) as img, ceph_call(f"resizing {spec} to {size}"):
-        if int(img.size()) != size:
-            img.resize(size)
+    cluster.resize(spec, size)
 
 
 def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
