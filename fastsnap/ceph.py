@@ -10,7 +10,9 @@ the others.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
+import json
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +44,31 @@ class Described:
     size: int
     image_id: str  # stable across renames and the trash; a re-created name gets a new one
     parent: Parent | None
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    """An entry of a pool's RBD trash, as ``rbd trash ls`` shows it."""
+    id: str                                         # the image id (trash entries are addressed by id)
+    name: str                                       # the name the image had
+    source: str                                     # USER, MIRRORING, MIGRATION, REMOVING
+    deletion_time: datetime.datetime | None         # when it was moved to the trash
+    deferment_end_time: datetime.datetime | None    # when it may be removed
+
+
+@dataclass(frozen=True)
+class SnapInfo:
+    """A snapshot of an image, in any namespace (a trashed one keeps its original name)."""
+    id: int
+    name: str
+    namespace: int | None
+    original_name: str | None   # trash namespace: the name it had before it was removed
+
+
+def _snap_info(s: dict[str, Any]) -> SnapInfo:
+    ns = s.get("namespace")
+    return SnapInfo(int(s["id"]), str(s.get("name")), None if ns is None else int(ns),
+                    (s.get("trash") or {}).get("original_name"))
 
 
 def _parent_of(img: Any, spec: ImageSpec) -> Parent | None:
@@ -344,10 +371,6 @@ class Cluster:
         with ceph_call("reading the cluster fsid"):
             self.fsid: str = self._rados.get_fsid()
 
-    @property
-    def rados(self) -> Any:
-        return self._rados
-
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Cluster:
         c = conf.ceph
@@ -369,7 +392,8 @@ class Cluster:
 
     # -- pools and images --------------------------------------------------------------------------------
 
-    def ioctx(self, pool: str) -> Any:
+    def _ioctx_of(self, pool: str) -> Any:
+        """The pool's raw ioctx (this module's own calls only), opened once per connection."""
         if pool not in self._ioctx:
             try:
                 self._ioctx[pool] = self._rados.open_ioctx(pool)
@@ -410,7 +434,7 @@ class Cluster:
     @contextlib.contextmanager
     def _open(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
         """The raw ``rbd.Image``, for this module's own calls."""
-        ioctx = self.ioctx(spec.pool)
+        ioctx = self._ioctx_of(spec.pool)
         try:
             img = rbd.Image(ioctx, spec.name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound as exc:
@@ -466,7 +490,7 @@ class Cluster:
 
     def clone(self, parent: ImageSpec, snap: str, child: ImageSpec) -> None:
         try:
-            rbd.RBD().clone(self.ioctx(parent.pool), parent.name, snap, self.ioctx(child.pool), child.name,
+            rbd.RBD().clone(self._ioctx_of(parent.pool), parent.name, snap, self._ioctx_of(child.pool), child.name,
                             features=None)
         except rbd.ImageExists:
             found = self.parent(child)
@@ -484,7 +508,7 @@ class Cluster:
         for snap in self.snapshots(spec):
             self.remove_snapshot(spec, snap)
         try:
-            rbd.RBD().remove(self.ioctx(spec.pool), spec.name)
+            rbd.RBD().remove(self._ioctx_of(spec.pool), spec.name)
         except rbd.ImageNotFound:
             return
         except Exception as exc:
@@ -496,7 +520,7 @@ class Cluster:
             return sum(1 for s in img.list_snaps() if s.get("namespace") == TRASH_NAMESPACE)
 
     def list_images(self, pool: str) -> list[str]:
-        io = self.ioctx(pool)
+        io = self._ioctx_of(pool)
         with ceph_call(f"listing the images of pool {pool}"):
             return sorted(rbd.RBD().list(io))
 
@@ -521,12 +545,12 @@ class Cluster:
         """(image id, name, source) of each entry in the pool's RBD trash."""
         with ceph_call(f"listing the RBD trash of pool {pool}"):
             return [(str(e["id"]), str(e.get("name")), str(e.get("source")))
-                    for e in rbd.RBD().trash_list(self.ioctx(pool))]
+                    for e in rbd.RBD().trash_list(self._ioctx_of(pool))]
 
     def trash_snapshot_count(self, pool: str, image_id: str) -> int | None:
         """Snapshots (any namespace) of a trashed image; None when its image can no longer be opened."""
         try:
-            img = rbd.Image(self.ioctx(pool), image_id=image_id, read_only=True)
+            img = rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True)
         except rbd.ImageNotFound:
             return None
         except rbd.Error as exc:
@@ -538,10 +562,11 @@ class Cluster:
             with contextlib.suppress(rbd.Error):
                 img.close()
 
-    def trash_remove(self, pool: str, image_id: str) -> None:
-        """Remove an entry from the RBD trash (gone counts as success)."""
+    def trash_remove(self, pool: str, image_id: str, force: bool = True) -> None:
+        """Remove an entry from the RBD trash (gone counts as success); without ``force`` librbd refuses one whose
+        deferment has not ended."""
         try:
-            rbd.RBD().trash_remove(self.ioctx(pool), image_id, force=True)
+            rbd.RBD().trash_remove(self._ioctx_of(pool), image_id, force=force)
         except rbd.ImageNotFound:
             return
         except Exception as exc:
@@ -564,7 +589,7 @@ class Cluster:
         """Create a flat image of ``size`` bytes. One already there counts as success when it is flat and of that
         size (a step repeated after a crash), else CephError."""
         try:
-            rbd.RBD().create(self.ioctx(spec.pool), spec.name, size, old_format=False)
+            rbd.RBD().create(self._ioctx_of(spec.pool), spec.name, size, old_format=False)
         except rbd.ImageExists:
             with self._open(spec, read_only=True) as img, ceph_call(f"an operation on {spec}"):
                 if _parent_of(img, spec) is not None or int(img.size()) != size:
@@ -577,3 +602,47 @@ class Cluster:
         with self._open(spec) as img, ceph_call(f"resizing {spec} to {size}"):
             if int(img.size()) != size:
                 img.resize(size)
+
+    def trash(self, pool: str) -> list[TrashEntry]:
+        """The entries of the pool's RBD trash. CephNotFound when the pool does not exist."""
+        io = self._ioctx_of(pool)
+        try:
+            entries = list(rbd.RBD().trash_list(io))
+        except rbd.Error as exc:
+            raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
+
+        def when(value: object) -> datetime.datetime | None:
+            return value if isinstance(value, datetime.datetime) else None
+
+        return [TrashEntry(str(e["id"]), str(e.get("name")), str(e.get("source")), when(e.get("deletion_time")),
+                           when(e.get("deferment_end_time"))) for e in entries]
+
+    def trash_snapshot_list(self, pool: str, image_id: str) -> list[SnapInfo] | None:
+        """Every snapshot (any namespace) of a trashed image; None when its image can no longer be opened (a
+        removal from the trash interrupted after the image's header went)."""
+        try:
+            with rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True) as img:
+                return [_snap_info(s) for s in img.list_snaps()]
+        except rbd.ImageNotFound:
+            return None
+        except rbd.Error as exc:
+            raise CephError(f"reading trash entry {pool}/{image_id}: {exc}") from exc
+
+    def trash_children(self, pool: str, image_id: str, snap_ids: list[int]) -> list[ImageSpec]:
+        """The clones (not in the trash, in no RADOS namespace) that read through the snapshots ``snap_ids`` of
+        the trashed image, as Ceph lists them."""
+        deps: list[ImageSpec] = []
+        with ceph_call(f"listing the clones of trash entry {pool}/{image_id}"), \
+                rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True) as img:
+            for snap_id in snap_ids:
+                img.set_snap_by_id(snap_id)
+                for child in img.list_children2():
+                    if not child.get("trash") and not child.get("pool_namespace"):
+                        deps.append(ImageSpec(str(child["pool"]), str(child["image"])))
+        return sorted(set(deps), key=str)
+
+    def mon_command(self, command: dict[str, Any], timeout: int) -> tuple[int, bytes, str]:
+        """A monitor command: (return code, output, status). CephError when librados cannot send it."""
+        with ceph_call(f"the monitor command {command.get('prefix')!r}"):
+            ret, out, status = self._rados.mon_command(json.dumps(command), b"", timeout=timeout)
+        return int(ret), bytes(out), str(status)
