@@ -11,7 +11,8 @@ Every host's operations are in one journal (:mod:`fastsnap.rados_journal`), so a
 - parked disks (:func:`fastsnap.parked.drain`, without draining).
 
 :func:`build` is pure (plain inputs, a typed :class:`ClusterStatus`); :func:`gather` reads its inputs through a
-:class:`fastsnap.api.Fastsnap`, and :func:`operations` only the journal's part (cheap: the directory, the running
+:class:`StatusSource` (what it needs of :class:`fastsnap.api.Fastsnap`, written down here so this module does not
+import api, which imports it), and :func:`operations` only the journal's part (cheap: the directory, the running
 records and one lease probe per host; what ``/metrics`` refreshes on each scrape).
 """
 
@@ -20,17 +21,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastsnap import flatten as fl
-from fastsnap.journal import Operation
+from fastsnap.journal import Journal, Operation
 from fastsnap.parked import ParkedDisk
 from fastsnap.rados_journal import HostView, RadosOperations
 from fastsnap.result import FlattenRow
 from fastsnap.states import PENDING_FLATTEN, OpState, ParkedState
 
-if TYPE_CHECKING:  # the API object status reads through; api imports this module
-    from fastsnap.api import Fastsnap
+
+class StatusSource(Protocol):
+    """What the status reads through (fastsnap.api.Fastsnap is one): the journal and the parked disks."""
+
+    @property
+    def journal(self) -> Journal: ...
+
+    def parked_disks(self, run: bool = False) -> list[ParkedDisk]: ...
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def build(operations: Iterable[Operation], hosts: Iterable[HostView], flattens: 
                          flatten_backlog=flatten_backlog(flattens), parked_disks=list(parked))
 
 
-def _journal_inputs(fs: Fastsnap) -> tuple[list[Operation], list[HostView]]:
+def _journal_inputs(fs: StatusSource) -> tuple[list[Operation], list[HostView]]:
     """The running operations, then every host's lease: the hosts of the lease records, and a host of running
     operations none names, probed as recover would (so an operation shows unsettled when recover would take it)."""
     running = fs.journal.list(OpState.RUNNING)
@@ -152,13 +159,13 @@ def _journal_inputs(fs: Fastsnap) -> tuple[list[Operation], list[HostView]]:
     return running, views
 
 
-def operations(fs: Fastsnap, now: float | None = None) -> ClusterStatus:
+def operations(fs: StatusSource, now: float | None = None) -> ClusterStatus:
     """The journal's part only (operations and hosts; no flatten backlog, no parked disks): cheap."""
     running, views = _journal_inputs(fs)
     return build(running, views, (), (), time.time() if now is None else now)
 
 
-def gather(fs: Fastsnap, now: float | None = None) -> ClusterStatus:
+def gather(fs: StatusSource, now: float | None = None) -> ClusterStatus:
     """The whole status, read only: the pending flattens as journaled (:func:`fastsnap.flatten.pending`; the
     flatten poller and ``flatten-status`` are what act on them); parked disks are listed, not drained."""
     running, views = _journal_inputs(fs)
