@@ -59,7 +59,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from oslo_log import log as logging
 
@@ -93,6 +92,41 @@ class HostView:
     host: str
     alive: bool
     seen_at: float
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """The value of ``<host>`` in ``fastsnap.hosts``: written when a process of the host takes the lease. The JSON
+    text is the fields in this order, as fastsnap always wrote them (``{"seen_at", "lease_seconds", "pid"}``)."""
+
+    seen_at: float
+    lease_seconds: int
+    pid: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def seen_at_of(cls, text: str) -> float:
+        """When the host was last seen (0.0 when the value names no time): all ``fastsnap status`` reads."""
+        return float(json.loads(text).get("seen_at", 0.0))
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """The value of ``<host>`` in ``fastsnap.migrated``: when the host's SQLite journal was carried over, and the
+    ids it held (``{"at", "operations"}``, in this order)."""
+
+    at: float
+    operations: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> MigrationRecord:
+        raw = json.loads(text)
+        return cls(float(raw["at"]), [str(i) for i in raw["operations"]])
 
 
 class Lease:
@@ -144,8 +178,7 @@ class Lease:
 
     def _renew(self) -> None:
         try:  # who held a lease, for the cluster's view: off the snapshot's path
-            self._objects.set(HOSTS, {self.host: json.dumps(
-                {"seen_at": time.time(), "lease_seconds": self.seconds, "pid": os.getpid()})})
+            self._objects.set(HOSTS, {self.host: HostRecord(time.time(), self.seconds, os.getpid()).to_json()})
         except FastsnapError as exc:
             LOG.warning("recording host %s in %s failed: %s", self.host, HOSTS, exc)
         while not self._done.wait(self.seconds / 3):
@@ -322,10 +355,10 @@ class RadosOperations:
         return created
 
     def mark_migrated(self, host: str, op_ids: builtins.list[str]) -> None:
-        self.objects.set(MIGRATED, {host: json.dumps({"at": time.time(), "operations": op_ids})})
+        self.objects.set(MIGRATED, {host: MigrationRecord(time.time(), list(op_ids)).to_json()})
 
-    def migrated(self) -> dict[str, Any]:
-        return {h: json.loads(v) for h, v in self.objects.items(MIGRATED).items()}
+    def migrated(self) -> dict[str, MigrationRecord]:
+        return {h: MigrationRecord.from_json(v) for h, v in self.objects.items(MIGRATED).items()}
 
     # -- hosts and claims --------------------------------------------------------------------------------
 
@@ -338,7 +371,7 @@ class RadosOperations:
     def hosts(self) -> builtins.list[HostView]:
         out = []
         for host, raw in sorted(self.objects.items(HOSTS).items()):
-            seen = float(json.loads(raw).get("seen_at", 0.0))
+            seen = HostRecord.seen_at_of(raw)
             out.append(HostView(host, self.lease_alive(host), seen))
         return out
 

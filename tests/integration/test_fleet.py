@@ -225,7 +225,7 @@ def test_the_sqlite_journal_is_carried_into_rados_once(stack: Stack, tmp_path: P
     # The first start (any process of the host) carries the rest.
     fs = Fastsnap(config_file=str(a.conf))
     try:
-        carried = _rados(fs.journal).migrated()["host-a"]["operations"]
+        carried = _rados(fs.journal).migrated()["host-a"].operations
         assert sorted(carried) == sorted([running_id, done_id])
         op = fs.journal.get(running_id)
         assert op is not None and op.state == OpState.RUNNING and op.host == "host-a"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fastsnap import journal as jr
+from fastsnap import rados_journal as rj
 from fastsnap.errors import Reserved
 from fastsnap.states import JOB_FINAL_FAILED, REUSABLE, FlattenPolicy, FlattenState, JobState, OpState
 
@@ -406,3 +407,15 @@ def test_a_sqlite_journal_has_nothing_to_migrate_into_itself(tmp_path: Path) -> 
     j = jr.Journal(str(tmp_path))
     j.reserve(_op())
     assert j.migrate() == [] and [o.op_id for o in j.list()] == ["img-1"]
+
+
+def test_the_rados_journals_small_records_keep_their_bytes() -> None:
+    """fastsnap.hosts and fastsnap.migrated values are typed records now; their JSON text is what fastsnap wrote
+    before (field order included), so an older fastsnap on another host reads them, and they read its."""
+    host = rj.HostRecord(1700000000.25, 30, 4242)
+    assert host.to_json() == '{"seen_at": 1700000000.25, "lease_seconds": 30, "pid": 4242}'
+    assert rj.HostRecord.seen_at_of(host.to_json()) == 1700000000.25
+    assert rj.HostRecord.seen_at_of("{}") == 0.0
+    moved = rj.MigrationRecord(1700000001.5, ["a", "b"])
+    assert moved.to_json() == '{"at": 1700000001.5, "operations": ["a", "b"]}'
+    assert rj.MigrationRecord.from_json(moved.to_json()) == moved
