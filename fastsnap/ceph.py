@@ -4,7 +4,9 @@ Every mutating call is idempotent ("already exists" and "already gone" are succe
 retry any step after a crash. Every call runs under the client timeouts set at connect time. No librbd/librados
 exception leaves this module: each becomes a fastsnap error (CephNotFound for a missing pool, image or snapshot,
 CephError) that names the call, so callers (``recover`` above all) can report one failed operation and go on with
-the others.
+the others. No raw handle leaves it either: an open image is an :class:`Image` (its I/O, errors translated),
+RADOS objects are :class:`Objects`, and what librbd lists comes back as typed records. This is the only module
+that imports ``rbd`` or ``rados`` (tests/unit/test_structure.py checks it).
 """
 
 from __future__ import annotations
@@ -542,10 +544,10 @@ class Cluster:
                     if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
 
     def trash_entries(self, pool: str) -> list[tuple[str, str, str]]:
-        """(image id, name, source) of each entry in the pool's RBD trash."""
+        """(image id, name, source) of each entry in the pool's RBD trash (the chain sweep's view of :meth:`trash`,
+        with its own message)."""
         with ceph_call(f"listing the RBD trash of pool {pool}"):
-            return [(str(e["id"]), str(e.get("name")), str(e.get("source")))
-                    for e in rbd.RBD().trash_list(self._ioctx_of(pool))]
+            return [(e.id, e.name, e.source) for e in self._trash(pool)]
 
     def trash_snapshot_count(self, pool: str, image_id: str) -> int | None:
         """Snapshots (any namespace) of a trashed image; None when its image can no longer be opened."""
@@ -605,17 +607,20 @@ class Cluster:
 
     def trash(self, pool: str) -> list[TrashEntry]:
         """The entries of the pool's RBD trash. CephNotFound when the pool does not exist."""
-        io = self._ioctx_of(pool)
         try:
-            entries = list(rbd.RBD().trash_list(io))
+            return self._trash(pool)
         except rbd.Error as exc:
             raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
+
+    def _trash(self, pool: str) -> list[TrashEntry]:
+        """The pool's RBD trash; librbd's errors raised as they come (the callers above name them)."""
+        io = self._ioctx_of(pool)
 
         def when(value: object) -> datetime.datetime | None:
             return value if isinstance(value, datetime.datetime) else None
 
         return [TrashEntry(str(e["id"]), str(e.get("name")), str(e.get("source")), when(e.get("deletion_time")),
-                           when(e.get("deferment_end_time"))) for e in entries]
+                           when(e.get("deferment_end_time"))) for e in rbd.RBD().trash_list(io)]
 
     def trash_snapshot_list(self, pool: str, image_id: str) -> list[SnapInfo] | None:
         """Every snapshot (any namespace) of a trashed image; None when its image can no longer be opened (a
