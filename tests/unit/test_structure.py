@@ -33,11 +33,12 @@ def test_pure_modules_import_without_ceph_or_libvirt() -> None:
             "for m in ('rados', 'rbd', 'libvirt', 'libvirt_qemu'):\n"
             "    sys.modules[m] = None  # any import of them fails\n"
             "import fastsnap, fastsnap.plan, fastsnap.request, fastsnap.conf, fastsnap.states, fastsnap.location\n"
-            "import fastsnap.errors\n"
+            "import fastsnap.errors, fastsnap.inheritance, fastsnap.glance_versions, fastsnap.glance_wait\n"
             "print(sorted(m for m in sys.modules if m.startswith('fastsnap')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "fastsnap.api" not in out.stdout and "fastsnap.ceph'" not in out.stdout, out.stdout
+    assert "fastsnap.glance'" not in out.stdout, out.stdout  # what left glance.py needs no HTTP client
 
 
 def test_fastsnap_package_names_load_lazily() -> None:
