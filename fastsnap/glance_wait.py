@@ -2,7 +2,8 @@
 
 Three parts, each with its reason:
 
-- :func:`backoff`: the plain wait for a state change (an upload, a delete): quick at first, 2 s at most.
+- :func:`backoff`: the waits for a status no location registration started (after an upload): quick at first,
+  2 s at most.
 - :class:`ActivationTimes` (one per process, :data:`ACTIVATION`): how long Glance took to activate recent
   location registrations, so the first poll comes about when the image is likely active, and a busy Glance is
   polled less, not more.
