@@ -18,7 +18,6 @@ from oslo_log import log as logging
 
 from fastsnap import backup
 from fastsnap import chain as ch
-from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import planning as pl
 from fastsnap import quiesce as qs
@@ -31,7 +30,7 @@ from fastsnap.glance import inheritable
 from fastsnap.host import Host
 from fastsnap.location import ImageSpec
 from fastsnap.paths import PATHS
-from fastsnap.plan import Plan, SnapshotPath
+from fastsnap.plan import Plan
 from fastsnap.request import SnapshotRequest, validate_request
 from fastsnap.result import SnapshotResult
 from fastsnap.states import ImageType, OpState, RecoverAction, Step
@@ -127,7 +126,8 @@ def freeze_plan(host: Host, req: SnapshotRequest, base_raw: dict[str, Any] | Non
 
 def operation(host: Host, req: SnapshotRequest, op_id: str, planned: pl.Planned) -> jr.Operation:
     """The journal record of the snapshot ``planned``, with what its path needs: the base and the bytes read to
-    check it (delta, incremental), the chain, and (clone) the flatten policy and the disk's RBD id."""
+    check it (delta, incremental), the chain, and what the path itself records (:meth:`fastsnap.paths.Path.record`:
+    the clone's flatten policy and the disk's RBD id)."""
     plan = planned.plan
     op = jr.Operation(op_id=op_id, disk=req.disk, path=plan.path.value, store=plan.store, pool=plan.pool,
                       fsid=plan.fsid, image_created=req.image_id is None,
@@ -142,16 +142,7 @@ def operation(host: Host, req: SnapshotRequest, op_id: str, planned: pl.Planned)
         op.base_location = plan.previous_location
         op.previous_backup, op.source_snap = plan.previous.image_id, plan.previous.source_snap
         op.check_bytes_read = planned.check_bytes_read
-    if plan.path is SnapshotPath.CLONE:
-        # read now (not when planned: the service may have planned a while ago): one open for both
-        now = host.cluster.describe(ImageSpec.parse(req.disk))
-        up = now.parent
-        depth = 1 + (0 if up is None else 1 + fl.depth(host.cluster, ImageSpec(up.pool, up.image)))
-        policy, why = fl.policy_for(host.conf, plan.store, depth)
-        op.flatten = jr.FlattenInfo(policy, why, depth)
-        # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
-        # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
-        op.disk_id = now.image_id
+    PATHS[plan.path].record(host.cluster, host.conf, op)
     return op
 
 

@@ -1,16 +1,11 @@
-"""One home per path: each snapshot path is one class with the four things the workflow needs of it, and
-:data:`PATHS` maps the plan's path to it (the run, ``recover`` and undo all look it up there, never choose by
-``if``).
+"""One home per path: each snapshot path is one class with what the workflow needs of it (record, run, complete,
+roll forward, roll back), and :data:`PATHS` maps the plan's path to it: the run, ``recover`` and undo all look it
+up there, never choose by ``if``.
 
-==============  =========================================  ======================================
-path            class                                      what it makes
-==============  =========================================  ======================================
-clone           :class:`fastsnap.paths.clone.Clone`         a clone on the disk's cluster
-stream          :class:`fastsnap.paths.stream.Stream`       Glance's upload of the disk's bytes
-delta           :class:`fastsnap.paths.remote.Delta`        a clone of the base's copy elsewhere
-copy            :class:`fastsnap.paths.remote.Copy`         a full copy on another cluster
-incremental     :class:`fastsnap.paths.remote.Incremental`  a clone of the previous backup
-==============  =========================================  ======================================
+- clone: :class:`fastsnap.paths.clone.Clone`, a copy-on-write clone on the disk's cluster;
+- stream: :class:`fastsnap.paths.stream.Stream`, the disk's bytes uploaded through Glance;
+- delta, copy, incremental: :class:`fastsnap.paths.remote.Delta`, :class:`~fastsnap.paths.remote.Copy` and
+  :class:`~fastsnap.paths.remote.Incremental`, written with librbd into an rbd store on another cluster.
 
 The steps they share (journaling a step, the disk's snapshot with the guest frozen, registering a location, the
 undo of the image and of the disk's snapshot) are public in :mod:`fastsnap.workflow`.
@@ -21,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from oslo_config import cfg
+
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
+from fastsnap.ceph import Cluster
 from fastsnap.location import ImageSpec
 from fastsnap.paths.clone import Clone
 from fastsnap.paths.remote import Copy, Delta, Incremental
@@ -33,6 +31,10 @@ from fastsnap.plan import SnapshotPath
 class Path(Protocol):
     """A snapshot path. Every method but ``run`` acts on a journaled operation only (``recover`` after a crash,
     or the run's own undo), asks Ceph and Glance what exists, and is safe to repeat."""
+
+    def record(self, cluster: Cluster, conf: cfg.ConfigOpts, op: jr.Operation) -> None:
+        """Add to the operation, before it is reserved, what this path needs journaled (most need nothing)."""
+        ...
 
     def run(self, ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
             progress: Callable[[int, int], None] | None = None) -> wf.Outcome:

@@ -5,15 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from oslo_config import cfg
+
+from fastsnap import flatten as fl
 from fastsnap import journal as jr
 from fastsnap import workflow as wf
+from fastsnap.ceph import Cluster
 from fastsnap.errors import NotFound
 from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
 from fastsnap.states import FlattenPolicy, FlattenState, Step
 
 
 class Clone:
-    """Clone path: run, complete, roll forward, roll back."""
+    """Clone path: record, run, complete, roll forward, roll back."""
+
+    def record(self, cluster: Cluster, conf: cfg.ConfigOpts, op: jr.Operation) -> None:
+        """The flatten policy for the clone's depth, and the RBD id of the disk it will depend on. Read now (not
+        when planned: the service may have planned a while ago): one open for both."""
+        now = cluster.describe(ImageSpec.parse(op.disk))
+        up = now.parent
+        depth = 1 + (0 if up is None else 1 + fl.depth(cluster, ImageSpec(up.pool, up.image)))
+        policy, why = fl.policy_for(conf, op.store, depth)
+        op.flatten = jr.FlattenInfo(policy, why, depth)
+        # Which RBD image the clone depends on: a disk deleted before the flatten is parked in the RBD trash
+        # (under this id) and purged by fastsnap only when its id is one fastsnap recorded (fastsnap.parked).
+        op.disk_id = now.image_id
 
     def run(self, ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
             progress: Callable[[int, int], None] | None = None) -> wf.Outcome:

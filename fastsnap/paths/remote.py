@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import chain as ch
@@ -45,6 +46,9 @@ class Remote:
     (:meth:`make_target`), which extents it writes (:meth:`extents`) and whether absent ones mask a parent."""
 
     mask_parent = False
+
+    def record(self, cluster: Cluster, conf: cfg.ConfigOpts, op: jr.Operation) -> None:
+        """Nothing beyond the plan's own fields."""
 
     def make_target(self, target: Cluster, op: jr.Operation, spec: ImageSpec) -> None:
         raise NotImplementedError

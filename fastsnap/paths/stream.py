@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import journal as jr
 from fastsnap import qcow2
 from fastsnap import workflow as wf
+from fastsnap.ceph import Cluster
 from fastsnap.errors import FastsnapError, GlanceError
 from fastsnap.location import ImageSpec, temp_snap_name
 from fastsnap.states import Step, StreamFormat
@@ -55,6 +57,9 @@ class UploadBody:
 
 class Stream:
     """Stream path: run, complete, roll forward, roll back."""
+
+    def record(self, cluster: Cluster, conf: cfg.ConfigOpts, op: jr.Operation) -> None:
+        """Nothing beyond the plan's own fields."""
 
     def run(self, ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
             progress: Callable[[int, int], None] | None = None) -> wf.Outcome:
