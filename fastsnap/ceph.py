@@ -10,10 +10,12 @@ the others.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
+import json
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,31 @@ class Described:
     size: int
     image_id: str  # stable across renames and the trash; a re-created name gets a new one
     parent: Parent | None
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    """An entry of a pool's RBD trash, as ``rbd trash ls`` shows it."""
+    id: str                                         # the image id (trash entries are addressed by id)
+    name: str                                       # the name the image had
+    source: str                                     # USER, MIRRORING, MIGRATION, REMOVING
+    deletion_time: datetime.datetime | None         # when it was moved to the trash
+    deferment_end_time: datetime.datetime | None    # when it may be removed
+
+
+@dataclass(frozen=True)
+class SnapInfo:
+    """A snapshot of an image, in any namespace (a trashed one keeps its original name)."""
+    id: int
+    name: str
+    namespace: int | None
+    original_name: str | None   # trash namespace: the name it had before it was removed
+
+
+def _snap_info(s: dict[str, Any]) -> SnapInfo:
+    ns = s.get("namespace")
+    return SnapInfo(int(s["id"]), str(s.get("name")), None if ns is None else int(ns),
+                    (s.get("trash") or {}).get("original_name"))
 
 
 def _parent_of(img: Any, spec: ImageSpec) -> Parent | None:
@@ -260,6 +287,69 @@ class Objects:
                 self.remove(obj)
 
 
+class _Done:
+    """What an ``aio_read`` callback receives: the read's return code (the completion itself stays here)."""
+
+    def __init__(self, rc: int) -> None:
+        self._rc = rc
+
+    def get_return_value(self) -> int:
+        return self._rc
+
+
+class Image:
+    """An open RBD image's I/O (the calls the paths make on it), each librbd error translated into a fastsnap
+    error named like the open's (``an operation on <spec>[@<snapshot>]``), so no librbd handle or exception
+    leaves this module. Obtained only from :meth:`Cluster.image`, valid inside its ``with``."""
+
+    def __init__(self, img: Any, what: str) -> None:
+        self._img = img
+        self._what = what
+
+    def size(self) -> int:
+        with ceph_call(self._what):
+            return int(self._img.size())
+
+    def stat(self) -> dict[str, Any]:
+        with ceph_call(self._what):
+            return dict(self._img.stat())
+
+    def read(self, offset: int, length: int) -> bytes:
+        with ceph_call(self._what):
+            return bytes(self._img.read(offset, length))
+
+    def write(self, data: bytes, offset: int) -> None:
+        with ceph_call(self._what):
+            self._img.write(data, offset)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        with ceph_call(self._what):
+            self._img.write_zeroes(offset, length)
+
+    def flush(self) -> None:
+        with ceph_call(self._what):
+            self._img.flush()
+
+    def diff_iterate(self, offset: int, length: int, from_snapshot: str | None,
+                     cb: Callable[[int, int, bool], int], include_parent: bool = True,
+                     whole_object: bool = False) -> None:
+        with ceph_call(self._what):
+            self._img.diff_iterate(offset, length, from_snapshot, cb, include_parent=include_parent,
+                                   whole_object=whole_object)
+
+    def aio_read(self, offset: int, length: int, cb: Callable[[Any, bytes], None]) -> None:
+        """Queue a read; ``cb(done, data)`` runs on librbd's thread, ``done.get_return_value()`` its return code.
+        Raises CephError with librbd's own text when it refuses to queue it (the reader, fastsnap.stream, names
+        the offset around it: its message stays what it was before this wrapper)."""
+        def oncomplete(completion: Any, data: bytes) -> None:
+            cb(_Done(int(completion.get_return_value())), data)
+
+        try:
+            self._img.aio_read(offset, length, oncomplete)
+        except Exception as exc:
+            raise CephError(str(exc)) from exc
+
+
 class Cluster:
     """A connection to one Ceph cluster."""
 
@@ -280,10 +370,6 @@ class Cluster:
         self._ioctx: dict[str, Any] = {}
         with ceph_call("reading the cluster fsid"):
             self.fsid: str = self._rados.get_fsid()
-
-    @property
-    def rados(self) -> Any:
-        return self._rados
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Cluster:
@@ -306,7 +392,8 @@ class Cluster:
 
     # -- pools and images --------------------------------------------------------------------------------
 
-    def ioctx(self, pool: str) -> Any:
+    def _ioctx_of(self, pool: str) -> Any:
+        """The pool's raw ioctx (this module's own calls only), opened once per connection."""
         if pool not in self._ioctx:
             try:
                 self._ioctx[pool] = self._rados.open_ioctx(pool)
@@ -338,8 +425,16 @@ class Cluster:
             objects.close()
 
     @contextlib.contextmanager
-    def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
-        ioctx = self.ioctx(spec.pool)
+    def image(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Image]:
+        """An open image (at ``snapshot``), its I/O behind :class:`Image` so no librbd handle or exception leaves
+        this module."""
+        with self._open(spec, snapshot, read_only) as img:
+            yield Image(img, f"an operation on {spec}" + (f"@{snapshot}" if snapshot else ""))
+
+    @contextlib.contextmanager
+    def _open(self, spec: ImageSpec, snapshot: str | None = None, read_only: bool = False) -> Iterator[Any]:
+        """The raw ``rbd.Image``, for this module's own calls."""
+        ioctx = self._ioctx_of(spec.pool)
         try:
             img = rbd.Image(ioctx, spec.name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound as exc:
@@ -355,7 +450,7 @@ class Cluster:
 
     def exists(self, spec: ImageSpec) -> bool:
         try:
-            with self.image(spec, read_only=True):
+            with self._open(spec, read_only=True):
                 return True
         except NotFound:
             return False
@@ -363,21 +458,21 @@ class Cluster:
     def describe(self, spec: ImageSpec) -> Described:
         """Size, RBD image id and clone parent of an image, read through one open (each open of an RBD image
         costs a round of OSD requests; planning and reserving a snapshot need all three)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"reading {spec}"):
             return Described(int(img.size()), str(img.id()), _parent_of(img, spec))
 
     def parent(self, spec: ImageSpec) -> Parent | None:
-        with self.image(spec, read_only=True) as img:
+        with self._open(spec, read_only=True) as img:
             return _parent_of(img, spec)
 
     def snapshots(self, spec: ImageSpec) -> list[str]:
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return [s["name"] for s in img.list_snaps()]
 
     # -- idempotent mutations ---------------------------------------------------------------------------
 
     def create_snapshot(self, spec: ImageSpec, snap: str) -> None:
-        with self.image(spec) as img:
+        with self._open(spec) as img:
             try:
                 img.create_snap(snap)
             except rbd.ImageExists:
@@ -388,14 +483,14 @@ class Cluster:
     def remove_snapshot(self, spec: ImageSpec, snap: str) -> None:
         """Remove a snapshot; with clone v2 one that still has clones moves to the trash (purged later)."""
         try:
-            with self.image(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
+            with self._open(spec) as img, ceph_call(f"removing snapshot {spec}@{snap}"):
                 img.remove_snap2(snap, rbd.RBD_SNAP_REMOVE_UNPROTECT)
         except NotFound:
             return  # the image is gone, so is its snapshot
 
     def clone(self, parent: ImageSpec, snap: str, child: ImageSpec) -> None:
         try:
-            rbd.RBD().clone(self.ioctx(parent.pool), parent.name, snap, self.ioctx(child.pool), child.name,
+            rbd.RBD().clone(self._ioctx_of(parent.pool), parent.name, snap, self._ioctx_of(child.pool), child.name,
                             features=None)
         except rbd.ImageExists:
             found = self.parent(child)
@@ -413,7 +508,7 @@ class Cluster:
         for snap in self.snapshots(spec):
             self.remove_snapshot(spec, snap)
         try:
-            rbd.RBD().remove(self.ioctx(spec.pool), spec.name)
+            rbd.RBD().remove(self._ioctx_of(spec.pool), spec.name)
         except rbd.ImageNotFound:
             return
         except Exception as exc:
@@ -421,11 +516,11 @@ class Cluster:
 
     def trash_snapshots(self, spec: ImageSpec) -> int:
         """Number of the image's snapshots waiting in the snapshot trash (clone v2 parents)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return sum(1 for s in img.list_snaps() if s.get("namespace") == TRASH_NAMESPACE)
 
     def list_images(self, pool: str) -> list[str]:
-        io = self.ioctx(pool)
+        io = self._ioctx_of(pool)
         with ceph_call(f"listing the images of pool {pool}"):
             return sorted(rbd.RBD().list(io))
 
@@ -437,12 +532,12 @@ class Cluster:
             return str(self._rados.conf_get(name))
 
     def rename_snapshot(self, spec: ImageSpec, old: str, new: str) -> None:
-        with self.image(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
+        with self._open(spec) as img, ceph_call(f"renaming snapshot {spec}@{old} to {new}"):
             img.rename_snap(old, new)
 
     def snapshot_ids(self, spec: ImageSpec) -> dict[str, int]:
         """Name -> RBD snapshot id of the image's user snapshots (a re-created snapshot gets a new id)."""
-        with self.image(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
+        with self._open(spec, read_only=True) as img, ceph_call(f"listing the snapshots of {spec}"):
             return {str(s["name"]): int(s["id"]) for s in img.list_snaps()
                     if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) == rbd.RBD_SNAP_NAMESPACE_TYPE_USER}
 
@@ -450,12 +545,12 @@ class Cluster:
         """(image id, name, source) of each entry in the pool's RBD trash."""
         with ceph_call(f"listing the RBD trash of pool {pool}"):
             return [(str(e["id"]), str(e.get("name")), str(e.get("source")))
-                    for e in rbd.RBD().trash_list(self.ioctx(pool))]
+                    for e in rbd.RBD().trash_list(self._ioctx_of(pool))]
 
     def trash_snapshot_count(self, pool: str, image_id: str) -> int | None:
         """Snapshots (any namespace) of a trashed image; None when its image can no longer be opened."""
         try:
-            img = rbd.Image(self.ioctx(pool), image_id=image_id, read_only=True)
+            img = rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True)
         except rbd.ImageNotFound:
             return None
         except rbd.Error as exc:
@@ -467,10 +562,11 @@ class Cluster:
             with contextlib.suppress(rbd.Error):
                 img.close()
 
-    def trash_remove(self, pool: str, image_id: str) -> None:
-        """Remove an entry from the RBD trash (gone counts as success)."""
+    def trash_remove(self, pool: str, image_id: str, force: bool = True) -> None:
+        """Remove an entry from the RBD trash (gone counts as success); without ``force`` librbd refuses one whose
+        deferment has not ended."""
         try:
-            rbd.RBD().trash_remove(self.ioctx(pool), image_id, force=True)
+            rbd.RBD().trash_remove(self._ioctx_of(pool), image_id, force=force)
         except rbd.ImageNotFound:
             return
         except Exception as exc:
@@ -479,10 +575,74 @@ class Cluster:
     def flatten(self, spec: ImageSpec) -> None:
         """Flatten in this process, blocking for a time that grows with the data (not a clone any more: nothing
         to do)."""
-        with self.image(spec) as img:
+        with self._open(spec) as img:
             try:
                 img.flatten()
             except rbd.InvalidArgument:
                 return
             except Exception as exc:
                 raise _wrap(f"flattening {spec}", exc) from exc
+
+    # -- the adapter's door for the paths, parked disks and flatten (issue 26: no raw handle leaves) --------
+
+    def create(self, spec: ImageSpec, size: int) -> None:
+        """Create a flat image of ``size`` bytes. One already there counts as success when it is flat and of that
+        size (a step repeated after a crash), else CephError."""
+        try:
+            rbd.RBD().create(self._ioctx_of(spec.pool), spec.name, size, old_format=False)
+        except rbd.ImageExists:
+            with self._open(spec, read_only=True) as img, ceph_call(f"an operation on {spec}"):
+                if _parent_of(img, spec) is not None or int(img.size()) != size:
+                    raise CephError(f"RBD image {spec} exists and is not the image this snapshot creates") from None
+        except rbd.Error as exc:
+            raise CephError(f"Ceph: creating {spec} on cluster {self.fsid} failed: {exc}") from exc
+
+    def resize(self, spec: ImageSpec, size: int) -> None:
+        """Make the image ``size`` bytes (already that size: nothing to do)."""
+        with self._open(spec) as img, ceph_call(f"resizing {spec} to {size}"):
+            if int(img.size()) != size:
+                img.resize(size)
+
+    def trash(self, pool: str) -> list[TrashEntry]:
+        """The entries of the pool's RBD trash. CephNotFound when the pool does not exist."""
+        io = self._ioctx_of(pool)
+        try:
+            entries = list(rbd.RBD().trash_list(io))
+        except rbd.Error as exc:
+            raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
+
+        def when(value: object) -> datetime.datetime | None:
+            return value if isinstance(value, datetime.datetime) else None
+
+        return [TrashEntry(str(e["id"]), str(e.get("name")), str(e.get("source")), when(e.get("deletion_time")),
+                           when(e.get("deferment_end_time"))) for e in entries]
+
+    def trash_snapshot_list(self, pool: str, image_id: str) -> list[SnapInfo] | None:
+        """Every snapshot (any namespace) of a trashed image; None when its image can no longer be opened (a
+        removal from the trash interrupted after the image's header went)."""
+        try:
+            with rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True) as img:
+                return [_snap_info(s) for s in img.list_snaps()]
+        except rbd.ImageNotFound:
+            return None
+        except rbd.Error as exc:
+            raise CephError(f"reading trash entry {pool}/{image_id}: {exc}") from exc
+
+    def trash_children(self, pool: str, image_id: str, snap_ids: list[int]) -> list[ImageSpec]:
+        """The clones (not in the trash, in no RADOS namespace) that read through the snapshots ``snap_ids`` of
+        the trashed image, as Ceph lists them."""
+        deps: list[ImageSpec] = []
+        with ceph_call(f"listing the clones of trash entry {pool}/{image_id}"), \
+                rbd.Image(self._ioctx_of(pool), image_id=image_id, read_only=True) as img:
+            for snap_id in snap_ids:
+                img.set_snap_by_id(snap_id)
+                for child in img.list_children2():
+                    if not child.get("trash") and not child.get("pool_namespace"):
+                        deps.append(ImageSpec(str(child["pool"]), str(child["image"])))
+        return sorted(set(deps), key=str)
+
+    def mon_command(self, command: dict[str, Any], timeout: int) -> tuple[int, bytes, str]:
+        """A monitor command: (return code, output, status). CephError when librados cannot send it."""
+        with ceph_call(f"the monitor command {command.get('prefix')!r}"):
+            ret, out, status = self._rados.mon_command(json.dumps(command), b"", timeout=timeout)
+        return int(ret), bytes(out), str(status)

@@ -27,14 +27,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import rbd
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import workflow as wf
-from fastsnap.ceph import Cluster, ceph_call
+from fastsnap.ceph import Cluster
 from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
-from fastsnap.errors import CephError, ConfigError, NotFound
+from fastsnap.errors import ConfigError, NotFound
 from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.states import Step
 
@@ -269,20 +268,15 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
 # -- making the target image (the paths themselves: fastsnap.paths.remote) -------------------------------
 
 
-def _create(cluster: Cluster, spec: ImageSpec, size: int) -> None:
-    try:
-        rbd.RBD().create(cluster.ioctx(spec.pool), spec.name, size, old_format=False)
-    except rbd.ImageExists:
-        with cluster.image(spec, read_only=True) as img:
-            if cluster.parent(spec) is not None or int(img.size()) != size:
-                raise CephError(f"RBD image {spec} exists and is not the image this snapshot creates") from None
-    except rbd.Error as exc:
-        raise CephError(f"Ceph: creating {spec} on cluster {cluster.fsid} failed: {exc}") from exc
+def create_target(cluster: Cluster, spec: ImageSpec, size: int) -> None:
+    """The copy path's target: a new image of the disk's size (idempotent: an existing one of that size and no
+    parent is taken as this snapshot's)."""
+    cluster.create(spec, size)
 
 
-def _clone(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
+def clone_target(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
+    """The delta and incremental paths' target: a clone of ``base`` (the base image's copy, or the previous
+    backup) grown to the disk's size."""
     assert base.pool and base.snapshot
     cluster.clone(ImageSpec(base.pool, base.image), base.snapshot, spec)
-    with cluster.image(spec) as img, ceph_call(f"resizing {spec} to {size}"):
-        if int(img.size()) != size:
-            img.resize(size)
+    cluster.resize(spec, size)

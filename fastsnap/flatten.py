@@ -15,7 +15,6 @@ import json
 import subprocess
 from collections.abc import Iterator
 
-import rados
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -121,9 +120,8 @@ def mgr_available(cluster: Cluster, timeout: int) -> bool:
     """Ask the monitors whether a mgr is active (needs mon cap ``allow command "mgr stat"``): without one, a mgr
     command would block for the whole monitor op timeout. Unknown (cap missing) counts as available."""
     try:
-        ret, out, _ = cluster.rados.mon_command(json.dumps({"prefix": "mgr stat", "format": "json"}), b"",
-                                                timeout=timeout)
-    except rados.Error:
+        ret, out, _ = cluster.mon_command({"prefix": "mgr stat", "format": "json"}, timeout)
+    except CephError:
         return False
     if ret != 0:
         return True

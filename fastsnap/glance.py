@@ -2,14 +2,16 @@
 
 Errors come back as fastsnap errors: 401/403 → Forbidden, 404 → GlanceNotFound, 400 on input → BadRequest,
 others → GlanceError.
+
+The HTTP door and its error translation only. What is not a Glance call lives apart: which base image
+properties a snapshot inherits (fastsnap.inheritance), the API versions cache (fastsnap.glance_versions), and
+the schedule of waiting for an image's status (fastsnap.glance_wait).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from fastsnap import glance_wait
 from fastsnap.errors import (
     BadRequest,
     FastsnapError,
@@ -30,33 +33,10 @@ from fastsnap.errors import (
     GlanceUnavailable,
     NotFound,
 )
+from fastsnap.glance_versions import VERSIONS
 from fastsnap.plan import BaseImage, StoreInfo
 
 LOG = logging.getLogger(__name__)
-
-# Image properties never copied from the base image (Nova's non-inheritable ones and Glance's own).
-NON_INHERITABLE = frozenset({
-    "id", "name", "status", "visibility", "protected", "checksum", "owner", "size", "virtual_size",
-    "created_at", "updated_at", "file", "schema", "self", "tags", "direct_url", "locations", "stores",
-    "disk_format", "container_format", "os_hash_algo", "os_hash_value", "os_hidden", "os_glance_import_task",
-    "image_type", "instance_uuid", "base_image_ref", "image_location", "image_state", "owner_id", "user_id",
-    "cache_in_nova", "bittorrent", "img_signature", "img_signature_hash_method",
-    "img_signature_certificate_uuid", "img_signature_key_type", "block_device_mapping", "bdm_v2",
-    "root_device_name", "backup_type",
-})
-NON_INHERITABLE_PREFIXES = ("os_glance", "cinder_encryption_key", "img_signature")
-
-
-def inheritable(props: dict[str, Any]) -> dict[str, str]:
-    """The base image's properties a snapshot inherits, the way Nova copies them."""
-    out: dict[str, str] = {}
-    for k, v in props.items():
-        if k in NON_INHERITABLE or k.startswith(NON_INHERITABLE_PREFIXES) or v is None:
-            continue
-        if isinstance(v, str):
-            out[k] = v
-    return out
-
 
 T = TypeVar("T")
 
@@ -91,7 +71,7 @@ class Glance:
             "2", session=session, endpoint_override=endpoint_override, interface=interface,
             region_name=region_name, connect_retries=retries, status_code_retries=retries,
             retriable_status_codes=[500, 502, 503, 504])
-        self.board = StatusBoard()
+        self.board = glance_wait.StatusBoard()  # the images waited for through this client
         # Non-idempotent calls (create, upload) must not be retried blindly.
         self.once = glanceclient.Client(
             "2", session=session, endpoint_override=endpoint_override, interface=interface,
@@ -114,16 +94,12 @@ class Glance:
 
     def supports(self, version: str) -> bool:
         """Whether Glance supports an API version; asked once per process and endpoint (``GET /versions``)."""
-        key = self._endpoint_key()
-        with _VERSIONS_LOCK:
-            known = _VERSIONS.get(key)
-        if known is None:
+        def ask() -> set[str]:
             _, body = self.call("listing API versions", lambda: self.client.http_client.get("/versions"))
-            known = {str(v.get("id")) for v in (body or {}).get("versions", [])
-                     if v.get("status") in ("SUPPORTED", "CURRENT", "EXPERIMENTAL")}
-            with _VERSIONS_LOCK:
-                _VERSIONS[key] = known
-        return version in known
+            return {str(v.get("id")) for v in (body or {}).get("versions", [])
+                    if v.get("status") in ("SUPPORTED", "CURRENT", "EXPERIMENTAL")}
+
+        return version in VERSIONS.get(self._endpoint_key(), ask)
 
     def _endpoint_key(self) -> str:
         http = self.client.http_client
@@ -269,45 +245,11 @@ class Glance:
 
     def wait_status(self, image_id: str, want: str = "active", timeout: float | None = None,
                     registered: bool = False) -> dict[str, Any]:
-        """Poll the image until it has ``want``.
-
-        ``registered``: a location was just registered; Glance activates it in a background task whose duration
-        depends on its load, so the first poll comes when this process saw recent activations take
-        (:data:`ACTIVATION`) and the next ones back off from there: under load fastsnap polls less, not more.
-        Images waited for at once through this client are polled together, one list request for all of them
-        (:class:`StatusBoard`)."""
-        start = time.monotonic()
-        deadline = start + (timeout or self.status_timeout)
-        delays = ACTIVATION.delays() if registered else backoff(0.05)
-        delay: float | None = next(delays) if registered else None  # a registration is first waited for
-        pending = 0.0  # seconds into the wait of the last look that still found the image pending
-
-        def found(img: dict[str, Any]) -> dict[str, Any]:
-            if registered:  # it became active between the last pending look and now
-                ACTIVATION.observe((pending + time.monotonic() - start) / 2)
-            return img
-
-        self.board.add(image_id)
-        try:
-            while True:
-                if delay is not None:
-                    news = self.board.doze(image_id, delay)
-                    if news is not None and news.get("status") == want:
-                        return found(news)
-                asked = time.monotonic()
-                img = self.board.poll(self, image_id, asked - max(0.02, 0.5 * (delay or 0.0)))
-                status = img.get("status")
-                if status == want:
-                    return found(img)
-                if status in ("killed", "deleted", "pending_delete", "deactivated"):
-                    raise GlanceError(f"image {image_id} became {status} while waiting for {want}")
-                pending = asked - start
-                now = time.monotonic()
-                if now > deadline:
-                    raise GlanceUnavailable(f"image {image_id} still {status} after waiting for {want}")
-                delay = max(0.0, min(next(delays), deadline - now + 0.01))
-        finally:
-            self.board.remove(image_id)
+        """Poll the image until it has ``want``, within ``timeout`` (default ``[glance] status_timeout``)
+        seconds; the schedule, and polling the images waited for at once together, are
+        :func:`fastsnap.glance_wait.wait_status`'s."""
+        return glance_wait.wait_status(self, self.board, image_id, want, timeout or self.status_timeout,
+                                       registered)
 
     def images_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Several images in one list request (``id=in:...``); those Glance does not list are missing."""
@@ -342,143 +284,6 @@ class Glance:
                     raise err from exc
                 LOG.info("%s: %s; trying again in %.1f s", what, exc, wait)
                 time.sleep(wait)
-
-
-# -- polling ------------------------------------------------------------------------------------------------------
-
-_VERSIONS: dict[str, set[str]] = {}  # Glance endpoint -> API versions it supports (asked once per process)
-_VERSIONS_LOCK = threading.Lock()
-
-MAX_POLL_INTERVAL = 2.0
-
-
-def backoff(first: float, factor: float = 1.5, cap: float = MAX_POLL_INTERVAL) -> Any:
-    """first, first * factor, ... up to ``cap``, forever."""
-    d = first
-    while True:
-        yield min(d, cap)
-        d *= factor
-
-
-class ActivationTimes:
-    """How long recent location registrations took to become active, seen by this process.
-
-    The first poll comes at 0.8 x the estimate: the shortest of the last three observations, each the middle of
-    the interval in which the image became active (between the last look that found it pending, or the
-    registration, and the look that found it active). An image found active at the first poll so records 0.4 x
-    the estimate, and the estimate follows Glance down at once (a storm's long waits do not delay the next lone
-    snapshot) and up within three snapshots. After the first poll each wait is 30 % of the time waited so far
-    (at least ``floor``, at most 2 s), so a poll finds the image at most ~30 % later than it became active, and
-    a slower Glance is polled less often, not more. Starts from ``initial`` seconds (an idle Glance activates in
-    0.1-0.3 s here; a busy one in seconds)."""
-
-    def __init__(self, initial: float = 0.4, keep: int = 3, floor: float = 0.05, step: float = 0.3) -> None:
-        self._seen: deque[float] = deque([initial], maxlen=keep)
-        self._lock = threading.Lock()
-        self.floor = floor
-        self.step = step
-
-    def estimate(self) -> float:
-        with self._lock:
-            return min(self._seen)
-
-    def observe(self, seconds: float) -> None:
-        with self._lock:
-            self._seen.append(max(self.floor, seconds))
-
-    def delays(self) -> Any:
-        waited = max(self.floor, min(0.8 * self.estimate(), MAX_POLL_INTERVAL))
-        yield waited
-        while True:
-            d = max(self.floor, min(self.step * waited, MAX_POLL_INTERVAL))
-            waited += d
-            yield d
-
-
-ACTIVATION = ActivationTimes()
-
-BATCH_MAX = 50  # images per list request
-PENDING = frozenset({"queued", "saving", "importing", "uploading"})  # states an image waited for leaves
-
-
-class StatusBoard:
-    """The images one Glance client waits for, polled together.
-
-    A waiter whose poll is due takes a result at least as fresh as it needs (``fresh_after``) from an earlier or
-    running poll; otherwise it polls for every image waited for: one ``GET /v2/images?id=in:...`` (a plain
-    ``GET`` when it waits alone). So N snapshots waiting at once through one client (the service, operator mode)
-    cost about one request per poll interval, not N. A waiter dozes between its polls (:meth:`doze`) and is woken
-    as soon as any waiter's poll finds its image out of a pending state, so it does not sleep past the activation
-    others already saw."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: set[str] = set()
-        self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._inflight: tuple[float, threading.Event, frozenset[str]] | None = None
-        self._news: dict[str, threading.Event] = {}
-
-    def add(self, image_id: str) -> None:
-        with self._lock:
-            self._waiting.add(image_id)
-            self._news[image_id] = threading.Event()
-
-    def remove(self, image_id: str) -> None:
-        with self._lock:
-            self._waiting.discard(image_id)
-            self._seen.pop(image_id, None)
-            self._news.pop(image_id, None)
-
-    def doze(self, image_id: str, seconds: float) -> dict[str, Any] | None:
-        """Sleep up to ``seconds``; the image as a poll saw it, when one found it no longer pending meanwhile."""
-        with self._lock:
-            news = self._news.get(image_id)
-        if news is None:
-            time.sleep(seconds)
-            return None
-        if not news.wait(seconds):
-            return None
-        with self._lock:
-            news.clear()
-            hit = self._seen.get(image_id)
-        return hit[1] if hit is not None else None
-
-    def poll(self, glance: Glance, image_id: str, fresh_after: float) -> dict[str, Any]:
-        while True:
-            with self._lock:
-                hit = self._seen.get(image_id)
-                if hit is not None and hit[0] >= fresh_after:
-                    return hit[1]
-                running = self._inflight
-                if running is not None and running[0] >= fresh_after and image_id in running[2]:
-                    event = running[1]
-                    mine = False
-                else:
-                    others = sorted(self._waiting - {image_id})[:BATCH_MAX - 1]
-                    ids = frozenset([image_id, *others])
-                    started = time.monotonic()
-                    event = threading.Event()
-                    self._inflight = (started, event, ids)
-                    mine = True
-            if not mine:
-                event.wait(60)
-                continue  # its result is in _seen, or it failed: poll ourselves
-            try:
-                found = glance.images_by_id(sorted(ids)) if len(ids) > 1 else {image_id: glance.get(image_id)}
-                with self._lock:
-                    for k, v in found.items():
-                        if k in self._waiting:
-                            self._seen[k] = (started, v)
-                            if k != image_id and v.get("status") not in PENDING:
-                                self._news[k].set()
-            finally:
-                with self._lock:
-                    if self._inflight is not None and self._inflight[1] is event:
-                        self._inflight = None
-                event.set()
-            if image_id in found:
-                return found[image_id]
-            return glance.get(image_id)  # not listed (gone, or hidden from lists): ask for it alone
 
 
 def map_error(what: str, exc: Exception) -> Exception:

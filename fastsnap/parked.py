@@ -24,17 +24,15 @@ drain meanwhile skips that disk.
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import rbd
 from oslo_log import log as logging
 
 from fastsnap import journal as jr
-from fastsnap.ceph import TRASH_NAMESPACE, Cluster
+from fastsnap.ceph import TRASH_NAMESPACE, Cluster, SnapInfo, TrashEntry
 from fastsnap.errors import BadRequest, CephError, NotFound
 from fastsnap.location import SNAP_PREFIX, ImageSpec
 from fastsnap.plan import SnapshotPath
@@ -75,36 +73,18 @@ def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Entry]
     return found
 
 
-def _no_deferment(entry: dict[str, Any]) -> bool:
-    end, start = entry.get("deferment_end_time"), entry.get("deletion_time")
-    if isinstance(end, datetime.datetime) and isinstance(start, datetime.datetime):
+def _no_deferment(entry: TrashEntry) -> bool:
+    end, start = entry.deferment_end_time, entry.deletion_time
+    if end is not None and start is not None:
         return end <= start
     return False
 
 
-def _snapshots(cluster: Cluster, pool: str, image_id: str) -> list[dict[str, Any]]:
-    with rbd.Image(cluster.ioctx(pool), image_id=image_id, read_only=True) as img:
-        return list(img.list_snaps())
-
-
-def _only_fastsnap_snapshots(snaps: list[dict[str, Any]]) -> bool:
+def _only_fastsnap_snapshots(snaps: list[SnapInfo]) -> bool:
     for s in snaps:
-        original = (s.get("trash") or {}).get("original_name") or ""
-        if s.get("namespace") != TRASH_NAMESPACE or not original.startswith(SNAP_PREFIX):
+        if s.namespace != TRASH_NAMESPACE or not (s.original_name or "").startswith(SNAP_PREFIX):
             return False
     return True
-
-
-def _dependents(cluster: Cluster, pool: str, image_id: str, snaps: list[dict[str, Any]]) -> list[ImageSpec]:
-    """The clones that still read through the snapshots ``snaps`` of the trashed image, as Ceph lists them."""
-    deps: list[ImageSpec] = []
-    with rbd.Image(cluster.ioctx(pool), image_id=image_id, read_only=True) as img:
-        for snap in snaps:
-            img.set_snap_by_id(snap["id"])
-            for child in img.list_children2():
-                if not child.get("trash") and not child.get("pool_namespace"):
-                    deps.append(ImageSpec(str(child["pool"]), str(child["image"])))
-    return sorted(set(deps), key=str)
 
 
 def find(cluster: Cluster, journal: jr.Journal, pools: tuple[str, ...] = ()) -> list[tuple[ParkedDisk,
@@ -115,20 +95,17 @@ def find(cluster: Cluster, journal: jr.Journal, pools: tuple[str, ...] = ()) -> 
     result: list[tuple[ParkedDisk, list[ImageSpec]]] = []
     for pool in sorted(set(pools) | {p for p, _ in by_id}):
         try:
-            entries = list(rbd.RBD().trash_list(cluster.ioctx(pool)))
+            entries = cluster.trash(pool)
         except NotFound:
             continue  # the pool is gone
-        except rbd.Error as exc:
-            raise CephError(f"listing the RBD trash of pool {pool} failed: {exc}") from exc
         for entry in entries:
-            known = bool(by_id.get((pool, str(entry.get("id")))))
-            if entry.get("source") != "USER" or not _no_deferment(entry):
+            known = bool(by_id.get((pool, entry.id)))
+            if entry.source != "USER" or not _no_deferment(entry):
                 continue
-            parked = ParkedDisk(pool=pool, id=str(entry["id"]), name=str(entry.get("name")),
-                                parked_at=str(entry.get("deletion_time")), snapshots=0)
-            try:
-                snaps = _snapshots(cluster, pool, parked.id)
-            except rbd.ImageNotFound:
+            parked = ParkedDisk(pool=pool, id=entry.id, name=entry.name, parked_at=str(entry.deletion_time),
+                                snapshots=0)
+            snaps = cluster.trash_snapshot_list(pool, parked.id)
+            if snaps is None:
                 # The trash entry outlived its image: a removal from the trash was interrupted after the image's
                 # header went (librbd removes the data first, the trash entry last), e.g. a drain killed there.
                 # Nothing can depend on it any more; the drain finishes the removal (of a disk it knows).
@@ -136,8 +113,6 @@ def find(cluster: Cluster, journal: jr.Journal, pools: tuple[str, ...] = ()) -> 
                     parked.error = "its image is half removed (an interrupted removal): the drain finishes it"
                     result.append((parked, []))
                 continue
-            except rbd.Error as exc:
-                raise CephError(f"reading trash entry {pool}/{parked.id}: {exc}") from exc
             parked.snapshots = len(snaps)
             if not snaps and not known:
                 continue  # anyone's; fastsnap's own ones without snapshots are known to the journal
@@ -147,7 +122,7 @@ def find(cluster: Cluster, journal: jr.Journal, pools: tuple[str, ...] = ()) -> 
                     parked.error = "it has snapshots that are not fastsnap's: left alone"
                     result.append((parked, []))
                 continue
-            deps = _dependents(cluster, pool, parked.id, snaps) if snaps else []
+            deps = cluster.trash_children(pool, parked.id, [s.id for s in snaps]) if snaps else []
             parked.dependents = [str(d) for d in deps]
             result.append((parked, deps))
     return result
@@ -178,10 +153,8 @@ def _drain_one(cluster: Cluster, parked: ParkedDisk, deps: list[ImageSpec]) -> N
             LOG.info("flattening %s first: parked disk %s/%s (id %s) depends on it", dep, parked.pool,
                      parked.name, parked.id)
             cluster.flatten(dep)
-        try:
-            snaps = _snapshots(cluster, parked.pool, parked.id)
-        except rbd.ImageNotFound:
-            snaps = []  # half removed (see find): finish the removal
+        # None: half removed (see find): finish the removal
+        snaps = cluster.trash_snapshot_list(parked.pool, parked.id) or []
         parked.snapshots = len(snaps)
         if not snaps:
             remove(cluster, parked.pool, parked.id)
@@ -192,13 +165,11 @@ def _drain_one(cluster: Cluster, parked: ParkedDisk, deps: list[ImageSpec]) -> N
             parked.state, parked.error = ParkedState.BLOCKED, "it has snapshots that are not fastsnap's"
         else:
             parked.state = ParkedState.WAITING
-    except (CephError, rbd.Error) as exc:
+    except CephError as exc:
         parked.error = str(exc)
         LOG.warning("parked disk %s/%s (id %s): %s", parked.pool, parked.name, parked.id, exc)
 
 
 def remove(cluster: Cluster, pool: str, image_id: str) -> None:
-    try:
-        rbd.RBD().trash_remove(cluster.ioctx(pool), image_id)
-    except rbd.ImageNotFound:
-        return
+    """Remove a parked disk from the trash (gone counts as success; not forced: it has no deferment)."""
+    cluster.trash_remove(pool, image_id, force=False)

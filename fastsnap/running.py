@@ -26,8 +26,8 @@ from fastsnap import reservation as rv
 from fastsnap import workflow as wf
 from fastsnap.caller import Caller
 from fastsnap.errors import BadRequest, FastsnapError, LeaseLapsed, QuiesceRequired, Reserved
-from fastsnap.glance import inheritable
 from fastsnap.host import Host
+from fastsnap.inheritance import inheritable
 from fastsnap.location import ImageSpec
 from fastsnap.paths import PATHS
 from fastsnap.plan import Plan

@@ -127,7 +127,7 @@ class Delta(Remote):
 
     def make_target(self, target: Cluster, op: jr.Operation, spec: ImageSpec) -> None:
         assert op.base_location is not None
-        xc._clone(target, RbdLocation.parse(op.base_location), spec, op.size)
+        xc.clone_target(target, RbdLocation.parse(op.base_location), spec, op.size)
 
     def extents(self, src: Any, op: jr.Operation) -> Extents:
         return xc.own_extents(src, op.size)
@@ -146,7 +146,7 @@ class Copy(Remote):
     """A new image, written with the disk snapshot's allocated extents (parent included); zeros are skipped."""
 
     def make_target(self, target: Cluster, op: jr.Operation, spec: ImageSpec) -> None:
-        xc._create(target, spec, op.size)
+        xc.create_target(target, spec, op.size)
 
     def extents(self, src: Any, op: jr.Operation) -> Extents:
         return [(off, n, True) for off, n in allocated_extents(src, op.size)]

@@ -1,4 +1,4 @@
-"""How fastsnap waits for Glance to activate images (fastsnap.glance: ActivationTimes, StatusBoard, wait_status).
+"""How fastsnap waits for Glance to activate images (fastsnap.glance_wait: ActivationTimes, StatusBoard, wait_status).
 
 Pure logic: Glance's two read calls (image GET, list by ids) are answered by :class:`Board`, a recording stand-in
 whose images change status on a clock; what the real Glance does is shown by the integration tests (every
@@ -14,6 +14,7 @@ import pytest
 from keystoneauth1 import session as ks_session
 
 from fastsnap import glance as gl
+from fastsnap import glance_wait as gw
 from fastsnap.errors import GlanceError
 
 
@@ -49,7 +50,7 @@ def _glance(board: Board) -> gl.Glance:
 
 
 def test_activation_estimate_learns_and_backs_off() -> None:
-    t = gl.ActivationTimes(initial=0.4)
+    t = gw.ActivationTimes(initial=0.4)
     delays = t.delays()
     first = next(delays)
     assert first == pytest.approx(0.32)
@@ -59,7 +60,7 @@ def test_activation_estimate_learns_and_backs_off() -> None:
     for _ in range(40):
         waited += d
         d = next(delays)
-    assert d == gl.MAX_POLL_INTERVAL
+    assert d == gw.MAX_POLL_INTERVAL
     t.observe(3.0)  # a storm's long wait ...
     t.observe(0.1)  # ... does not hold back the next lone snapshot
     assert t.estimate() == pytest.approx(0.1)
@@ -71,7 +72,7 @@ def test_activation_estimate_learns_and_backs_off() -> None:
 def test_estimate_comes_down_after_a_slow_moment(monkeypatch: pytest.MonkeyPatch) -> None:
     """After long activations (a storm), a lone image Glance activates at once is found within ~half a second:
     an image found at the first poll records the middle of the interval, so the estimate falls quickly."""
-    monkeypatch.setattr(gl, "ACTIVATION", gl.ActivationTimes(initial=0.5))
+    monkeypatch.setattr(gw, "ACTIVATION", gw.ActivationTimes(initial=0.5))
     board = Board({})
     g = _glance(board)
     for i in range(4):
@@ -89,7 +90,7 @@ def test_waiter_woken_by_another_waiters_poll(monkeypatch: pytest.MonkeyPatch) -
     """A waits for an image Glance activates at 0.2 s, but A's own first poll is due only at 1.6 s. B, waiting
     through the same client, polls at ~0.35 s for both images: A must return then, without a request of its own,
     not at 1.6 s."""
-    monkeypatch.setattr(gl, "ACTIVATION", gl.ActivationTimes(initial=2.0))
+    monkeypatch.setattr(gw, "ACTIVATION", gw.ActivationTimes(initial=2.0))
     board = Board({"a": 0.2, "b": 0.5})
     g = _glance(board)
     took: dict[str, float] = {}
