@@ -1,8 +1,14 @@
 """fastsnap's Python API: the one place the CLI and the service call.
 
-    from fastsnap import Fastsnap, SnapshotRequest
+    from fastsnap import Caller, Fastsnap, SnapshotRequest
     with Fastsnap(config_file="/etc/fastsnap/fastsnap.conf") as fs:
         result = fs.snapshot(SnapshotRequest(disk="vms/<uuid>_disk", name="my snap", base_image="<id>"))
+        theirs = fs.snapshot(SnapshotRequest(...), caller=Caller(user_token="<a user's token>"))
+
+A facade: :class:`Fastsnap` builds the adapters (lazily) and the store cache, and hands them, as a
+:class:`fastsnap.host.Host`, to the parts that do the work: :mod:`fastsnap.planning`, :mod:`fastsnap.running`
+(with :mod:`fastsnap.reservation` and :mod:`fastsnap.paths`), :mod:`fastsnap.recover`, :mod:`fastsnap.flatten`,
+:mod:`fastsnap.parked` and :mod:`fastsnap.status`. None of them imports this module.
 """
 
 from __future__ import annotations
@@ -35,10 +41,7 @@ from fastsnap.plan import Plan, StoreInfo
 from fastsnap.planning import Planned
 from fastsnap.request import SnapshotRequest
 from fastsnap.result import FlattenRow, RecoverResult, SnapshotResult, StoreView
-from fastsnap.running import snapshot_properties
 from fastsnap.storecache import StoreCache, complete
-
-__all__ = ["Caller", "Fastsnap", "Planned", "snapshot_properties"]
 
 LOG = logging.getLogger(__name__)
 
@@ -99,14 +102,6 @@ class Fastsnap:
         if self._glance is None:
             self._glance = Glance.from_conf(self.conf, self.session)
         return self._glance
-
-    def caller(self, user_token: str | None = None, user_auth: object = None, *,
-               verify_owner: bool = True) -> Caller:
-        """The caller a snapshot is for, resolved (Glance as that user, or as fastsnap without credentials): raises
-        Forbidden for a token Keystone refuses."""
-        who = Caller(user_token, user_auth, verify_owner)
-        who.resolve(self.conf, self.session, self.glance)
-        return who
 
     def hypervisor(self, uri: str | None = None) -> qs.Hypervisor:
         """The local libvirt (``[libvirt] connection_uri``), or the one at ``uri`` (recover: as journaled)."""
