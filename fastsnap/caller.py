@@ -25,10 +25,10 @@ class Caller:
     the request gets that far); the service resolves it while accepting a request and hands the same object to the
     job."""
 
-    user_token: str | None = None
-    user_auth: Any = None
+    user_token: str | None = field(default=None, repr=False)  # a secret: never in a log line
+    user_auth: Any = field(default=None, repr=False)
     verify_owner: bool = True
-    _acting: tuple[Glance, Identity] | None = field(default=None, repr=False, compare=False)
+    _acting: tuple[Glance, Identity] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_user(self) -> bool:
