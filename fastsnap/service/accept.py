@@ -67,22 +67,23 @@ def visible(job: Job, who: Requester) -> bool:
     return who.privileged or (job.project_id or None) == who.project
 
 
-def caller_of(svc: Service, sub: Submission) -> Caller:
+def caller_of(sub: Submission, local_only: bool, opts: Any) -> Caller:
     """Whom the snapshot is for. A trusted caller (the socket's operator, or the service and admin roles) may
     pass a user's token, or act as fastsnap itself with an operator role; anyone else snapshots on its own
     behalf, of a disk its project owns. For a user: the ownership check with Nova (fastsnap.ownership), always
-    for an untrusted caller; for a trusted one (the Nova hook) unless [service] verify_trusted_callers is off."""
-    trusted = svc.local_only or bool(sub.roles & PRIVILEGED)
-    verify = not trusted or svc.conf.service.verify_trusted_callers
+    for an untrusted caller; for a trusted one (the Nova hook) unless [service] verify_trusted_callers is off.
+    ``local_only``: the service listens on its unix socket only; ``opts``: the ``[service]`` options."""
+    trusted = local_only or bool(sub.roles & PRIVILEGED)
+    verify = not trusted or opts.verify_trusted_callers
     if sub.body.get("user_token"):
         if not trusted:
             raise Refused(403, "'user_token' is for trusted service callers (service or admin role)")
         return Caller(user_token=sub.body["user_token"], verify_owner=verify)
     if not trusted:  # snapshots on its own behalf, of a disk its project owns
         return Caller(user_auth=sub.token_auth, verify_owner=verify)
-    if not svc.local_only and not sub.roles & set(svc.conf.service.operator_roles):
+    if not local_only and not sub.roles & set(opts.operator_roles):
         raise Refused(403, f"a snapshot as fastsnap itself needs one of the roles "
-                           f"{sorted(svc.conf.service.operator_roles)} ([service] operator_roles); pass the "
+                           f"{sorted(opts.operator_roles)} ([service] operator_roles); pass the "
                            f"user's token ('user_token') to snapshot on a user's behalf")
     return Caller(verify_owner=verify)
 
@@ -91,7 +92,7 @@ def accept(svc: Service, sub: Submission) -> Accepted:
     """Validate and plan before accepting (bad input gets a 400 and nothing is created), answer a retry with
     its earlier job, take a slot, store the job and start it. Raises :class:`Refused`."""
     req, who, key = sub.req, sub.who, sub.key
-    caller = caller_of(svc, sub)
+    caller = caller_of(sub, svc.local_only, svc.conf.service)
     try:
         _, ident = caller.resolve(svc.conf, svc.fs.session, svc.fs.glance)
         # The job belongs to the project the snapshot is taken for: the user's, else the caller's.
