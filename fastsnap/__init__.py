@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastsnap.api import Fastsnap
+    from fastsnap.caller import Caller
     from fastsnap.errors import (
         BadRequest,
         CephError,
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from fastsnap.result import SnapshotResult, StoreView
 
 _WHERE = {
-    "Fastsnap": "fastsnap.api", "SnapshotRequest": "fastsnap.request", "SnapshotResult": "fastsnap.result",
-    "StoreView": "fastsnap.result",
+    "Fastsnap": "fastsnap.api", "Caller": "fastsnap.caller", "SnapshotRequest": "fastsnap.request",
+    "SnapshotResult": "fastsnap.result", "StoreView": "fastsnap.result",
     **{name: "fastsnap.errors" for name in ("BadRequest", "CephError", "ConfigError", "Conflict", "FastsnapError",
                                             "Forbidden", "GlanceError", "NotFound", "PlanError", "UnknownStore")},
 }
@@ -41,6 +42,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BadRequest", "CephError", "ConfigError", "Conflict", "Fastsnap", "FastsnapError", "Forbidden", "GlanceError",
-    "NotFound", "PlanError", "SnapshotRequest", "SnapshotResult", "StoreView", "UnknownStore",
+    "BadRequest", "Caller", "CephError", "ConfigError", "Conflict", "Fastsnap", "FastsnapError", "Forbidden",
+    "GlanceError", "NotFound", "PlanError", "SnapshotRequest", "SnapshotResult", "StoreView", "UnknownStore",
 ]

@@ -25,6 +25,7 @@ from fastsnap import cli_output as out
 from fastsnap import conf as fsconf
 from fastsnap.api import Fastsnap
 from fastsnap.auth import token_from_env
+from fastsnap.caller import Caller
 from fastsnap.errors import FastsnapError, exit_code
 from fastsnap.parked import ParkedDisk
 from fastsnap.request import SnapshotRequest
@@ -182,7 +183,7 @@ def _snapshot(fs: Fastsnap, a: argparse.Namespace) -> int:
                           rotation=a.rotation, format=a.format)
     token = token_from_env() if a.user_from_env else a.os_token
     with out.progress_bar(out.human_output(a)) as progress:
-        res = fs.snapshot(req, progress=progress, user_token=token)
+        res = fs.snapshot(req, caller=Caller(user_token=token), progress=progress)
     _print(a, res.to_dict(), lambda: snapshot_output(res))
     return 0
 

@@ -10,8 +10,9 @@ Two paths, chosen by :func:`fastsnap.plan.make_plan`:
            snapshot's allocated extents (parent included) into it; all-zero pieces are skipped, so the image is
            thin on both ends.
 
-Both then create ``snap`` on the target image and register ``rbd://<fsid>/<pool>/<id>/snap`` with Glance. Each
-step is journaled before it acts (fastsnap.workflow), and ``rollback`` removes the target image.
+Both then create ``snap`` on the target image and register ``rbd://<fsid>/<pool>/<id>/snap`` with Glance. The
+paths' steps, roll forward and roll back are in :mod:`fastsnap.paths.remote`; this module holds what they share
+with planning: the other clusters' connections, the base copy check and the transfer of extents.
 
 Credentials: one oslo.config section per other cluster, named in ``[ceph] remote_clusters``, holding its fsid,
 ceph.conf, user and keyring. fastsnap checks on connecting that the cluster's fsid is the configured one.
@@ -29,16 +30,12 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap import chain as ch
-from fastsnap import journal as jr
 from fastsnap import workflow as wf
 from fastsnap.ceph import Cluster
 from fastsnap.conf.ceph import OWN_SECTIONS, remote_cluster_opts
-from fastsnap.errors import ConfigError, FastsnapError, NotFound
-from fastsnap.location import CLONE_SNAP, ImageSpec, RbdLocation, temp_snap_name
-from fastsnap.plan import SnapshotPath
+from fastsnap.errors import ConfigError, NotFound
+from fastsnap.location import ImageSpec, RbdLocation
 from fastsnap.states import Step
-from fastsnap.stream import allocated_extents
 
 LOG = logging.getLogger(__name__)
 
@@ -268,92 +265,18 @@ def transfer(src: Any, dst: Any, extents: list[tuple[int, int, bool]], *, mask_p
             raise
 
 
-# -- the workflow (steps in fastsnap.workflow: REMOTE_STEPS; roll back and forward there too) ---------------
-
-PATHS = wf.REMOTE_PATHS
+# -- making the target image (the paths themselves: fastsnap.paths.remote) -------------------------------
 
 
-def _create(cluster: Cluster, spec: ImageSpec, size: int) -> None:
+def create_target(cluster: Cluster, spec: ImageSpec, size: int) -> None:
+    """The copy path's target: a new image of the disk's size (idempotent: an existing one of that size and no
+    parent is taken as this snapshot's)."""
     cluster.create(spec, size)
 
 
-def _clone(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
+def clone_target(cluster: Cluster, base: RbdLocation, spec: ImageSpec, size: int) -> None:
+    """The delta and incremental paths' target: a clone of ``base`` (the base image's copy, or the previous
+    backup) grown to the disk's size."""
     assert base.pool and base.snapshot
     cluster.clone(ImageSpec(base.pool, base.image), base.snapshot, spec)
     cluster.resize(spec, size)
-
-
-def run(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, create_image: Callable[[], None],
-        remote: RemoteClusters, chunk: int, parallel: int,
-        progress: Callable[[int, int], None] | None = None) -> tuple[wf.Outcome, TransferStats]:
-    """The delta or copy path (``op.path``) into ``op.pool`` on cluster ``op.fsid``."""
-    assert op.pool is not None and op.fsid is not None and op.path in PATHS
-    target = remote.get(op.fsid)
-    snap = temp_snap_name(op.op_id)
-    spec = ImageSpec(op.pool, op.op_id)
-    url = RbdLocation.for_image(op.fsid, op.pool, op.op_id, CLONE_SNAP).url
-    size = op.size
-    stats = TransferStats(size=size, check_bytes_read=op.check_bytes_read)
-    wf._step(ctx, op, Step.IMAGE, create_image)
-    wf._step(ctx, op, Step.DISK_SNAP, lambda: wf._snapshot_disk(ctx, op, disk, snap))
-    if op.path in (SnapshotPath.DELTA, SnapshotPath.INCREMENTAL):
-        # delta: the base image's copy; incremental: the chain's previous backup (checked while planning)
-        assert op.base_location is not None
-        base = RbdLocation.parse(op.base_location)
-        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _clone(target, base, spec, size))
-    else:
-        wf._step(ctx, op, Step.REMOTE_IMAGE, lambda: _create(target, spec, size))
-
-    def write() -> None:
-        with ctx.cluster.image(disk, snapshot=snap, read_only=True) as src, target.image(spec) as dst:
-            obj = int(src.stat().get("obj_size", 4 << 20))
-            step = max(obj, chunk // obj * obj)
-            if op.path == SnapshotPath.INCREMENTAL:
-                assert op.source_snap is not None
-                extents = changed_extents(src, size, op.source_snap)
-            elif op.path == SnapshotPath.DELTA:
-                extents = own_extents(src, size)
-            else:
-                extents = [(off, n, True) for off, n in allocated_extents(src, size)]
-            masked = op.path in (SnapshotPath.DELTA, SnapshotPath.INCREMENTAL)
-            transfer(src, dst, extents, mask_parent=masked, chunk=step, parallel=parallel, stats=stats,
-                     progress=progress)
-            dst.flush()
-
-    wf._step(ctx, op, Step.REMOTE_WRITE, write)
-    op.transfer = stats.to_dict()
-    if op.chain is None:  # a backup keeps it as the chain's source snapshot (below) instead
-        wf._step(ctx, op, Step.DISK_SNAP_RELEASE, lambda: ctx.cluster.remove_snapshot(disk, snap))
-
-    def remote_snap() -> None:
-        target.create_snapshot(spec, CLONE_SNAP)
-        op.remote_snap_id = target.snapshot_ids(spec).get(CLONE_SNAP)
-
-    wf._step(ctx, op, Step.REMOTE_SNAP, remote_snap)
-    outcome = wf._register(ctx, op, url)
-    if op.chain is not None:
-        finish_chain(ctx, op, disk, remote)
-    return outcome, stats
-
-
-def finish_chain(ctx: wf.Context, op: jr.Operation, disk: ImageSpec, remote: RemoteClusters) -> list[str]:
-    """A backup that is active: keep its disk snapshot as the chain's source snapshot, bound the chain's depth on
-    the target cluster. Neither undoes the backup when it fails (logged: the next backup is then a full one, or
-    the chain one longer); both are steps, so a recover after a kill repeats them."""
-    assert op.fsid is not None
-    done: list[str] = []
-
-    def keep() -> None:
-        done.extend(ch.keep_source(ctx.cluster, disk, op))
-
-    def flatten() -> None:
-        rc = remote.confs[str(op.fsid)]
-        done.extend(ch.bound_depth(remote.get(str(op.fsid)), ctx.conf, op, (rc.conf, rc.user, rc.keyring)))
-
-    for step, act in ((Step.KEEP_SNAP, keep), (Step.REMOTE_FLATTEN, flatten)):
-        try:
-            wf._step(ctx, op, step, act)
-        except FastsnapError as exc:
-            LOG.warning("backup %s: %s failed: %s", op.op_id, step, exc)
-            done.append(f"{step} failed: {exc}")
-    return done

@@ -34,7 +34,6 @@ from fastsnap.errors import (
     NotFound,
 )
 from fastsnap.glance_versions import VERSIONS
-from fastsnap.inheritance import inheritable as inheritable  # api.py's import, until branch core moves it
 from fastsnap.plan import BaseImage, StoreInfo
 
 LOG = logging.getLogger(__name__)

@@ -288,7 +288,7 @@ class Journal:
         """Record that ``step`` is about to act (durably, before it does), with the steps ``then`` that follow it
         at once: one write for a whole phase. A step recorded but cut short before it acted is what a crash
         leaves anyway, so undo and roll forward never trust ``steps`` alone: they ask Ceph and Glance what exists
-        (:func:`fastsnap.workflow.rollback`). Each call checks this host's lease, written or not."""
+        (:func:`fastsnap.paths.roll_back`). Each call checks this host's lease, written or not."""
         self.ops.begin_check()
         new = [s for s in (step, *then) if s not in op.steps]
         if new:

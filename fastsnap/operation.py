@@ -76,7 +76,7 @@ class Operation:
     back to ``from_record``. Records of older fastsnaps, which kept the
     fields listed below from ``reason`` on in a free-form ``extra`` dict, still load (see :meth:`from_record`).
 
-    Fields (what it holds; written by → read by). "api" is :meth:`fastsnap.api.Fastsnap._snapshot`, which builds
+    Fields (what it holds; written by → read by). "api" is :func:`fastsnap.running.operation`, which builds
     the operation after planning; ``reserve`` journals it before the first step acts.
 
     Identity and plan (api; never change afterwards):
@@ -113,23 +113,24 @@ class Operation:
                             (what the stream sends), results
       base_location: str|None  delta path: the ``rbd://`` URL of the base image's copy on the target cluster →
                             crosscluster (the target image's parent)
-      check_bytes_read: int = 0  delta path: bytes read while planning to check the base copy → crosscluster
-                            (TransferStats, so results' ``transfer``)
+      check_bytes_read: int = 0  delta, incremental: bytes read while planning (``Planned``) to check the base
+                            → paths.remote (TransferStats, so results' ``transfer``)
       disk_id: str|None     clone path: the disk's RBD image id → parked (a trashed disk is fastsnap's to purge
                             only when its id is one an operation recorded)
-      flatten: FlattenInfo|None  clone path: api (policy, why, depth); workflow (sync: state done; background:
-                            ``queue_flatten`` sets task, state queued/local, error); flatten.status (state done /
-                            gone / queued / local, error) → api (the policy to run), workflow.roll_forward
-                            (queue a background flatten that never acted), flatten.status, results
-      quiesce: QuiesceInfo|None  workflow (``_snapshot_disk``: frozen=True just before the freeze, False after
+      flatten: FlattenInfo|None  clone path: paths.clone (``record``: policy, why, depth; ``run``, sync: state
+                            done; background: ``queue_flatten`` sets task, state queued/local, error);
+                            flatten.status (state done / gone / queued / local, error) → paths.clone (the policy
+                            to run, and roll_forward: queue a background flatten that never acted),
+                            flatten.status, results
+      quiesce: QuiesceInfo|None  workflow (``snapshot_disk``: frozen=True just before the freeze, False after
                             the thaw) → recover (``thaw_left`` thaws a guest a killed process left frozen, then
                             records frozen=False)
-      location_api: str|None  "v2.17" | "patch", the Glance API the location step used (workflow ``_register``)
+      location_api: str|None  "v2.17" | "patch", the Glance API the location step used (workflow ``register``)
                             → the active step (how to wait for the image)
       transfer: dict|None   delta / copy paths: ``TransferStats.to_dict()`` after the write (crosscluster) →
                             api (bytes_streamed, bytes_read and ``transfer`` of the result)
       trust_id: str|None    the Keystone trust for a user's operation, created before ``reserve``; None again
-                            once ``Fastsnap.drop_trust`` deleted it (operation settled) → recover (acts through it)
+                            once ``reservation.drop_trust`` deleted it (operation settled) → recover (acts through it)
       trust_error: str|None  why that trust could not be created → recover (the warning)
       chain: str|None       a backup into an rbd store on another cluster: the store whose chain it extends; the
                             disk keeps ``fastsnap-backup-<chain>-<op_id>`` once it is active → crosscluster

@@ -37,7 +37,7 @@ Order of writes:
   the same image id finds the record by its name.
 - each step: the record (the step is in ``steps`` before it acts). A path may journal a phase of steps in one
   write, before the phase's first step acts (the clone path: two writes for eight steps,
-  :func:`fastsnap.workflow.run_clone`): ``steps`` says what may have acted, never what did, and undo and roll
+  :meth:`fastsnap.paths.clone.Clone.run`): ``steps`` says what may have acted, never what did, and undo and roll
   forward ask Ceph and Glance what exists;
 - finish: the record, then the directory entry.
 

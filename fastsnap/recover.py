@@ -13,86 +13,107 @@ taken for a user is acted on through the Keystone trust journaled at snapshot ti
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from keystoneauth1 import session as ks_session
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap import journal as jr
+from fastsnap import paths
+from fastsnap import quiesce as qs
+from fastsnap import reservation as rv
 from fastsnap import workflow as wf
 from fastsnap.auth import trust_session
 from fastsnap.errors import CephError, FastsnapError, GlanceUnavailable, NotFound
 from fastsnap.glance import Glance
+from fastsnap.locks import Locks
 from fastsnap.result import RecoverResult
 from fastsnap.states import OpState, RecoverAction
-
-if TYPE_CHECKING:  # the API object recover works for; api imports this module
-    from fastsnap.api import Fastsnap
 
 LOG = logging.getLogger(__name__)
 
 
-def recover_all(fs: Fastsnap) -> list[RecoverResult]:
+class Deps(Protocol):
+    """What recover works with, and nothing more: the journal and the host locks (which operations are free to
+    take), the configuration and fastsnap's Keystone session (to act through a user's trust), the hypervisor a
+    guest was frozen on, and the workflow's context (the clusters and Glance as fastsnap).
+    :class:`fastsnap.api.Fastsnap` is one; the unit tests hand in fakes."""
+
+    conf: cfg.ConfigOpts
+    journal: jr.Journal
+    locks: Locks
+
+    @property
+    def session(self) -> ks_session.Session: ...
+
+    def hypervisor(self, uri: str | None = None) -> qs.Hypervisor: ...
+
+    def context(self, glance: Glance | None = None) -> wf.Context: ...
+
+
+def recover_all(deps: Deps) -> list[RecoverResult]:
     """Roll every operation left running by a dead process (any host's) forward or back."""
     results: list[RecoverResult] = []
-    ctx = fs.context()
-    ops = fs.journal.ops
+    ctx = deps.context()
+    ops = deps.journal.ops
     me = ops.host
     ops.begin_check()  # holds this host's lease: no other host takes this host's operations meanwhile
     lapsed: dict[str, bool] = {}
-    for op in fs.journal.list(OpState.RUNNING):
+    for op in deps.journal.list(OpState.RUNNING):
         if op.host != me:
             if op.host not in lapsed:
                 lapsed[op.host] = not ops.lease_alive(op.host)
             if not lapsed[op.host]:
                 continue  # its host lives: its operations are its own
-        with fs.locks.try_operation(op.op_id) as free:
+        with deps.locks.try_operation(op.op_id) as free:
             if not free:
                 continue  # a process of this host is working on it
-            result = recover_one(fs, ctx, op)
+            result = recover_one(deps, ctx, op)
             if result is not None:
                 results.append(result)
     return results
 
 
-def recover_one(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult | None:
+def recover_one(deps: Deps, ctx: wf.Context, op: jr.Operation) -> RecoverResult | None:
     """Roll one interrupted operation forward or back, under its cluster-wide claim and as its record reads
     once claimed; None when another recover holds the claim or settled it meanwhile. Never raises: a failure is
     reported in the result (and the operation stays running for the next recover). The caller holds the
     operation's host-local lock."""
     try:
-        with fs.journal.ops.claim(op.op_id) as won:
+        with deps.journal.ops.claim(op.op_id) as won:
             if not won:
                 LOG.info("operation %s: another recover is on it", op.op_id)
                 return None
-            fresh = fs.journal.get(op.op_id)
+            fresh = deps.journal.get(op.op_id)
             if fresh is None or fresh.state != OpState.RUNNING:
                 return None
-            if fresh.host != fs.journal.ops.host:
+            if fresh.host != deps.journal.ops.host:
                 LOG.warning("operation %s of host %s, whose lease lapsed: taking it over", fresh.op_id,
                             fresh.host)
-            return _recover(fs, ctx, fresh)
+            return _recover(deps, ctx, fresh)
     except FastsnapError as exc:  # the journal itself (the claim, the record) could not be reached
         LOG.error("recovering %s failed: %s", op.op_id, exc)
         return RecoverResult(op.op_id, op.disk, RecoverAction.FAILED, error=str(exc))
 
 
-def _recover(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
+def _recover(deps: Deps, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
     forward_error = None
     try:
-        thawed = wf.thaw_left(op, fs.journal, fs.hypervisor)
+        thawed = wf.thaw_left(op, deps.journal, deps.hypervisor)
         trust_id = op.trust_id
         if trust_id:  # the image belongs to the user's project: act through the user's trust
-            sess = trust_session(fs.conf, fs.session, trust_id)
-            ctx = dataclasses.replace(ctx, glance=Glance.from_conf(fs.conf, sess))
+            sess = trust_session(deps.conf, deps.session, trust_id)
+            ctx = dataclasses.replace(ctx, glance=Glance.from_conf(deps.conf, sess))
         elif (op.acting_as or {}).get("mode") == "user":
             LOG.warning("operation %s was for a user but has no trust (%s): its image may be out of reach",
                         op.op_id, op.trust_error or "none recorded")
-        if wf.roll_forward_possible(ctx, op):
+        if paths.complete(ctx, op):
             try:
-                did = thawed + wf.roll_forward(ctx, op)
-                fs.journal.finish(op, OpState.DONE)
+                did = thawed + paths.roll_forward(ctx, op)
+                deps.journal.finish(op, OpState.DONE)
                 if trust_id:
-                    fs.drop_trust(op, ctx.glance.session)
+                    rv.drop_trust(deps.journal, op, ctx.glance.session)
                 return RecoverResult(op.op_id, op.disk, RecoverAction.ROLLED_FORWARD, did)
             except FastsnapError as exc:  # e.g. Glance refused the location: undo instead
                 if _may_pass(exc):  # the result is complete: keep it for the next recover rather than undo it
@@ -101,12 +122,12 @@ def _recover(fs: Fastsnap, ctx: wf.Context, op: jr.Operation) -> RecoverResult:
                                          error=f"roll forward failed, left for the next recover: {exc}")
                 forward_error = str(exc)
                 LOG.warning("rolling %s forward failed (%s); rolling back", op.op_id, exc)
-        did = thawed + wf.rollback(ctx, op)
+        did = thawed + paths.roll_back(ctx, op)
         if forward_error:
             did.insert(0, f"roll forward failed: {forward_error}")
-        fs.journal.finish(op, OpState.ROLLED_BACK, "rolled back by recover")
+        deps.journal.finish(op, OpState.ROLLED_BACK, "rolled back by recover")
         if trust_id:
-            fs.drop_trust(op, ctx.glance.session)
+            rv.drop_trust(deps.journal, op, ctx.glance.session)
         return RecoverResult(op.op_id, op.disk, RecoverAction.ROLLED_BACK, did)
     except Exception as exc:  # one bad operation must not stop the others: report it, go on
         LOG.error("recovering %s failed: %s", op.op_id, wf.describe(exc))

@@ -10,10 +10,9 @@ Every host's operations are in one journal (:mod:`fastsnap.rados_journal`), so a
 - the flatten backlog: clone-path snapshots whose flatten is pending, as journaled (:func:`fastsnap.flatten.pending`);
 - parked disks (:func:`fastsnap.parked.drain`, without draining).
 
-:func:`build` is pure (plain inputs, a typed :class:`ClusterStatus`); :func:`gather` reads its inputs through a
-:class:`StatusSource` (what it needs of :class:`fastsnap.api.Fastsnap`, written down here so this module does not
-import api, which imports it), and :func:`operations` only the journal's part (cheap: the directory, the running
-records and one lease probe per host; what ``/metrics`` refreshes on each scrape).
+:func:`build` is pure (plain inputs, a typed :class:`ClusterStatus`); :func:`gather` reads its inputs from the
+journal and the parked disks it is given, and :func:`operations` only the journal's part (cheap: the directory,
+the running records and one lease probe per host; what ``/metrics`` refreshes on each scrape).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from fastsnap import flatten as fl
 from fastsnap.journal import Journal, Operation
@@ -29,15 +28,6 @@ from fastsnap.parked import ParkedDisk
 from fastsnap.rados_journal import HostView, RadosOperations
 from fastsnap.result import FlattenRow
 from fastsnap.states import PENDING_FLATTEN, OpState, ParkedState
-
-
-class StatusSource(Protocol):
-    """What the status reads through (fastsnap.api.Fastsnap is one): the journal and the parked disks."""
-
-    @property
-    def journal(self) -> Journal: ...
-
-    def parked_disks(self, run: bool = False) -> list[ParkedDisk]: ...
 
 
 @dataclass(frozen=True)
@@ -148,27 +138,27 @@ def build(operations: Iterable[Operation], hosts: Iterable[HostView], flattens: 
                          flatten_backlog=flatten_backlog(flattens), parked_disks=list(parked))
 
 
-def _journal_inputs(fs: StatusSource) -> tuple[list[Operation], list[HostView]]:
+def _journal_inputs(journal: Journal) -> tuple[list[Operation], list[HostView]]:
     """The running operations, then every host's lease: the hosts of the lease records, and a host of running
     operations none names, probed as recover would (so an operation shows unsettled when recover would take it)."""
-    running = fs.journal.list(OpState.RUNNING)
-    store = fs.journal.ops
+    running = journal.list(OpState.RUNNING)
+    store = journal.ops
     views = store.hosts() if isinstance(store, RadosOperations) else []
     named = {v.host for v in views}
     views += [HostView(h, store.lease_alive(h), 0.0) for h in sorted({op.host for op in running} - named)]
     return running, views
 
 
-def operations(fs: StatusSource, now: float | None = None) -> ClusterStatus:
+def operations(journal: Journal, now: float | None = None) -> ClusterStatus:
     """The journal's part only (operations and hosts; no flatten backlog, no parked disks): cheap."""
-    running, views = _journal_inputs(fs)
+    running, views = _journal_inputs(journal)
     return build(running, views, (), (), time.time() if now is None else now)
 
 
-def gather(fs: StatusSource, now: float | None = None) -> ClusterStatus:
+def gather(journal: Journal, parked: Sequence[ParkedDisk], now: float | None = None) -> ClusterStatus:
     """The whole status, read only: the pending flattens as journaled (:func:`fastsnap.flatten.pending`; the
-    flatten poller and ``flatten-status`` are what act on them); parked disks are listed, not drained."""
-    running, views = _journal_inputs(fs)
-    flattens = fl.pending(fs.journal)
-    parked = fs.parked_disks(run=False)
+    flatten poller and ``flatten-status`` are what act on them); ``parked``: the parked disks, listed (not
+    drained) by the caller."""
+    running, views = _journal_inputs(journal)
+    flattens = fl.pending(journal)
     return build(running, views, flattens, parked, time.time() if now is None else now)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from flask import Flask, Response, jsonify, request
 from oslo_log import log as logging
 from oslo_middleware import request_id
@@ -12,27 +9,18 @@ from prometheus_client import generate_latest
 from werkzeug.exceptions import HTTPException
 
 from fastsnap import status as st
-from fastsnap.errors import BadRequest, Conflict, FastsnapError
+from fastsnap.errors import BadRequest, FastsnapError
 from fastsnap.journal import Job
-from fastsnap.request import SnapshotRequest, from_body
+from fastsnap.request import from_body
 from fastsnap.service import metrics as m
+from fastsnap.service.accept import PRIVILEGED, Refused, Requester, Submission, accept, visible
 from fastsnap.service.errors import error, from_exception
-from fastsnap.service.jobs import new_job, view
+from fastsnap.service.jobs import view
 from fastsnap.service.openapi import DOCUMENT
 from fastsnap.service.service import Service
-from fastsnap.states import JOB_ACTIVE, REUSABLE, JobState
+from fastsnap.states import JOB_ACTIVE
 
 LOG = logging.getLogger(__name__)
-
-PRIVILEGED = {"service", "admin"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who calls: the project of the caller's token, and whether it may see every project's jobs."""
-
-    project: str | None
-    privileged: bool
 
 
 def create_app(svc: Service) -> Flask:
@@ -79,7 +67,7 @@ def create_app(svc: Service) -> Flask:
             return refused
         m.IN_FLIGHT.set(svc.runner.in_flight)
         try:  # the journal's part of the cluster-wide view, now (cheap); the rest is the flatten poller's
-            m.publish_operations(st.operations(svc.fs))
+            m.publish_operations(st.operations(svc.fs.journal))
         except FastsnapError as exc:
             LOG.warning("metrics: the journal's operations could not be read (%s); the gauges keep their last "
                         "values", exc)
@@ -114,13 +102,11 @@ def create_app(svc: Service) -> Flask:
         except FastsnapError as exc:
             return from_exception(exc)
 
-    def caller() -> Caller:
+    def caller() -> Requester:
         if svc.local_only:  # the socket's file mode is the guard: whoever may call is the host's operator
-            return Caller(project=None, privileged=True)
-        return Caller(project=request.headers.get("X-Project-Id") or None, privileged=bool(roles() & PRIVILEGED))
-
-    def visible(job: Job, who: Caller) -> bool:
-        return who.privileged or (job.project_id or None) == who.project
+            return Requester(project=None, privileged=True)
+        return Requester(project=request.headers.get("X-Project-Id") or None,
+                         privileged=bool(roles() & PRIVILEGED))
 
     @app.get("/v1/parked")
     def list_parked() -> Response:
@@ -183,39 +169,6 @@ def create_app(svc: Service) -> Flask:
         resp.status_code = 202
         return resp
 
-    def _same(job: Job, req: SnapshotRequest) -> Job:
-        """The earlier job for this key or image id, when it was for the same disk (else Conflict)."""
-        if job.request.get("disk") != req.disk:
-            what = f"image {req.image_id}" if req.image_id and job.image_id == req.image_id else "this key"
-            raise Conflict(f"{what} belongs to a snapshot of {job.request.get('disk')} (job {job.id}), "
-                           f"not of {req.disk}")
-        return svc.settle(job)
-
-    def _earlier(req: SnapshotRequest, body: dict[str, Any], key: str | None, project: str | None,
-                 who: Caller) -> Job | None:
-        """The job that already stands for ``req.image_id`` (one image id, one operation), made from the journal
-        when the operation was started by the CLI or the Python API. None when the image id is free."""
-        assert req.image_id is not None
-        op = svc.journal.get(req.image_id)
-        if op is not None and op.state not in REUSABLE:
-            owner = (op.acting_as or {}).get("project_id")
-            if not who.privileged and owner != who.project:
-                raise BadRequest(f"image {req.image_id} does not exist")
-            if op.disk != req.disk:
-                raise Conflict(f"image {req.image_id} belongs to a snapshot of {op.disk} ({op.state}), "
-                               f"not of {req.disk}")
-        job = svc.journal.job_for_image(req.image_id)
-        if job is not None:
-            if not visible(job, who):
-                raise BadRequest(f"image {req.image_id} does not exist")
-            return _same(job, req)
-        if op is None or op.state in REUSABLE:
-            return None
-        adopted = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
-        adopted.state, adopted.path, adopted.store = JobState.RUNNING, op.path, op.store
-        adopted.reason = op.reason
-        return svc.settle(svc.journal.insert_job(adopted))
-
     @app.post("/v1/snapshots")
     def create() -> Response:
         if not request.is_json:
@@ -227,55 +180,13 @@ def create_app(svc: Service) -> Flask:
         key = request.headers.get("Idempotency-Key")
         if key is not None and (not key or len(key) > 255 or not key.isprintable()):
             return error(400, "Idempotency-Key must be 1 to 255 printable characters")
-        key = key or req.image_id
-        who = caller()
-        auth: dict[str, Any] = {}
-        trusted = svc.local_only or bool(roles() & PRIVILEGED)
-        if body.get("user_token"):
-            if not trusted:
-                return error(403, "'user_token' is for trusted service callers (service or admin role)")
-            auth["user_token"] = body["user_token"]
-        elif not trusted:  # snapshots on its own behalf, of a disk its project owns
-            auth["user_auth"] = request.environ.get("keystone.token_auth")
-        elif not svc.local_only and not roles() & set(svc.conf.service.operator_roles):
-            return error(403, f"a snapshot as fastsnap itself needs one of the roles "
-                              f"{sorted(svc.conf.service.operator_roles)} ([service] operator_roles); pass the "
-                              f"user's token ('user_token') to snapshot on a user's behalf")
-        # For a user: the ownership check with Nova (fastsnap.ownership), always for an untrusted caller; for a
-        # trusted one (the Nova hook) unless [service] verify_trusted_callers is off.
-        auth["verify_owner"] = not trusted or svc.conf.service.verify_trusted_callers
-        try:  # validate and plan before accepting: bad input gets a 400 and nothing is created
-            glance, ident = svc.fs.glance_for(auth.get("user_token"), auth.get("user_auth"))
-            # The job belongs to the project the snapshot is taken for: the user's, else the caller's.
-            project = ident.project_id if ident.mode == "user" else who.project
-            if key:
-                existing = svc.journal.job_by_key(project, key)
-                if existing is not None:
-                    return _job_response(_same(existing, req), 200)
-            if req.image_id:
-                earlier = _earlier(req, body, key, project, who)
-                if earlier is not None:
-                    return _job_response(earlier, 200)
-            planned = svc.fs.prepare(req, acting=(glance, ident), verify_owner=auth["verify_owner"])
-        except FastsnapError as exc:
-            return from_exception(exc)
-        job = new_job(body, key, request.environ.get(request_id.ENV_REQUEST_ID), project, req.image_id)
-        # Snapshots for users count against their project's share too; operator ones only against the host's.
-        full = svc.runner.try_reserve(job, limited=ident.mode == "user")
-        if full is not None:
-            m.REJECTED.labels(full).inc()
-            what = (f"this host already runs {svc.runner.slots} snapshots" if full == "host" else
-                    f"project {project} already runs {svc.runner.per_project} snapshots on this host "
-                    f"([service] max_concurrent_per_project)")
-            return error(429, what, {"Retry-After": str(svc.conf.service.retry_after)})
-        stored = svc.journal.insert_job(job)
-        if stored.id != job.id:  # a concurrent request for the same key or image id won
-            svc.runner.release(job)
-            if not visible(stored, who):
-                return error(400, f"image {req.image_id} does not exist")
-            return _job_response(svc.settle(stored), 200)
-        svc.runner.submit(job, lambda j: svc.run(j, req, auth, planned))
-        return _job_response(job, 202)
+        sub = Submission(req, body, key or req.image_id, request.environ.get(request_id.ENV_REQUEST_ID), caller(),
+                         frozenset(roles()), request.environ.get("keystone.token_auth"))
+        try:
+            accepted = accept(svc, sub)
+        except Refused as refused:
+            return error(refused.code, refused.message, refused.headers, kind=refused.kind)
+        return _job_response(accepted.job, accepted.code)
 
     def _job_response(job: Job, code: int) -> Response:
         resp = jsonify(view(job))

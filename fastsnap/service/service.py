@@ -1,19 +1,21 @@
 """The REST service's state and work: the Fastsnap client, the job store and runner, start-up recovery, the
-flatten poller and running one job. Routes are in :mod:`fastsnap.service.routes`."""
+flatten poller and running one job. Accepting a request is :mod:`fastsnap.service.accept`; routes are in
+:mod:`fastsnap.service.routes`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from fastsnap.api import Fastsnap, Planned
+from fastsnap.api import Fastsnap
+from fastsnap.caller import Caller
 from fastsnap.errors import Cancelled
 from fastsnap.journal import Job
 from fastsnap.plan import Plan, SnapshotPath
+from fastsnap.planning import Planned
 from fastsnap.request import SnapshotRequest
 from fastsnap.result import SnapshotResult
 from fastsnap.service import metrics as m
@@ -140,9 +142,9 @@ class Service:
 
     # -- the job ----------------------------------------------------------------------------------------
 
-    def run(self, job: Job, req: SnapshotRequest, auth: dict[str, Any], planned: Planned | None = None) -> None:
-        """Take the snapshot of an accepted job; ``planned``: what the request's validation planned (not asked
-        of Glance and Keystone again)."""
+    def run(self, job: Job, req: SnapshotRequest, caller: Caller, planned: Planned | None = None) -> None:
+        """Take the snapshot of an accepted job for ``caller`` (resolved while accepting); ``planned``: what the
+        request's validation planned (not asked of Glance and Keystone again)."""
         t0 = time.monotonic()
         last = [0.0]
         m.IN_FLIGHT.inc()
@@ -169,8 +171,8 @@ class Service:
                 self.journal.save_job(job)
 
         try:
-            res = self.fs.snapshot(req, progress=progress, wait=0, on_plan=on_plan, on_step=on_step,
-                                   planned=planned, **auth)
+            res = self.fs.snapshot(req, caller=caller, progress=progress, wait=0, on_plan=on_plan,
+                                   on_step=on_step, planned=planned)
             job.result = res.to_dict()
             job.state = JobState.DONE
             # the body's length: the disk's size for raw, the qcow2 file's for qcow2 (what progress counted)

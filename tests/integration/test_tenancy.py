@@ -21,6 +21,7 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from fastsnap import BadRequest, Fastsnap, Forbidden, SnapshotRequest, auth
+from fastsnap.caller import Caller
 from fastsnap.errors import NotFound
 from tests.integration.conftest import Stack, Writer
 from tests.integration.nova import Server
@@ -73,7 +74,7 @@ def test_snapshot_owned_by_the_users_project(stack: Stack, fs: Fastsnap, tenant_
     server = tenant_servers["demo2"]
     want = stack.disk_sha256(*server.disk.split("/"))
     req = _request(server, nova_image, name=f"user-{path}", store=None if path == "clone" else "cheap")
-    res = fs.snapshot(req, user_token=demo2["token"])
+    res = fs.snapshot(req, caller=Caller(user_token=demo2["token"]))
     stack.snapshots.append(res.image_id)
     assert res.path == path
     assert res.acting_as["mode"] == "user" and res.acting_as["project_id"] == demo2["project"]
@@ -91,7 +92,7 @@ def test_fills_an_image_the_user_created(stack: Stack, fs: Fastsnap, tenant_serv
     queued = demo2["glance"].images.create(name="user-made", disk_format="raw", container_format="bare")
     stack.snapshots.append(queued["id"])
     res = fs.snapshot(_request(tenant_servers["demo2"], nova_image, name="filled", image_id=queued["id"]),
-                      user_token=demo2["token"])
+                      caller=Caller(user_token=demo2["token"]))
     assert res.image_id == queued["id"] and res.path == "clone"
     img = demo2["glance"].images.get(queued["id"])
     assert img["status"] == "active" and img["owner"] == demo2["project"]
@@ -107,7 +108,7 @@ def test_member_names_another_projects_server(stack: Stack, fs: Fastsnap, tenant
     theirs = tenant_servers["demo"]
     before = _state(stack, theirs.disk)
     with pytest.raises(NotFound) as err:
-        fs.snapshot(_request(theirs, nova_image), user_token=demo2["token"])
+        fs.snapshot(_request(theirs, nova_image), caller=Caller(user_token=demo2["token"]))
     assert err.value.http_status == 404
     assert f"server {theirs.id} not found" in str(err.value)
     assert _state(stack, theirs.disk) == before
@@ -124,7 +125,7 @@ def test_member_names_its_server_and_another_disk(stack: Stack, fs: Fastsnap, te
         before = _state(stack, theirs.disk, loose)
         with pytest.raises(Forbidden) as err:
             fs.snapshot(SnapshotRequest(disk=disk, name="x", base_image=nova_image, instance_uuid=mine.id),
-                        user_token=demo2["token"])
+                        caller=Caller(user_token=demo2["token"]))
         assert f"disk {disk} is not the root disk of server {mine.id} (that is {mine.disk})" in str(err.value)
         assert _state(stack, theirs.disk, loose) == before
 
@@ -135,11 +136,12 @@ def test_a_snapshot_for_a_user_must_name_the_server(stack: Stack, fs: Fastsnap, 
     theirs = tenant_servers["demo"]
     before = _state(stack, theirs.disk)
     with pytest.raises(Forbidden) as err:
-        fs.snapshot(SnapshotRequest(disk=theirs.disk, name="x", base_image=nova_image), user_token=demo2["token"])
+        fs.snapshot(SnapshotRequest(disk=theirs.disk, name="x", base_image=nova_image),
+                    caller=Caller(user_token=demo2["token"]))
     assert "must name the server" in str(err.value)
     with pytest.raises(BadRequest, match="is not a UUID"):
         fs.snapshot(SnapshotRequest(disk=theirs.disk, name="x", instance_uuid=f"{theirs.id}/../.."),
-                    user_token=demo2["token"])
+                    caller=Caller(user_token=demo2["token"]))
     assert _state(stack, theirs.disk) == before
 
 
@@ -150,7 +152,7 @@ def test_base_image_private_to_another_project(stack: Stack, fs: Fastsnap, tenan
     server = tenant_servers["demo2"]
     before = _state(stack, server.disk)
     with pytest.raises(BadRequest) as err:
-        fs.snapshot(_request(server, other), user_token=demo2["token"])
+        fs.snapshot(_request(server, other), caller=Caller(user_token=demo2["token"]))
     assert other in str(err.value) and "not found" in str(err.value)
     assert _state(stack, server.disk) == before
 
@@ -162,7 +164,7 @@ def test_invalid_user_token(stack: Stack, fs: Fastsnap, make_disk: Writer, demo2
     before = _state(stack, disk)
     with pytest.raises(Forbidden) as err:
         fs.snapshot(SnapshotRequest(disk=disk, name="x", base_image=demo2["base"], instance_uuid=str(uuid.uuid4())),
-                    user_token=token)
+                    caller=Caller(user_token=token))
     assert "invalid or expired" in str(err.value)
     assert _state(stack, disk) == before
 
@@ -177,7 +179,7 @@ def test_revoked_token(stack: Stack, fs: Fastsnap, make_disk: Writer, demo2: dic
     before = _state(stack, disk)
     with pytest.raises(Forbidden):
         fs.snapshot(SnapshotRequest(disk=disk, name="x", base_image=demo2["base"], instance_uuid=str(uuid.uuid4())),
-                    user_token=token)
+                    caller=Caller(user_token=token))
     assert _state(stack, disk) == before
 
 

@@ -19,4 +19,4 @@ def test_crash_points_do_nothing_without_a_hook() -> None:
     for point in ("reserved", "image", "clone:after", "upload:mid"):
         wf.crash_point(point)  # returns: no hook, no crash
     progress = object()
-    assert wf._progress_hook(progress) is progress  # type: ignore[arg-type]
+    assert wf.progress_hook(progress) is progress  # type: ignore[arg-type]

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from fastsnap.api import snapshot_properties
 from fastsnap.errors import BadRequest
 from fastsnap.request import SnapshotRequest, from_body
+from fastsnap.running import snapshot_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 

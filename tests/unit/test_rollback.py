@@ -1,4 +1,4 @@
-"""The decisions of undo and recover (``fastsnap.workflow.rollback``, ``roll_forward_possible``, ``thaw_left``,
+"""The decisions of undo and recover (``fastsnap.paths.roll_back``, ``paths.complete``, ``workflow.thaw_left``,
 ``fastsnap.recover``) taken from journal records, in order.
 
 What is pure here is *which* undo steps a journal record calls for and in which order; each decision also asks
@@ -21,9 +21,9 @@ from typing import Any, cast
 import pytest
 
 from fastsnap import journal as jr
+from fastsnap import paths
 from fastsnap import recover as rc
 from fastsnap import workflow as wf
-from fastsnap.api import Fastsnap
 from fastsnap.ceph import Cluster
 from fastsnap.errors import CephError, CephNotFound, GlanceError, GlanceUnavailable, NoDomain
 from fastsnap.glance import Glance
@@ -132,7 +132,7 @@ def _clone_steps(upto: Step) -> list[str]:
 def test_clone_path_is_undone_image_first_then_clone_then_disk_snapshot(tmp_path: Path) -> None:
     # killed after the clone: the image is queued (no location yet), the clone and the temporary snapshot exist
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "queued"}})
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
+    did = paths.roll_back(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
     assert w.actions() == [f"delete {OP}", f"remove_image {CLONE}", f"remove_snapshot {DISK}@{TEMP}"]
     assert did == [f"deleted Glance image {OP}", f"removed clone {CLONE}", f"removed snapshot {DISK}@{TEMP}"]
     assert w.cluster.images == {str(DISK): set()} and w.glance.images == {}
@@ -142,7 +142,7 @@ def test_a_registered_clone_goes_with_its_glance_image(tmp_path: Path) -> None:
     # killed while waiting for 'active': Glance owns the clone through its location and removes it itself
     w = World(tmp_path, {str(DISK): set(), str(CLONE): {CLONE_SNAP}},
               {OP: {"status": "importing", "location": str(CLONE)}})
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.ACTIVE)))
+    did = paths.roll_back(w.ctx, _op("clone", _clone_steps(Step.ACTIVE)))
     assert w.actions() == [f"delete {OP}"]
     assert did == [f"deleted Glance image {OP}"]
     assert f"exists {CLONE}" in w.log and w.cluster.images == {str(DISK): set()}
@@ -150,51 +150,51 @@ def test_a_registered_clone_goes_with_its_glance_image(tmp_path: Path) -> None:
 
 def test_an_image_given_by_the_caller_is_kept_when_asked(tmp_path: Path) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "queued"}})
-    wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE), image_created=False, keep=True))
+    paths.roll_back(w.ctx, _op("clone", _clone_steps(Step.CLONE), image_created=False, keep=True))
     assert w.actions() == [f"remove_image {CLONE}", f"remove_snapshot {DISK}@{TEMP}"]
     assert OP in w.glance.images
     w = World(tmp_path, {}, {OP: {"status": "queued"}})  # given, but to be deleted on error (nova-api's way)
-    wf.rollback(w.ctx, _op("clone", [Step.IMAGE], image_created=False))
+    paths.roll_back(w.ctx, _op("clone", [Step.IMAGE], image_created=False))
     assert w.actions() == [f"delete {OP}"]
 
 
 def test_nothing_recorded_nothing_touched(tmp_path: Path) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "queued"}})
-    assert wf.rollback(w.ctx, _op("clone", [])) == []
+    assert paths.roll_back(w.ctx, _op("clone", [])) == []
     assert w.log == []  # not even asked: the record says no step began
 
 
 def test_only_what_began_is_looked_for(tmp_path: Path) -> None:
     # killed before the disk snapshot acted: only the image is undone; Ceph is not asked about anything
     w = World(tmp_path, {str(DISK): set()}, {OP: {"status": "queued"}})
-    wf.rollback(w.ctx, _op("clone", [Step.IMAGE]))
+    paths.roll_back(w.ctx, _op("clone", [Step.IMAGE]))
     assert w.log == [f"find {OP}", f"delete {OP}"]
     # the disk snapshot step began but did not act: looked for, not found, nothing removed
     w = World(tmp_path, {str(DISK): set()}, {OP: {"status": "queued"}})
-    assert wf.rollback(w.ctx, _op("clone", [Step.IMAGE, Step.DISK_SNAP])) == [f"deleted Glance image {OP}"]
+    assert paths.roll_back(w.ctx, _op("clone", [Step.IMAGE, Step.DISK_SNAP])) == [f"deleted Glance image {OP}"]
     assert w.log == [f"find {OP}", f"delete {OP}", f"snapshots {DISK}"]
 
 
 def test_stream_path_never_touches_a_clone(tmp_path: Path) -> None:
     # an RBD image named like the clone exists (e.g. of another operation's store): a stream never made one
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): set()}, {OP: {"status": "saving"}})
-    wf.rollback(w.ctx, _op("stream", [Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD]))
+    paths.roll_back(w.ctx, _op("stream", [Step.IMAGE, Step.DISK_SNAP, Step.UPLOAD]))
     assert w.actions() == [f"delete {OP}", f"remove_snapshot {DISK}@{TEMP}"]
     assert not any(str(CLONE) in c for c in w.log)
 
 
 def test_a_deleted_disk_does_not_stop_the_undo(tmp_path: Path) -> None:
     w = World(tmp_path, {str(CLONE): set()}, {OP: {"status": "queued"}})  # the disk itself is gone
-    did = wf.rollback(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
+    did = paths.roll_back(w.ctx, _op("clone", _clone_steps(Step.CLONE)))
     assert did == [f"deleted Glance image {OP}", f"removed clone {CLONE}"]
 
 
 def test_rollback_twice_does_nothing_the_second_time(tmp_path: Path) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}, str(CLONE): {CLONE_SNAP}}, {OP: {"status": "queued"}})
     op = _op("clone", _clone_steps(Step.LOCATION))
-    assert len(wf.rollback(w.ctx, op)) == 3
+    assert len(paths.roll_back(w.ctx, op)) == 3
     del w.log[:]
-    assert wf.rollback(w.ctx, op) == []
+    assert paths.roll_back(w.ctx, op) == []
     assert w.actions() == []
 
 
@@ -209,7 +209,7 @@ def test_clone_rolls_forward_only_when_the_record_and_the_clone_say_complete(
         tmp_path: Path, steps: list[str], clone_snaps: set[str] | None, expected: bool) -> None:
     rbd = {str(DISK): set[str]()} if clone_snaps is None else {str(DISK): set(), str(CLONE): clone_snaps}
     w = World(tmp_path, rbd, {OP: {"status": "queued"}})
-    assert wf.roll_forward_possible(w.ctx, _op("clone", steps)) is expected
+    assert paths.complete(w.ctx, _op("clone", steps)) is expected
     assert w.actions() == []
 
 
@@ -224,7 +224,7 @@ def test_clone_rolls_forward_only_when_the_record_and_the_clone_say_complete(
 def test_stream_rolls_forward_only_when_glance_has_the_whole_image(
         tmp_path: Path, steps: list[str], status: str | None, expected: bool) -> None:
     w = World(tmp_path, {str(DISK): {TEMP}}, {} if status is None else {OP: {"status": status}})
-    assert wf.roll_forward_possible(w.ctx, _op("stream", steps)) is expected
+    assert paths.complete(w.ctx, _op("stream", steps)) is expected
     assert w.actions() == []
 
 
@@ -264,7 +264,7 @@ def test_a_guest_left_frozen_is_thawed_once(tmp_path: Path, gone: bool) -> None:
 # -- recover: forward or back, one operation at a time ---------------------------------------------------------
 
 class RecoverHost:
-    """The parts of ``fastsnap.api.Fastsnap`` that ``fastsnap.recover`` uses, over the recording fakes above, the
+    """What ``fastsnap.recover`` works with (its ``Deps``), over the recording fakes above, the
     real journal and the real host locks (no trusts: operations of fastsnap's own user)."""
 
     def __init__(self, world: World, tmp_path: Path) -> None:
@@ -272,10 +272,10 @@ class RecoverHost:
         self.journal = world.journal
         self.locks = Locks(str(tmp_path))
         self.thawed: list[str] = []
-        self.conf = None
-        self.session = None
+        self.conf: Any = None
+        self.session: Any = None
 
-    def context(self) -> wf.Context:
+    def context(self, glance: Glance | None = None) -> wf.Context:
         return self.world.ctx
 
     def hypervisor(self, uri: str | None = None) -> Any:
@@ -283,7 +283,7 @@ class RecoverHost:
 
 
 def _recover(host: RecoverHost) -> dict[str, RecoverResult]:
-    return {r.op_id: r for r in rc.recover_all(cast(Fastsnap, host))}
+    return {r.op_id: r for r in rc.recover_all(host)}
 
 
 def _journaled(w: World, op: jr.Operation) -> jr.Operation:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from fastsnap.errors import CephError
+from fastsnap.paths.stream import UploadBody
 from fastsnap.states import StreamFormat
 from fastsnap.stream import DataReader, SnapshotReader, allocated_extents
-from fastsnap.workflow import UploadBody
 
 OBJ = 64 << 10  # object size of the images below (small, so that many shapes run in seconds)
 
@@ -214,8 +214,8 @@ def test_allocated_extents_are_sorted_merged_and_clipped() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_qcow2_body_from_the_read_ahead_is_what_qemu_img_reads(seed: int, tmp_path: Path) -> None:
-    """The stream path's qcow2 body (``workflow.UploadBody``): the layout from the allocated objects, the data through
-    ``DataReader`` over a hole-less ``SnapshotReader``; qemu-img finds it sound and equal to the image."""
+    """The stream path's qcow2 body (``paths.stream.UploadBody``): the layout from the allocated objects, the data
+    through ``DataReader`` over a hole-less ``SnapshotReader``; qemu-img finds it sound and equal to the image."""
     rng = random.Random(seed)
     n_obj = rng.randint(1, 40)
     size = n_obj * OBJ - rng.choice([0, 512, 4096])
