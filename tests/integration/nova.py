@@ -21,7 +21,8 @@ import pytest
 import rados
 import rbd
 
-from tests.integration.conftest import Stack, remove_snaps
+from testkit.cleanup import remove_snaps
+from testkit.stack import Stack
 
 GUEST_AGENT_TIMEOUT = 180   # from ACTIVE to the agent's first answer; 4-7 s on an idle machine
 

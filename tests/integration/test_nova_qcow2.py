@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
+from testkit.counter import resumes_from
+from testkit.env import ROOT, RUN, read_env
+from testkit.stack import Stack
+from tests.integration.conftest import stack_mode
 from tests.integration.nova import Nova as NovaCLI
 from tests.integration.test_nova import (
     HOOK_DRIVER,
@@ -27,7 +30,6 @@ from tests.integration.test_nova import (
     delete_images,
     live_counter,
     read_counter,
-    resumes_from,
     serving,
     wait_idle,
     wait_image,
@@ -44,7 +46,7 @@ def _up(stack: Stack, driver: str, snapshot_format: str) -> None:
                         check=False)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up (snapshot_image_format {snapshot_format!r}) failed:\n{up.stderr[-4000:]}")
-    stack.env.update(_read_env(RUN / "env.sh"))
+    stack.env.update(read_env(RUN / "env.sh"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import rbd
 
-from tests.integration.conftest import Stack
+from testkit.stack import Stack
 from tests.integration.nova import Nova, Server
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from bench.reqcount import counting_proxy
 from fastsnap.states import OpState
-from tests.integration.conftest import Stack, Writer, journal_for, journal_section
+from testkit.reqcount import counting_proxy
+from testkit.stack import Stack, journal_for, journal_section
+from tests.integration.conftest import Writer
 from tests.integration.nova import Server
 
 

@@ -26,22 +26,13 @@ import glanceclient
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from bench.lib import delete_image, glance_image, stop_process
+from testkit.cleanup import delete_image, glance_image, stop_process
+from testkit.env import ROOT, run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = Path(os.environ.get("FASTSNAP_TEST_RUN_DIR") or ROOT / "ceph-test-env/run")
+RUN = run_dir()
 HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 STOCK_DRIVER = "libvirt.LibvirtDriver"
 MICROVERSION = "2.95"
-
-
-def read_env(path: Path = RUN / "env.sh") -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            k, _, v = line[len("export "):].partition("=")
-            env[k] = v.strip().strip('"')
-    return env
 
 
 def switch_driver(driver: str) -> float:
