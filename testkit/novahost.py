@@ -239,14 +239,18 @@ def agent(env: dict[str, str], domain: str, command: str, timeout: int = 5, **ar
         conn.close()
 
 
-def counter(env: dict[str, str], domain: str) -> int:
-    """The guest's counter, read inside the guest through its agent."""
-    h = agent(env, domain, "guest-file-open", path="/disk/data/counter")
+def read_guest_file(env: dict[str, str], domain: str, path: str, count: int = 4096) -> bytes:
+    """The first ``count`` bytes of a file inside the guest, read through its agent."""
+    h = agent(env, domain, "guest-file-open", path=path)
     try:
-        buf = agent(env, domain, "guest-file-read", handle=h, count=64)["buf-b64"]
+        return base64.b64decode(agent(env, domain, "guest-file-read", handle=h, count=count)["buf-b64"])
     finally:
         agent(env, domain, "guest-file-close", handle=h)
-    return int(base64.b64decode(buf).strip() or b"0")
+
+
+def counter(env: dict[str, str], domain: str) -> int:
+    """The guest's counter, read inside the guest through its agent."""
+    return int(read_guest_file(env, domain, "/disk/data/counter").strip() or b"0")
 
 
 def wait_counter(env: dict[str, str], domain: str, timeout: float = 300) -> tuple[float, int]:

@@ -24,10 +24,10 @@ from fastsnap.api import Fastsnap
 from fastsnap.rados_journal import RadosOperations
 from fastsnap.states import OpState
 from testkit.env import ROOT
+from testkit.nova import Server
 from testkit.service import Service
 from testkit.stack import Stack, journal_for, journal_section
 from tests.integration.conftest import Writer
-from tests.integration.nova import Server
 
 LEASE = 2  # seconds: a lost host's operations wait this long for another host
 

@@ -30,10 +30,10 @@ from keystoneauth1 import session as ks_session
 from testkit import counter, novahost
 from testkit.counter import resumes_from
 from testkit.env import ROOT, RUN, read_env
+from testkit.nova import Nova as NovaCLI
+from testkit.nova import Server
 from testkit.stack import Stack
 from tests.integration.conftest import stack_mode
-from tests.integration.nova import Nova as NovaCLI
-from tests.integration.nova import Server
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 

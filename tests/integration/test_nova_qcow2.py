@@ -18,9 +18,9 @@ import pytest
 
 from testkit.counter import resumes_from
 from testkit.env import ROOT, RUN, read_env
+from testkit.nova import Nova as NovaCLI
 from testkit.stack import Stack
 from tests.integration.conftest import stack_mode
-from tests.integration.nova import Nova as NovaCLI
 from tests.integration.test_nova import (
     HOOK_DRIVER,
     FastsnapService,

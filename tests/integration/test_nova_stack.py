@@ -13,8 +13,8 @@ import uuid
 import pytest
 import rbd
 
+from testkit.nova import Nova, Server
 from testkit.stack import Stack
-from tests.integration.nova import Nova, Server
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from fastsnap.states import OpState
+from testkit.nova import Server
 from testkit.reqcount import counting_proxy
 from testkit.stack import Stack, journal_for, journal_section
 from tests.integration.conftest import Writer
-from tests.integration.nova import Server
 
 
 @pytest.fixture
