@@ -60,7 +60,7 @@ from bench.lib import (
     wait_snaptrim,
 )
 from testkit.reqcount import Counter, services_from_env, total
-from testkit.results import results_dir, write_section
+from testkit.results import read_saved, results_dir, write_section
 
 SECTION = "cost"
 BASELINE = "before"                  # the code before issue 17
@@ -395,12 +395,8 @@ def save(result: dict[str, Any], out_dir: str) -> None:
 
 def saved_section(out_dir: str) -> str:
     """The ``cost`` section of RESULTS.md, drawn from ``results/cost.json`` (empty when there is none)."""
-    path = os.path.join(results_dir(out_dir), "cost.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        saved = json.load(f)
-    return section(saved)
+    saved = read_saved(out_dir, "cost.json")
+    return section(saved) if saved is not None else ""
 
 
 def _kinds(counts: dict[str, dict[str, int]], n: int) -> str:

@@ -31,7 +31,7 @@ import requests
 
 from bench import lib
 from testkit.load import check_answers, check_results, drain, figures, fire, plan_requests
-from testkit.results import markers, results_dir, write_section
+from testkit.results import markers, read_saved, results_dir, write_section
 
 
 def section(runs: Sequence[dict[str, Any]], facts: str) -> str:
@@ -79,12 +79,8 @@ def record(runs: Sequence[dict[str, Any]], facts: str, bench_dir: str) -> None:
 
 def saved_section(bench_dir: str) -> str:
     """The recorded load section, for ``bench.report`` (empty when none was recorded)."""
-    path = os.path.join(results_dir(bench_dir), "load.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        saved = json.load(f)
-    return _block(saved["runs"], saved["facts"])
+    saved = read_saved(bench_dir, "load.json")
+    return _block(saved["runs"], saved["facts"]) if saved is not None else ""
 
 
 # -- the benchmark: its own service on the local stack ------------------------------------------------------

@@ -38,7 +38,7 @@ from testkit.novahost import (
     switch_driver,
     wait_counter,
 )
-from testkit.results import markers, results_dir, write_section
+from testkit.results import markers, read_saved, results_dir, write_section
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -311,11 +311,8 @@ def summarize(result: dict[str, Any], keep: int = 3) -> list[dict[str, Any]]:
 
 def saved_section(bench_dir: str) -> str:
     """The recorded "Through Nova" section, for ``bench.report`` (empty when none was recorded)."""
-    path = os.path.join(results_dir(bench_dir), "nova.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        return section(json.load(f))
+    saved = read_saved(bench_dir, "nova.json")
+    return section(saved) if saved is not None else ""
 
 
 def write(out: Path, result: dict[str, Any]) -> None:

@@ -7,8 +7,10 @@ JSON, text and pictures the benchmarks write in its ``results/`` subdirectory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from typing import Any
 
 from testkit.env import ROOT
 
@@ -21,6 +23,15 @@ def results_dir(out_dir: str) -> str:
     path = os.path.join(out_dir, RESULTS_SUBDIR)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def read_saved(out_dir: str, name: str) -> Any:
+    """The JSON a benchmark saved as ``out_dir``/results/``name``, or None when it saved none."""
+    path = os.path.join(out_dir, RESULTS_SUBDIR, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def markers(name: str) -> tuple[str, str]:
