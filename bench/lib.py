@@ -28,8 +28,8 @@ import glanceclient
 import rados
 import rbd
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 
+from testkit import keystone
 from testkit.cleanup import delete_image, glance_image, remove_disk
 
 GiB = 1 << 30
@@ -70,9 +70,7 @@ class Env:
 
     def session(self) -> ks_session.Session:
         """fastsnap's own Glance identity (user fastsnap, project service, with the service role)."""
-        return ks_session.Session(auth=v3.Password(
-            auth_url=self.auth_url, username="fastsnap", password=self.service_password, project_name="service",
-            user_domain_name="Default", project_domain_name="Default"))
+        return keystone.session(self.auth_url, "fastsnap", self.service_password, "service")
 
     def bench_config(self, max_concurrent: int = 64, flatten: str | None = None,
                      location_api: str | None = None) -> str:

@@ -41,7 +41,7 @@ from bench.lib import (
     print_json,
     run,
 )
-from testkit import cleanup
+from testkit import cleanup, keystone
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -151,12 +151,7 @@ def delta_series(stack: Stack, env: Env, config: str, scale: float) -> Iterator[
 
 
 def env_admin_session(env: Env) -> Any:
-    from keystoneauth1 import session as ks_session
-    from keystoneauth1.identity import v3
-
-    return ks_session.Session(auth=v3.Password(
-        auth_url=env.auth_url, username="admin", password=os.environ["FASTSNAP_TEST_ADMIN_PASSWORD"],
-        project_name="admin", user_domain_name="Default", project_domain_name="Default"))
+    return keystone.session(env.auth_url, "admin", os.environ["FASTSNAP_TEST_ADMIN_PASSWORD"], "admin")
 
 
 def copy_series(stack: Stack, env: Env, config: str, sizes: list[float]) -> Iterator[dict[str, Any]]:

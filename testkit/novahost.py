@@ -24,8 +24,8 @@ from typing import Any
 
 import glanceclient
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 
+from testkit import keystone
 from testkit.cleanup import delete_image, glance_image, stop_process
 from testkit.env import ROOT, run_dir
 
@@ -134,9 +134,7 @@ class Cloud:
         self.glance = glanceclient.Client("2", session=self.admin)
 
     def _session(self, user: str, password: str, project: str) -> ks_session.Session:
-        return ks_session.Session(auth=v3.Password(
-            auth_url=self.env["OS_AUTH_URL"], username=user, password=password, project_name=project,
-            user_domain_name="Default", project_domain_name="Default"))
+        return keystone.session(self.env["OS_AUTH_URL"], user, password, project)
 
     def nova(self, method: str, path: str, admin: bool = False, ok: tuple[int, ...] = (200, 202, 204),
              **kw: Any) -> Any:

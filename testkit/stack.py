@@ -22,10 +22,10 @@ import glanceclient
 import rados
 import rbd
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 
 from fastsnap import conf as fsconf
 from fastsnap import journal as jr
+from testkit import keystone
 from testkit.env import ROOT
 
 TEST_NAMESPACE_PREFIX = "t-"   # RADOS namespaces of the tests' own journals (purged at the session's end)
@@ -137,10 +137,8 @@ class Stack:
         passwords = {"fastsnap": "FASTSNAP_TEST_SERVICE_PASSWORD", "admin": "FASTSNAP_TEST_ADMIN_PASSWORD",
                      "demo": "FASTSNAP_TEST_DEMO_PASSWORD", "demo2": "FASTSNAP_TEST_DEMO_PASSWORD"}
         projects = {"fastsnap": "service", "admin": "admin", "demo": "demo", "demo2": "demo2"}
-        auth = v3.Password(auth_url=self.env["OS_AUTH_URL"], username=user, password=self.env[passwords[user]],
-                           project_name=project or projects[user], user_domain_name="Default",
-                           project_domain_name="Default")
-        return ks_session.Session(auth=auth, timeout=120)
+        return keystone.session(self.env["OS_AUTH_URL"], user, self.env[passwords[user]], project or projects[user],
+                                timeout=120)
 
     def glance(self, user: str = "fastsnap") -> Any:
         return glanceclient.Client("2", session=self.session(user))
