@@ -35,13 +35,19 @@ STOCK_DRIVER = "libvirt.LibvirtDriver"
 MICROVERSION = "2.95"
 
 
+def up_nova(settings: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """``ceph-test-env/up --nova`` with these ``FASTSNAP_TEST_NOVA_*`` settings (``..._DRIVER``: nova-compute's
+    compute_driver, ``..._SNAPSHOT_FORMAT``: its snapshot_image_format): it rewrites nova.conf and restarts
+    nova-compute when it changed, and returns once nova-compute consumes RPC again. The caller judges the exit."""
+    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", **settings}
+    return subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
 def switch_driver(driver: str) -> float:
-    """``ceph-test-env/up --nova`` with ``FASTSNAP_TEST_NOVA_DRIVER=driver``: rewrites nova.conf, restarts
-    nova-compute when it changed and returns once it consumes RPC again. Seconds it took."""
+    """nova-compute on ``driver`` (:func:`up_nova`); seconds it took."""
     t0 = time.monotonic()
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=env,
-                        timeout=1800, check=False)
+    up = up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver})
     if up.returncode != 0:
         raise RuntimeError(f"ceph-test-env/up --nova (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
     return time.monotonic() - t0

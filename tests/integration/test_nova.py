@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -256,9 +255,7 @@ HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 
 def _switch_driver(stack: Stack, driver: str) -> None:
     """ceph-test-env/up with another compute_driver: it rewrites nova.conf and restarts nova-compute."""
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
-                        check=False)
+    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver}, timeout=1200)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
     stack.env.update(read_env(RUN / "env.sh"))

@@ -8,7 +8,6 @@ image is deleted afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from testkit import novahost
 from testkit.counter import resumes_from
-from testkit.env import ROOT, RUN, read_env
+from testkit.env import RUN, read_env
 from testkit.nova import Nova as NovaCLI
 from testkit.stack import Stack
 from tests.integration.conftest import stack_mode
@@ -40,10 +40,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
 def _up(stack: Stack, driver: str, snapshot_format: str) -> None:
     """ceph-test-env/up with this compute_driver and snapshot_image_format: nova-compute restarts on a change."""
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver,
-           "FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT": snapshot_format}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
-                        check=False)
+    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver, "FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT": snapshot_format},
+                          timeout=1200)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up (snapshot_image_format {snapshot_format!r}) failed:\n{up.stderr[-4000:]}")
     stack.env.update(read_env(RUN / "env.sh"))
