@@ -32,8 +32,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import rados
-
 from bench import dashboard_draw as draw
 from bench import lib
 from bench.dashboard_load import Load
@@ -81,11 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = stack_env()
     panels = dp.panels(json.loads(DASHBOARD.read_text()))
     t_begin = time.monotonic()
-    admin_a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
-    admin_b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")
-    admin_a.connect(timeout=30)
-    admin_b.connect(timeout=30)
-    tests_stack = tk_stack.Stack(env, admin_a, admin_b)  # the service's stack; this benchmark breaks nothing
+    tests_stack = tk_stack.connect(env)  # the service's stack; this benchmark breaks nothing
     stack = lib.Stack(lib.Env.load())
     cleanup = lib.Cleanup(stack)
     tmp = Path(tempfile.mkdtemp(prefix="fastsnap-dashboard-"))
@@ -144,8 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load.remove_parked()
         removed = tk_stack.purge_test_namespaces(env["CEPH_CONF"], prefix=namespace)
         stack.close()
-        admin_a.shutdown()
-        admin_b.shutdown()
+        tests_stack.shutdown()
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         lib.log(f"cleaned up (journal objects removed: {removed}); {time.monotonic() - t_begin:.0f} s in all"

@@ -114,6 +114,11 @@ class Stack:
         """The journal of the stack's fastsnap.conf (operations in RADOS)."""
         return journal_for(self.config_file)
 
+    def shutdown(self) -> None:
+        """Close the Ceph connections :func:`connect` opened."""
+        self.admin_a.shutdown()
+        self.admin_b.shutdown()
+
     def delete_snapshots(self) -> None:
         g = self.glance("admin")
         while self.snapshots:
@@ -193,3 +198,14 @@ class Stack:
             cmd = [str(ROOT / ".venv/bin/python"), "-m", "tests.crashing_cli"]
         return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full, timeout=timeout,
                               check=False, cwd=ROOT)
+
+
+def connect(env: dict[str, str], services: Any = None) -> Stack:
+    """The stack of this env.sh (:func:`testkit.env.read_env`), connected to Ceph A and B as client.admin;
+    ``services``: what breaks and restarts its services (the tests' native or container stack; None for a
+    benchmark that breaks nothing). Shut the connections down with :meth:`Stack.shutdown`."""
+    a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
+    b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")
+    a.connect(timeout=30)
+    b.connect(timeout=30)
+    return Stack(env, a, b, services=services)

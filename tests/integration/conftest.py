@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import rados
 import rbd
 
 from testkit.cleanup import remove_disk
 from testkit.env import ROOT, RUN, read_env
-from testkit.stack import Stack, purge_test_namespaces
+from testkit.stack import Stack, connect, purge_test_namespaces
 
 
 def stack_mode() -> str:
@@ -138,11 +137,7 @@ def _start_stack() -> Stack:
         services = NativeServices()
         stack_up()
         env = read_env(RUN / "env.sh")
-    a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
-    b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")
-    a.connect(timeout=30)
-    b.connect(timeout=30)
-    return Stack(env, a, b, services=services)
+    return connect(env, services)
 
 
 def _stop_stack(st: Stack) -> None:
@@ -153,8 +148,7 @@ def _stop_stack(st: Stack) -> None:
                 g.images.delete(image_id)
         with contextlib.suppress(Exception):
             purge_test_namespaces(st.env["CEPH_CONF"])
-        st.admin_a.shutdown()
-        st.admin_b.shutdown()
+        st.shutdown()
     finally:
         st.services.down()
 
