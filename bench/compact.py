@@ -1,7 +1,7 @@
 """Compact streams (issue 25 part 2): the same disk streamed raw and as qcow2 into the file store ``cheap``, against
 Nova's own fallback with ``[libvirt] snapshot_image_format = qcow2``, in one run.
 
-    python -m bench.compact [--scale 0.25] [--repeats 1] [--out bench/compact.json] [--tmp-dir DIR]
+    python -m bench.compact [--scale 0.25] [--repeats 1] [--out bench/results/compact.json] [--tmp-dir DIR]
 
 The issue's disk: 4 GiB virtual, cloned from a base image, written to by the instance, 25 % allocated (1 GiB; the
 issue's "1 GiB base, 1 GiB written" would make 50 % unless the writes fell on the base: this bench keeps the 25 %,

@@ -8,7 +8,7 @@ runs its jobs), with Glance's ``do_secure_hash`` on and off:
   Keystone (gunicorn master + workers) and cluster A's OSD, read from ``/proc/<pid>/stat`` before the
   snapshots and after the cluster went quiet again (Glance's background hashing included);
 - the CPU floor: the sum of those CPU-seconds divided by the machine's cores, next to the wall time;
-- the requests fastsnap made to Glance and Keystone, by kind (``bench.reqcount``: every keystoneauth1 /
+- the requests fastsnap made to Glance and Keystone, by kind (``testkit.reqcount``: every keystoneauth1 /
   glanceclient request of this process).
 
 One ``fastsnap snapshot`` CLI run on the clone path is counted the same way (its requests through
@@ -23,7 +23,7 @@ Glance is reconfigured by running ``ceph-test-env/up`` with ``FASTSNAP_TEST_GLAN
 Glance when its configuration changed), and left with hashing on (the stack's default) at the end. The bench's
 fastsnap config uses ``[snapshot] flatten = never`` unless ``--flatten`` says otherwise: the background
 flatten (a ``ceph`` child per snapshot, then the mgr's copy) is a deferred cost of its own, not measured here.
-Results: ``OUT/cost.json`` (one entry per ``--label``, kept across runs) and the ``cost`` section of
+Results: ``OUT/results/cost.json`` (one entry per ``--label``, kept across runs) and the ``cost`` section of
 ``OUT/RESULTS.md``.
 """
 
@@ -44,7 +44,6 @@ from bench.lib import (
     ROOT,
     Cleanup,
     Env,
-    GiB,
     Stack,
     Started,
     at_once,
@@ -54,12 +53,14 @@ from bench.lib import (
     gib,
     log,
     make_disk,
+    pair,
     sweep,
     table,
     unique,
     wait_snaptrim,
 )
-from bench.reqcount import Counter, services_from_env, total
+from testkit.reqcount import Counter, services_from_env, total
+from testkit.results import read_saved, results_dir, write_section
 
 SECTION = "cost"
 BASELINE = "before"                  # the code before issue 17
@@ -82,18 +83,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "for the run [auto]")
     p.add_argument("--flatten", default="never", help="[snapshot] flatten of the bench config [never]")
     p.add_argument("--label", default="current", help="name of this run in cost.json (e.g. before, after)")
-    p.add_argument("--out", help="directory of cost.json and RESULTS.md (scripts/bench: bench)")
+    p.add_argument("--out", help="directory of RESULTS.md, cost.json in its results/ (scripts/bench: bench)")
     p.add_argument("--merge", action="store_true",
                    help="keep the parts of this label in cost.json that this run does not measure (the other hash "
                         "setting, the memory rows)")
     p.add_argument("--settle-timeout", type=float, default=600, help="seconds to wait for the cluster to go quiet")
     return p.parse_args(argv)
-
-
-def pair(text: str) -> tuple[int, int]:
-    v, w = (float(x) for x in text.split(":"))
-    obj = 4 << 20
-    return max(obj, round(v * GiB / obj) * obj), max(obj, round(w * GiB / obj) * obj)
 
 
 # -- processes and their CPU ----------------------------------------------------------------------------------
@@ -379,7 +374,7 @@ def print_run(result: dict[str, Any]) -> None:
 
 
 def save(result: dict[str, Any], out_dir: str) -> None:
-    path = os.path.join(out_dir, "cost.json")
+    path = os.path.join(results_dir(out_dir), "cost.json")
     saved: dict[str, Any] = {}
     if os.path.exists(path):
         with open(path) as f:
@@ -399,13 +394,9 @@ def save(result: dict[str, Any], out_dir: str) -> None:
 
 
 def saved_section(out_dir: str) -> str:
-    """The ``cost`` section of RESULTS.md, drawn from ``cost.json`` (empty when there is none)."""
-    path = os.path.join(out_dir, "cost.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        saved = json.load(f)
-    return section(saved)
+    """The ``cost`` section of RESULTS.md, drawn from ``results/cost.json`` (empty when there is none)."""
+    saved = read_saved(out_dir, "cost.json")
+    return section(saved) if saved is not None else ""
 
 
 def _kinds(counts: dict[str, dict[str, int]], n: int) -> str:
@@ -530,19 +521,8 @@ def targets(saved: dict[str, Any]) -> list[str]:
 
 
 def write(result: dict[str, Any], out_dir: str) -> None:
-    from bench.report import foreign_sections
-
     save(result, out_dir)
-    results_md = os.path.join(out_dir, "RESULTS.md")
-    text = ""
-    if os.path.exists(results_md):
-        with open(results_md) as f:
-            text = f.read()
-    new = saved_section(out_dir)
-    old = dict(foreign_sections(text)).get(SECTION)
-    text = text.replace(old, new.rstrip("\n")) if old else text.rstrip("\n") + "\n\n" + new
-    with open(results_md, "w") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
+    write_section(os.path.join(out_dir, "RESULTS.md"), SECTION, saved_section(out_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -552,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_run(result)
     if a.out:
         write(result, a.out)
-        log(f"wrote {a.out}/cost.json and the '{SECTION}' section of {a.out}/RESULTS.md")
+        log(f"wrote {a.out}/results/cost.json and the '{SECTION}' section of {a.out}/RESULTS.md")
     return 0
 
 

@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image  # matplotlib's own dependency
 
-from bench import dashboard_panels as dp
 from bench.promserver import Series
+from testkit import dashboard_panels as dp
 
 BACKGROUND = "#111217"
 PANEL = "#181B1F"

@@ -8,7 +8,7 @@ of kind ``glance``; and requests refused at once: a missing disk, an unknown sto
 larger disks queue their flattens with the Ceph mgr, and one disk is parked in the RBD trash the way the Nova hook
 does it, then drained by the service) and ``idle``.
 
-The service is tests/integration/test_service.py's ``Service`` (the tests' own, with its own journal namespace);
+The service is testkit.service's ``Service`` (the tests' own, with its own journal namespace);
 disks, Glance images and their removal are bench.lib's; the burst is bench.load's.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import rbd
 
 from bench import lib
-from bench import load as bl
-from tests.integration.test_service import Service
+from testkit import load as bl
+from testkit.service import Service
 
 FINAL = ("done", "failed", "cancelled")
 

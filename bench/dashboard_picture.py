@@ -5,7 +5,7 @@
 Grafana cannot be installed here, so this draws etc/grafana/fastsnap-dashboard.json itself, from the dashboard's own
 PromQL run by a real Prometheus (Debian's) on a real fastsnap service of the test stack:
 
-1. starts a fastsnap service (tests/integration/test_service.py's, on the stack's Ceph, Keystone and Glance, with a
+1. starts a fastsnap service (testkit.service's, the tests' own, on the stack's Ceph, Keystone and Glance, with a
    journal namespace of its own), a local proxy that adds a Keystone token to ``/metrics`` (bench.metrics_proxy, as
    doc/source/admin/monitoring.rst describes) and a Prometheus scraping it every 2 s (bench.promserver);
 2. drives load through the service (bench.dashboard_load: clone, stream and copy snapshots, a burst with 429s,
@@ -32,16 +32,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import rados
-
 from bench import dashboard_draw as draw
-from bench import dashboard_panels as dp
 from bench import lib
 from bench.dashboard_load import Load
 from bench.metrics_proxy import MetricsProxy
 from bench.promserver import Prometheus
-from tests.integration import conftest as cf
-from tests.integration.test_service import Service
+from testkit import dashboard_panels as dp
+from testkit import stack as tk_stack
+from testkit.service import Service
 
 DASHBOARD = Path(lib.ROOT) / "etc/grafana/fastsnap-dashboard.json"
 OUT = Path(lib.ROOT) / "doc/source/admin/images/fastsnap-dashboard.png"
@@ -81,16 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = stack_env()
     panels = dp.panels(json.loads(DASHBOARD.read_text()))
     t_begin = time.monotonic()
-    admin_a = rados.Rados(conffile=env["CEPH_CONF"], rados_id="admin")
-    admin_b = rados.Rados(conffile=env["CEPH_CONF_REMOTE"], rados_id="admin")
-    admin_a.connect(timeout=30)
-    admin_b.connect(timeout=30)
-    tests_stack = cf.Stack(env, admin_a, admin_b, services=cf.NativeServices())
+    tests_stack = tk_stack.connect(env)  # the service's stack; this benchmark breaks nothing
     stack = lib.Stack(lib.Env.load())
     cleanup = lib.Cleanup(stack)
     tmp = Path(tempfile.mkdtemp(prefix="fastsnap-dashboard-"))
     svc = Service(tests_stack, tmp, slots=3)
-    namespace = cf.TEST_NAMESPACE_PREFIX + hashlib.sha1(str(tmp / "state").encode()).hexdigest()[:12]
+    namespace = tk_stack.TEST_NAMESPACE_PREFIX + hashlib.sha1(str(tmp / "state").encode()).hexdigest()[:12]
     load = Load(svc, stack, cleanup, deadline=time.monotonic() + a.budget)
     rc = 1
     try:
@@ -142,10 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         svc.stop()
         cleanup.all()
         load.remove_parked()
-        removed = cf.purge_test_namespaces(env["CEPH_CONF"], prefix=namespace)
+        removed = tk_stack.purge_test_namespaces(env["CEPH_CONF"], prefix=namespace)
         stack.close()
-        admin_a.shutdown()
-        admin_b.shutdown()
+        tests_stack.shutdown()
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         lib.log(f"cleaned up (journal objects removed: {removed}); {time.monotonic() - t_begin:.0f} s in all"

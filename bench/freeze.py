@@ -3,23 +3,24 @@ N clone-path snapshots with ``quiesce_domain``, then N without, on the running t
 
     .venv/bin/python -m bench.freeze [--runs 10] [--out bench]
 
-Writes OUT/freeze.json and the "Freeze window" section of OUT/RESULTS.md (replaced in place)."""
+Writes OUT/results/freeze.json and the "Freeze window" section of OUT/RESULTS.md (replaced in place)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from fastsnap import Fastsnap, SnapshotRequest
-from tests.integration.conftest import RUN, _read_env
-from tests.integration.guest import running_guest
+from testkit.env import read_env, run_dir
+from testkit.guest import running_guest
+from testkit.results import markers, results_dir, write_section
 
-BEGIN, END = "<!-- freeze:begin -->", "<!-- freeze:end -->"
+SECTION = "freeze"
+BEGIN, END = markers(SECTION)
 
 
 def _run(fs: Fastsnap, disk: str, domain: str | None) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", default="bench")
     a = ap.parse_args()
-    env = _read_env(Path(os.environ.get("FASTSNAP_TEST_RUN_DIR", RUN)) / "env.sh")
+    env = read_env(run_dir() / "env.sh")
     rows: dict[str, list[dict[str, Any]]] = {"quiesced": [], "unquiesced": []}
     with running_guest(env["CEPH_CONF"]) as g, Fastsnap(config_file=env["FASTSNAP_CONFIG_FILE"]) as fs:
         disk = f"vms/{g.disk}"
@@ -54,7 +55,8 @@ def main() -> int:
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     out = Path(a.out)
-    (out / "freeze.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=1) + "\n")
+    saved = Path(results_dir(a.out)) / "freeze.json"
+    saved.write_text(json.dumps({"summary": summary, "runs": rows}, indent=1) + "\n")
     section = f"""{BEGIN}
 ## Freeze window (quiesced snapshots, `python -m bench.freeze`, {summary['measured_at']})
 
@@ -69,13 +71,7 @@ The freeze window is freeze → thaw as fastsnap measures it (libvirt `fsFreeze`
 | snapshot, quiesced | {summary['snapshot_quiesced_median']:.3f} s | |
 | snapshot, not quiesced | {summary['snapshot_unquiesced_median']:.3f} s | |
 {END}"""
-    results = out / "RESULTS.md"
-    text = results.read_text()
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
+    write_section(out / "RESULTS.md", SECTION, section)
     print(json.dumps(summary))
     return 0
 

@@ -1,7 +1,7 @@
 """Incremental backups into the rbd store on another cluster (issue 25) against today's delta path and the stream,
 in the same run, on the same disk; then a chain of backups with rotation.
 
-    python -m bench.incremental [--scale 0.25] [--chain 30] [--rotation 7] [--out bench/incremental.json]
+    python -m bench.incremental [--scale 0.25] [--chain 30] [--rotation 7] [--out bench/results/incremental.json]
 
 The issue's workload is a 4 GiB-virtual disk cloned from a 1 GiB base, 1 GiB written by the instance, then 64 MiB
 rewritten between backups. On this shared 2-core machine the default ``--scale 0.25`` runs it at a quarter: 1 GiB

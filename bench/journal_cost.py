@@ -25,7 +25,7 @@ Glance image is deleted right after its measurement, the disks at the end. Befor
                                            [--disk 32:8] [--out bench] [--no-record]
     .venv/bin/python -m bench.journal_cost --redraw [--note TEXT]   # the section again from journal_cost.json
 
-Writes ``OUT/journal_cost.json`` and the ``journal-cost`` section of ``OUT/RESULTS.md`` (replaced in place).
+Writes ``OUT/results/journal_cost.json`` and the ``journal-cost`` section of ``OUT/RESULTS.md`` (replaced in place).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ from bench.lib import (
     at_once,
     log,
     make_disk,
-    stop_process,
     trim_at_once,
     unique,
     wait_snaptrim,
 )
-from bench.report import replace_section
+from testkit.cleanup import stop_process
+from testkit.results import results_dir, write_section
 
 SECTION = "journal-cost"
 BEFORE_REV = "aa9cdc5"
@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--disk", default="32:8", help="VIRTUAL:WRITTEN MiB of each disk [32:8]")
     p.add_argument("--quiet-timeout", type=float, default=4.0,
                    help="at most this many seconds of waiting for the stack to go quiet before a measurement [4]")
-    p.add_argument("--out", default=BENCH_DIR, help="directory of journal_cost.json and RESULTS.md [bench]")
+    p.add_argument("--out", default=BENCH_DIR, help="directory of RESULTS.md (journal_cost.json: its results/) [bench]")
     p.add_argument("--no-record", action="store_true", help="print the figures; do not write OUT")
     p.add_argument("--redraw", action="store_true", help="measure nothing: write the section from OUT's JSON")
     p.add_argument("--note", help="with --redraw: the paragraph on what the figures mean (kept in the JSON)")
@@ -443,15 +443,9 @@ def section(result: dict[str, Any]) -> str:
 
 
 def record(result: dict[str, Any], out_dir: str) -> None:
-    with open(os.path.join(out_dir, "journal_cost.json"), "w") as f:
+    with open(os.path.join(results_dir(out_dir), "journal_cost.json"), "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
-    path = os.path.join(out_dir, "RESULTS.md")
-    text = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    with open(path, "w") as f:
-        f.write(replace_section(text, SECTION, section(result)))
+    write_section(os.path.join(out_dir, "RESULTS.md"), SECTION, section(result))
 
 
 # -- the run --------------------------------------------------------------------------------------------------
@@ -544,7 +538,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
-    path = os.path.join(a.out, "journal_cost.json")
+    path = os.path.join(results_dir(a.out), "journal_cost.json")
     if a.redraw:
         with open(path) as f:
             result = json.load(f)
@@ -556,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"benchmark": "journal_cost", "summary": result["summary"], "facts": result["facts"]}, indent=1))
     if not a.no_record:
         record(result, a.out)
-        log(f"wrote {a.out}/journal_cost.json and the '{SECTION}' section of {a.out}/RESULTS.md")
+        log(f"wrote {a.out}/results/journal_cost.json and the '{SECTION}' section of {a.out}/RESULTS.md")
     return 0
 
 

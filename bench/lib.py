@@ -28,7 +28,9 @@ import glanceclient
 import rados
 import rbd
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
+
+from testkit import keystone
+from testkit.cleanup import delete_image, glance_image, remove_disk
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -68,9 +70,7 @@ class Env:
 
     def session(self) -> ks_session.Session:
         """fastsnap's own Glance identity (user fastsnap, project service, with the service role)."""
-        return ks_session.Session(auth=v3.Password(
-            auth_url=self.auth_url, username="fastsnap", password=self.service_password, project_name="service",
-            user_domain_name="Default", project_domain_name="Default"))
+        return keystone.session(self.auth_url, "fastsnap", self.service_password, "service")
 
     def bench_config(self, max_concurrent: int = 64, flatten: str | None = None,
                      location_api: str | None = None) -> str:
@@ -149,63 +149,10 @@ class Stack:
         return time.monotonic() - t0
 
     def remove_disk(self, name: str, pool: Any | None = None) -> None:
-        io = pool if pool is not None else self.vms
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with rbd.Image(io, name) as img:
-                    for s in list(img.list_snaps()):
-                        if s.get("namespace", 0) != 0:
-                            continue  # trash: purged with its last clone
-                        with contextlib.suppress(rbd.ImageNotFound):
-                            img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
-                rbd.RBD().remove(io, name)
-                return
-            except rbd.ImageNotFound:
-                return
-            except (rbd.ImageBusy, rbd.ImageHasSnapshots, rbd.InvalidArgument) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cannot remove {name}: {exc}") from exc
-                time.sleep(1)
+        remove_disk(pool if pool is not None else self.vms, name, wait=300)
 
 
-# -- Glance images and RBD images, for any client of the stack (bench.novahost's too) -------------------------
-
-
-def stop_process(proc: subprocess.Popen[Any] | None, term_wait: float = 30, kill_wait: float = 30) -> None:
-    """Stop a process this bench started: SIGTERM, then SIGKILL if it is still there after ``term_wait`` s."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(term_wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(kill_wait)
-
-
-def glance_image(glance: Any, image_id: str) -> dict[str, Any] | None:
-    """The image as ``glance`` (a glanceclient v2 client) sees it; None when it answers 404 (or fails)."""
-    try:
-        return dict(glance.images.get(image_id))
-    except Exception:  # 404
-        return None
-
-
-def delete_image(glance: Any, image_id: str, timeout: float, poll: float) -> None:
-    """Delete a Glance image, tried again every ``poll`` seconds while it is still there (its RBD image busy: a
-    flatten still holds it; Glance's hashing task racing the delete) until ``timeout``; gone counts as deleted."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            glance.images.delete(image_id)
-            return
-        except Exception as exc:
-            if glance_image(glance, image_id) is None:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot delete image {image_id}: {exc}") from exc
-            time.sleep(poll)
+# -- RBD images -----------------------------------------------------------------------------------------
 
 
 def has_parent(pool: Any, name: str) -> bool:
@@ -434,6 +381,17 @@ class Row:
 
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else 0.0
+
+
+def obj_round(n: float) -> int:
+    """``n`` bytes rounded to whole RBD objects (at least one)."""
+    return max(OBJ, round(n / OBJ) * OBJ)
+
+
+def pair(text: str) -> tuple[int, int]:
+    """A ``VIRTUAL:WRITTEN`` size in GiB (``4:2``) as bytes, each rounded to whole objects."""
+    v, w = (float(x) for x in text.split(":"))
+    return obj_round(v * GiB), obj_round(w * GiB)
 
 
 def gib(n: int | float) -> str:

@@ -15,7 +15,7 @@ again and keeps writing its counter. Then one snapshot with each driver (the ord
 registered location and fastsnap's background flatten are waited for, the image is deleted and snapshot trimming
 is waited for.
 
-Writes OUT/nova.json (after every case) and the "Through Nova" section of OUT/RESULTS.md."""
+Writes OUT/results/nova.json (after every case) and the "Through Nova" section of OUT/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -28,20 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib import has_parent, trim_at_once, wait_trimmed, write_blocks
-from bench.novahost import (
+from testkit.env import read_env
+from testkit.novahost import (
     HOOK_DRIVER,
     STOCK_DRIVER,
     Cloud,
     FastsnapService,
     Watch,
-    read_env,
     switch_driver,
     wait_counter,
 )
+from testkit.results import markers, read_saved, results_dir, write_section
 
 GiB = 1 << 30
 MiB = 1 << 20
-BEGIN, END = "<!-- nova:begin -->", "<!-- nova:end -->"
+SECTION = "nova"
+BEGIN, END = markers(SECTION)
 DATA_OFFSET = 512 * MiB   # past the guest's 256 MiB ext4 filesystem
 
 
@@ -291,7 +293,7 @@ def section(result: dict[str, Any]) -> str:
               f"(2 cores shared with other sessions); nova-compute driver switches (`ceph-test-env/up --nova`) took "
               f"{', '.join(f'{x:.0f}' for x in f['switches'])} s. "
               "Raw rows (server idle times, Glance hashing and background flatten after activation, counter "
-              "reads): `bench/nova.json`.", END]
+              "reads): `bench/results/nova.json`.", END]
     return "\n".join(lines) + "\n"
 
 
@@ -309,16 +311,13 @@ def summarize(result: dict[str, Any], keep: int = 3) -> list[dict[str, Any]]:
 
 def saved_section(bench_dir: str) -> str:
     """The recorded "Through Nova" section, for ``bench.report`` (empty when none was recorded)."""
-    path = os.path.join(bench_dir, "nova.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        return section(json.load(f))
+    saved = read_saved(bench_dir, "nova.json")
+    return section(saved) if saved is not None else ""
 
 
 def write(out: Path, result: dict[str, Any]) -> None:
     ratios(result["cases"])
-    (out / "nova.json").write_text(json.dumps(result, indent=1) + "\n")
+    (Path(results_dir(str(out))) / "nova.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 def main() -> int:
@@ -331,8 +330,9 @@ def main() -> int:
     cases = [("clone", int(x)) for x in a.clone.split(",") if x] + [("stream", int(x)) for x in a.stream.split(",")
                                                                      if x]
     earlier: list[dict[str, Any]] = []
-    if (out / "nova.json").exists():  # the previous runs' ratios stay beside this one's (noise on a shared host)
-        earlier = summarize(json.loads((out / "nova.json").read_text()))
+    saved = Path(results_dir(str(out))) / "nova.json"
+    if saved.exists():  # the previous runs' ratios stay beside this one's (noise on a shared host)
+        earlier = summarize(json.loads(saved.read_text()))
     b = Bench(out)
     b.ceph.set_fast_trim()
     result: dict[str, Any] = {"facts": {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -365,14 +365,7 @@ def main() -> int:
             write(out, result)
             if b.driver != STOCK_DRIVER:
                 b.use(STOCK_DRIVER)
-    results = out / "RESULTS.md"
-    text = results.read_text()
-    sec = section(result)
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + sec.rstrip("\n") + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + sec
-    results.write_text(text)
+    write_section(out / "RESULTS.md", SECTION, section(result))
     print(json.dumps([{k: c.get(k) for k in ("path", "written_gib", "ratio_stock_over_fastsnap")}
                       for c in result["cases"]]))
     return 0

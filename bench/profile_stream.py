@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import sys
@@ -19,7 +20,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.lib import Cleanup, Env, Stack, daemon_cpu, gib, log, make_disk, unique
+from bench.lib import Cleanup, Env, Stack, daemon_cpu, gib, log, make_disk, pair, unique
+from bench.methods import settle
+from testkit.results import results_dir
 
 
 def thread_cpu() -> dict[str, float]:
@@ -82,7 +85,6 @@ def profile_clone(stack: Stack, cleanup: Cleanup, config: str, out_dir: str | No
     """One clone-path snapshot (warm client) under pyinstrument: where do its seconds above the floor go?"""
     from pyinstrument import Profiler
 
-    from bench.methods import settle
     from fastsnap import Fastsnap, SnapshotRequest
 
     disk = cleanup.disk(unique("profc"))
@@ -113,21 +115,18 @@ def _top(text: str, n: int = 25) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import json
-
     p = argparse.ArgumentParser(prog="bench.profile_stream", description=__doc__)
     p.add_argument("--size", default="4:2", help="VIRTUAL:WRITTEN GiB [4:2]")
-    p.add_argument("--out", help="directory for profile_stream.txt")
+    p.add_argument("--out", help="bench directory: profile_stream.txt and profile_clone.txt go to its results/")
     a = p.parse_args(argv)
-    from bench.run import pair
-
     env = Env.load()
     stack = Stack(env)
     cleanup = Cleanup(stack)
     try:
         v, w = pair(a.size)
-        out = profile_stream(stack, cleanup, env.bench_config(), v, w, a.out)
-        out["clone"] = profile_clone(stack, cleanup, env.bench_config(), a.out)
+        out_dir = results_dir(a.out) if a.out else None
+        out = profile_stream(stack, cleanup, env.bench_config(), v, w, out_dir)
+        out["clone"] = profile_clone(stack, cleanup, env.bench_config(), out_dir)
     finally:
         cleanup.all()
         stack.close()

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from bench import lib
+from testkit.cleanup import stop_process
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Prometheus:
             return "(no log)"
 
     def stop(self) -> None:
-        lib.stop_process(self.proc)
+        stop_process(self.proc)
         self.proc = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)

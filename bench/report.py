@@ -1,6 +1,6 @@
-"""Turn a benchmark run (``results.json``) into ``RESULTS.md`` and ``time_vs_size.png``.
+"""Turn a benchmark run (``results/results.json``) into ``RESULTS.md`` and ``results/time_vs_size.png``.
 
-    python -m bench.report bench/results.json   # regenerate RESULTS.md and the plot from saved results
+    python -m bench.report bench/results/results.json   # regenerate RESULTS.md and the plot from saved results
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from bench import load, nova
 from bench.lib import GiB, MiB, gib, human_bytes
+from testkit.results import BENCH_DIR, RESULTS_SUBDIR, results_dir, sections
 
 MiB_150 = 150 * MiB
 ORDER = ("floor", "fastsnap-clone", "fastsnap-clone-cli", "nova-direct", "fastsnap-stream", "ceiling-export",
@@ -267,17 +269,18 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
                   f"({prof['cpu_util'].get('osd')}). fastsnap threads: "
                   + ", ".join(f"{k} {v}" for k, v in prof.get("fastsnap_threads_cpu_s", {}).items()) + ".", "",
                   "```", *prof.get("top", []), "```", "",
-                  "(full profile in `bench/profile_stream.txt`)", ""]
+                  "(full profile in `bench/results/profile_stream.txt`)", ""]
         pc = prof.get("clone")
         if pc:
             lines += ["## Where the clone path's time goes", "",
                       f"One clone-path snapshot (warm client) under pyinstrument: {pc['wall']} s.", "",
-                      "```", *pc.get("top", []), "```", "", "(full profile in `bench/profile_clone.txt`)", ""]
+                      "```", *pc.get("top", []), "```", "", "(full profile in `bench/results/profile_clone.txt`)", ""]
     if notes:
         lines += [notes.strip(), ""]
     lines += ["## Files", "",
-              "`results.json` (every measurement, with per-step times and counters), `time_vs_size.png`, "
-              "`profile_stream.txt`, `profile_clone.txt`, `NOTES.md` (the analysis above, kept by hand). "
+              "In `results/`: `results.json` (every measurement, with per-step times and counters), "
+              "`time_vs_size.png`, `profile_stream.txt`, `profile_clone.txt`; beside this file `NOTES.md` (the "
+              "analysis above, kept by hand). "
               "Code: `bench/methods.py` (the methods), `bench/run.py` (orchestration), "
               "`bench/report.py` (this file), `scripts/bench` (stack + run).", ""]
     return "\n".join(lines)
@@ -323,34 +326,16 @@ def plot(result: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def foreign_sections(text: str) -> list[tuple[str, str]]:
-    """The ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` blocks of a RESULTS.md, in order: (NAME, block)."""
-    import re
-
-    return [(m.group(1), m.group(0)) for m in
-            re.finditer(r"<!-- ([a-z0-9_-]+):begin -->.*?<!-- \1:end -->", text, flags=re.S)]
-
-
-def replace_section(text: str, name: str, block: str) -> str:
-    """``text`` (a RESULTS.md) with its ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` block replaced by
-    ``block`` (which carries the same markers), or with ``block`` appended when it has none."""
-    old = dict(foreign_sections(text)).get(name)
-    block = block.rstrip("\n")
-    text = text.replace(old, block) if old else text.rstrip("\n") + "\n\n" + block
-    return text if text.endswith("\n") else text + "\n"
-
-
 def write_all(result: dict[str, Any], out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
+    """``out_dir``/RESULTS.md (with ``out_dir``/NOTES.md) and, in its results/, results.json and the plot."""
+    data = results_dir(out_dir)
+    with open(os.path.join(data, "results.json"), "w") as f:
         json.dump(result, f, indent=1, sort_keys=True, default=str)
     notes = ""
     notes_path = os.path.join(out_dir, "NOTES.md")
     if os.path.exists(notes_path):
         with open(notes_path) as f:
             notes = f.read()
-    from bench import load, nova
-
     results_md = os.path.join(out_dir, "RESULTS.md")
     old = ""
     if os.path.exists(results_md):
@@ -361,21 +346,22 @@ def write_all(result: dict[str, Any], out_dir: str) -> None:
     redrawn = {"load": load.saved_section(out_dir), "nova": nova.saved_section(out_dir)}
     with open(results_md, "w") as f:
         f.write(markdown(result, notes))
-        for name, text in foreign_sections(old):
+        for name, text in sections(old):
             text = redrawn.pop(name, "") or text
             f.write("\n" + text.rstrip("\n") + "\n")
         for text in redrawn.values():
             if text:
                 f.write("\n" + text.rstrip("\n") + "\n")
-    plot(result, os.path.join(out_dir, "time_vs_size.png"))
+    plot(result, os.path.join(data, "time_vs_size.png"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.report [OUT/results/results.json]``: RESULTS.md again in OUT (default: bench)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    path = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+    path = args[0] if args else os.path.join(BENCH_DIR, RESULTS_SUBDIR, "results.json")
     with open(path) as f:
         result = json.load(f)
-    write_all(result, os.path.dirname(os.path.abspath(path)))
+    write_all(result, os.path.dirname(os.path.dirname(os.path.abspath(path))))
     return 0
 
 

@@ -2,8 +2,8 @@
 
     python -m bench.run [--sizes 0.25,1,2,4,8] [--quick] [--only clone,stream,concurrency,profile] [--out DIR]
 
-Prints each benchmark's JSON and table; with ``--out`` also writes results.json, RESULTS.md and
-time_vs_size.png there (``scripts/bench`` passes ``--out bench``).
+Prints each benchmark's JSON and table; with ``--out OUT`` also writes OUT/RESULTS.md, and results.json and
+time_vs_size.png in OUT/results/ (``scripts/bench`` passes ``--out bench``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench import cost
 from bench import methods as m
 from bench.lib import (
-    OBJ,
     Cleanup,
     Env,
     GiB,
@@ -34,12 +34,17 @@ from bench.lib import (
     log,
     machine_facts,
     make_disk,
+    obj_round,
+    pair,
     sweep,
     table,
     trim_at_once,
     unique,
     wait_snaptrim,
 )
+from bench.profile_stream import profile_clone, profile_stream
+from bench.report import write_all
+from testkit.results import results_dir
 
 ALL_PARTS = ("stream", "clone", "thin", "ratio", "concurrency", "profile")
 
@@ -65,9 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(what a clone snapshot costs, do_secure_hash on and off, CLI memory; see bench/cost.py)")
     p.add_argument("--flatten", help="[snapshot] flatten policy for the bench config (default: fastsnap's)")
     p.add_argument("--tmp-dir", default=None, help="local directory of Nova generic's temporary file")
-    p.add_argument("--out", help="directory to write results.json, RESULTS.md and time_vs_size.png")
+    p.add_argument("--out", help="directory of RESULTS.md (results.json and time_vs_size.png: its results/)")
     p.add_argument("--merge", action="store_true",
-                   help="keep the parts of an existing OUT/results.json that this run does not measure")
+                   help="keep the parts of an existing OUT/results/results.json that this run does not measure")
     p.add_argument("--quick", action="store_true", help="small sizes (<= 1 GiB written), 1 repeat: a few minutes")
     a = p.parse_args(argv)
     if a.quick:
@@ -79,15 +84,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         a.repeats = min(a.repeats, 2)
     a.sizes = a.sizes or "0.25,1,2,4,8"
     return a
-
-
-def pair(text: str) -> tuple[int, int]:
-    v, w = (float(x) for x in text.split(":"))
-    return obj_round(v * GiB), obj_round(w * GiB)
-
-
-def obj_round(n: float) -> int:
-    return max(OBJ, round(n / OBJ) * OBJ)
 
 
 # -- parts ---------------------------------------------------------------------------------------------------
@@ -229,8 +225,6 @@ def _threads(clients: list[Any], disks: list[str]) -> tuple[float, list[dict[str
 
 
 def profile(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: str, out_dir: str | None) -> dict[str, Any]:
-    from bench.profile_stream import profile_clone, profile_stream
-
     virtual, written = pair(a.profile_size)
     out = profile_stream(stack, cleanup, config, virtual, written, out_dir)
     out["clone"] = profile_clone(stack, cleanup, config, out_dir)
@@ -243,9 +237,7 @@ def profile(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: str, 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     parts = {p.strip() for p in a.only.split(",") if p.strip()}
-    if parts == {"cost"}:  # its own JSON (cost.json) and RESULTS.md section
-        from bench import cost
-
+    if parts == {"cost"}:  # its own JSON (results/cost.json) and RESULTS.md section
         return cost.main(["--out", a.out] if a.out else [])
     unknown = parts - set(ALL_PARTS)
     if unknown:
@@ -294,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(errors[-1])
         if "profile" in parts:
             try:
-                result["profile"] = profile(stack, cleanup, a, config, a.out)
+                result["profile"] = profile(stack, cleanup, a, config, results_dir(a.out) if a.out else None)
                 print(json.dumps({"benchmark": "profile", **result["profile"]}, indent=1))
             except Exception as exc:
                 errors.append(f"profile: {type(exc).__name__}: {exc}")
@@ -305,9 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["duration_s"] = round(time.time() - started, 1)
     if a.out:
-        from bench.report import write_all
-
-        old_path = os.path.join(a.out, "results.json")
+        old_path = os.path.join(results_dir(a.out), "results.json")
         if a.merge and os.path.exists(old_path):
             with open(old_path) as f:
                 old = json.load(f)
@@ -317,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["merged_from"] = old.get("started")
 
         write_all(result, a.out)
-        log(f"wrote {a.out}/results.json, RESULTS.md, time_vs_size.png")
+        log(f"wrote {a.out}/RESULTS.md, {a.out}/results/results.json and time_vs_size.png")
     return 0
 
 

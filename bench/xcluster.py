@@ -1,7 +1,7 @@
 """Snapshots into the rbd store on another cluster (issue 16): ``delta`` and ``copy`` against today's stream
 through Glance, in the same run, on the same disks.
 
-    python -m bench.xcluster [--scale 0.25] [--copy-sizes 0.25,1,2] [--out bench/xcluster.json]
+    python -m bench.xcluster [--scale 0.25] [--copy-sizes 0.25,1,2] [--out bench/results/xcluster.json]
 
 The issue's workload is an 8 GiB virtual disk cloned from a 4 GiB-written base with 512 MiB rewritten by the
 instance, and copies at 1/4/8 GiB written. On this shared 2-core machine the default ``--scale 0.25`` runs it at a
@@ -41,6 +41,7 @@ from bench.lib import (
     print_json,
     run,
 )
+from testkit import cleanup, keystone
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -105,12 +106,9 @@ def delete(stack: Stack, image_id: str) -> None:
 
 
 def remove_disk(stack: Stack, name: str) -> None:
+    """Best-effort clean-up, reported."""
     try:
-        with rbd.Image(stack.vms, name) as img:
-            for s in list(img.list_snaps()):
-                if int(s.get("namespace", 0)) == 0:
-                    img.remove_snap2(s["name"], rbd.RBD_SNAP_REMOVE_UNPROTECT)
-        rbd.RBD().remove(stack.vms, name)
+        cleanup.remove_disk(stack.vms, name)
     except rbd.Error as exc:
         log(f"could not remove vms/{name}: {exc}")
 
@@ -153,12 +151,7 @@ def delta_series(stack: Stack, env: Env, config: str, scale: float) -> Iterator[
 
 
 def env_admin_session(env: Env) -> Any:
-    from keystoneauth1 import session as ks_session
-    from keystoneauth1.identity import v3
-
-    return ks_session.Session(auth=v3.Password(
-        auth_url=env.auth_url, username="admin", password=os.environ["FASTSNAP_TEST_ADMIN_PASSWORD"],
-        project_name="admin", user_domain_name="Default", project_domain_name="Default"))
+    return keystone.session(env.auth_url, "admin", os.environ["FASTSNAP_TEST_ADMIN_PASSWORD"], "admin")
 
 
 def copy_series(stack: Stack, env: Env, config: str, sizes: list[float]) -> Iterator[dict[str, Any]]:

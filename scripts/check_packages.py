@@ -26,7 +26,7 @@ from typing import Any
 
 # Top-level names a wheel must not have: the repository's tests, benchmarks, tools, docs and the raw etc/ tree
 # (its files are installed as data files under share/ instead).
-FORBIDDEN_TOP = {"tests", "bench", "scripts", "doc", "etc", "ceph-test-env", "nova-fastsnap"}
+FORBIDDEN_TOP = {"tests", "bench", "testkit", "scripts", "doc", "etc", "ceph-test-env", "nova-fastsnap"}
 
 
 class Failures:
@@ -61,7 +61,8 @@ def check_wheel(wheel: Path, source: Path) -> int:
     names = zipfile.ZipFile(wheel).namelist()
     print(f"{wheel.name}: {len(names)} files")
     tops = {PurePosixPath(n).parts[0] for n in names}
-    fail.check(not tops & FORBIDDEN_TOP, f"no tests/bench/scripts/doc/etc in the wheel (top level: {sorted(tops)})")
+    fail.check(not tops & FORBIDDEN_TOP,
+               f"no tests/bench/testkit/scripts/doc/etc in the wheel (top level: {sorted(tops)})")
     fail.check(not [n for n in names if "__pycache__" in n or n.endswith(".pyc")], "no byte code in the wheel")
     data = sorted(n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n)
     want = sorted(_data_files(source))

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.novahost import HOOK_DRIVER, RUN, Cloud, FastsnapService, read_env, switch_driver, wait_counter
+from testkit.env import read_env
+from testkit.novahost import HOOK_DRIVER, RUN, Cloud, FastsnapService, switch_driver, wait_counter
 
 
 def openstack(env: dict[str, str], *args: str) -> tuple[float, str]:

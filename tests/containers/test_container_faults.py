@@ -21,7 +21,9 @@ import requests
 
 from fastsnap import journal as jr
 from fastsnap.states import OpState
-from tests.integration.conftest import ROOT, Stack, Writer
+from testkit.env import ROOT
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 from tests.integration.test_faults import _assert_clean, _journal, _ops_for, _recover, _start, _wait_saving
 
 

@@ -8,7 +8,7 @@ import json
 import subprocess
 from importlib import metadata
 
-from tests.integration.conftest import Stack
+from testkit.stack import Stack
 
 # Run by the service container's Python (/opt/venv, first on its PATH): where fastsnap and the running service's
 # command come from, and how the distribution was installed (PEP 610 direct_url.json: the wheel's file URL).

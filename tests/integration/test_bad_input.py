@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import ROOT, Stack, Writer
-from tests.integration.test_service import Service
+from testkit.env import ROOT
+from testkit.service import Service
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 
 def _state(stack: Stack, disk: str) -> tuple[Any, ...]:

@@ -25,7 +25,8 @@ import pytest
 import rbd
 
 from fastsnap.states import REMOTE_STEPS, OpState
-from tests.integration.conftest import Stack, remove_disk
+from testkit.cleanup import remove_disk
+from testkit.stack import Stack
 
 MiB = 1 << 20
 OBJ = 8 * MiB          # Glance's rbd stores write 8 MiB objects (rbd_store_chunk_size = 8); clones inherit it

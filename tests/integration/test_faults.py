@@ -23,7 +23,9 @@ import rbd
 
 from fastsnap import journal as jr
 from fastsnap.states import OpState
-from tests.integration.conftest import ROOT, Stack, Writer
+from testkit.env import ROOT
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 # "reserved": between journaling the operation and its first step. Clone cells with the sync flatten policy
 # ("flatten", before registering) run with [snapshot] flatten = sync; the others with the default (background).

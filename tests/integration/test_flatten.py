@@ -15,7 +15,9 @@ import rbd
 from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap import conf as fsconf
 from fastsnap.rados_journal import RadosOperations
-from tests.integration.conftest import ROOT, Stack, Writer, stack_up
+from testkit.env import ROOT
+from testkit.stack import Stack
+from tests.integration.conftest import Writer, stack_up
 
 
 @pytest.fixture

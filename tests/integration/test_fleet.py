@@ -23,9 +23,11 @@ from fastsnap import journal as jr
 from fastsnap.api import Fastsnap
 from fastsnap.rados_journal import RadosOperations
 from fastsnap.states import OpState
-from tests.integration.conftest import ROOT, Stack, Writer, journal_for, journal_section
-from tests.integration.nova import Server
-from tests.integration.test_service import Service
+from testkit.env import ROOT
+from testkit.nova import Server
+from testkit.service import Service
+from testkit.stack import Stack, journal_for, journal_section
+from tests.integration.conftest import Writer
 
 LEASE = 2  # seconds: a lost host's operations wait this long for another host
 

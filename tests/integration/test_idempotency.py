@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from fastsnap import Conflict, Fastsnap, SnapshotRequest
-from tests.integration.conftest import ROOT, Stack, Writer
+from testkit.env import ROOT
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 
 def _queued(stack: Stack) -> str:

@@ -24,8 +24,9 @@ import pytest
 import rbd
 
 from fastsnap.states import CHAIN_STEPS, OpState
-from tests.integration.conftest import Stack, remove_disk
-from tests.integration.test_service import Service
+from testkit.cleanup import remove_disk
+from testkit.service import Service
+from testkit.stack import Stack
 
 MiB = 1 << 20
 OBJ = 4 * MiB

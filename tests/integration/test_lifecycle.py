@@ -33,7 +33,9 @@ from typing import Any
 import pytest
 import rbd
 
-from tests.integration.conftest import ROOT, Stack
+from testkit.counter import resumes_from
+from testkit.env import ROOT
+from testkit.stack import Stack
 from tests.integration.test_nova import (  # noqa: F401  (fixtures)
     BOOT_TIMEOUT,
     SNAP_TIMEOUT,
@@ -44,7 +46,6 @@ from tests.integration.test_nova import (  # noqa: F401  (fixtures)
     hook_nova,
     image_gone,
     read_counter,
-    resumes_from,
     serving,
     wait_idle,
     wait_image,

@@ -2,7 +2,7 @@
 clone and stream, duplicates (Idempotency-Key and image id) and cancels. Every answer is a job or a clean
 429/409; after the queue drains every reported snapshot is active and byte-identical to its disk, and nothing
 is leaked (no temporary snapshot, no stray clone, no Glance image without a job). The request mix and the
-checks are bench/load.py's, whose figures are in bench/RESULTS.md."""
+checks are testkit/load.py's, shared with bench/load.py, whose figures are in bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import rbd
 
-from bench import load
-from tests.integration.conftest import Stack, remove_disk
-from tests.integration.test_service import Service
+from testkit import load
+from testkit.cleanup import remove_disk
+from testkit.service import Service
+from testkit.stack import Stack
 
 POSTS = 200
 

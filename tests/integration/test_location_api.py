@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from bench.reqcount import CountingProxy
 from fastsnap import Fastsnap, Forbidden, SnapshotRequest
-from tests.integration.conftest import Stack, Writer, stack_up
+from testkit.reqcount import CountingProxy
+from testkit.stack import Stack
+from tests.integration.conftest import Writer, stack_up
 
 
 def _conf(stack: Stack, tmp_path: Path, api: str, glance_url: str | None = None) -> str:

@@ -10,10 +10,8 @@ a test makes is deleted afterwards."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,10 +26,13 @@ import rbd
 import requests
 from keystoneauth1 import session as ks_session
 
-from bench import novahost
-from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
-from tests.integration.nova import Nova as NovaCLI
-from tests.integration.nova import Server
+from testkit import counter, novahost
+from testkit.counter import resumes_from
+from testkit.env import ROOT, RUN, read_env
+from testkit.nova import Nova as NovaCLI
+from testkit.nova import Server
+from testkit.stack import Stack
+from tests.integration.conftest import stack_mode
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
@@ -211,7 +212,7 @@ def delete_images(stack: Stack, image_ids: list[str], timeout: float = 120) -> d
 
 
 class FastsnapService(novahost.FastsnapService):
-    """``fastsnap serve`` on the unix socket nova.conf's [fastsnap] unix_socket names (bench.novahost's, which
+    """``fastsnap serve`` on the unix socket nova.conf's [fastsnap] unix_socket names (testkit.novahost's, which
     scripts/demo_nova.py and bench.nova use too), with its own oslo.log file (``oslo_log``: the stack's
     fastsnap.conf logs every fastsnap process into one log_dir)."""
 
@@ -254,12 +255,10 @@ HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 
 def _switch_driver(stack: Stack, driver: str) -> None:
     """ceph-test-env/up with another compute_driver: it rewrites nova.conf and restarts nova-compute."""
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
-                        check=False)
+    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver}, timeout=1200)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
-    stack.env.update(_read_env(RUN / "env.sh"))
+    stack.env.update(read_env(RUN / "env.sh"))
 
 
 @pytest.fixture(scope="module")
@@ -375,23 +374,7 @@ class Watch:
 
 def read_counter(stack: Stack, spec: str) -> dict[str, Any]:
     """The guest's counter on a disk: ``rbd:POOL/IMAGE[@SNAP]`` (cluster A) or an image file."""
-    args = [str(ROOT / "ceph-test-env/lib/guest/read_counter"), "--json"]
-    if spec.startswith("rbd:"):
-        args += ["-c", stack.env["CEPH_CONF"], "--id", "admin"]
-    out = subprocess.run([*args, spec], capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, f"read_counter {spec}: {out.stderr[-2000:]}"
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def resumes_from(found: dict[str, Any]) -> int:
-    """The value a guest booted from this disk continues from (as its /init decides: the counter file after
-    journal recovery, else the last line of its log)."""
-    if found.get("counter_recovered") is not None:
-        return int(found["counter_recovered"])
-    last = (found.get("last_log") or "").split()
-    assert last and last[0].isdigit(), f"no counter on the disk: {found}"
-    return int(last[0])
+    return counter.read_counter(spec, stack.env["CEPH_CONF"])
 
 
 def snapshot_counter(stack: Stack, image_id: str, rbd_spec: str | None = None) -> int:

@@ -8,7 +8,6 @@ image is deleted afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ROOT, RUN, Stack, _read_env, stack_mode
-from tests.integration.nova import Nova as NovaCLI
+from testkit import novahost
+from testkit.counter import resumes_from
+from testkit.env import RUN, read_env
+from testkit.nova import Nova as NovaCLI
+from testkit.stack import Stack
+from tests.integration.conftest import stack_mode
 from tests.integration.test_nova import (
     HOOK_DRIVER,
     FastsnapService,
@@ -27,7 +30,6 @@ from tests.integration.test_nova import (
     delete_images,
     live_counter,
     read_counter,
-    resumes_from,
     serving,
     wait_idle,
     wait_image,
@@ -38,13 +40,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
 def _up(stack: Stack, driver: str, snapshot_format: str) -> None:
     """ceph-test-env/up with this compute_driver and snapshot_image_format: nova-compute restarts on a change."""
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver,
-           "FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT": snapshot_format}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up")], capture_output=True, text=True, env=env, timeout=1200,
-                        check=False)
+    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver, "FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT": snapshot_format},
+                          timeout=1200)
     if up.returncode != 0:
         pytest.fail(f"ceph-test-env/up (snapshot_image_format {snapshot_format!r}) failed:\n{up.stderr[-4000:]}")
-    stack.env.update(_read_env(RUN / "env.sh"))
+    stack.env.update(read_env(RUN / "env.sh"))
 
 
 @pytest.fixture(scope="module")

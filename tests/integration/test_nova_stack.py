@@ -13,8 +13,8 @@ import uuid
 import pytest
 import rbd
 
-from tests.integration.conftest import Stack
-from tests.integration.nova import Nova, Server
+from testkit.nova import Nova, Server
+from testkit.stack import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 

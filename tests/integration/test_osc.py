@@ -22,8 +22,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.integration.conftest import ROOT, Stack, Writer
-from tests.integration.test_service import Service, _big_disk, _nothing_left, _wait_state
+from testkit.env import ROOT
+from testkit.service import Service
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
+from tests.integration.test_service import _big_disk, _nothing_left, _wait_state
 
 OPENSTACK = ROOT / ".venv/bin/openstack"
 USERS = {"admin": ("admin", "FASTSNAP_TEST_ADMIN_PASSWORD"), "fastsnap": ("service", "FASTSNAP_TEST_SERVICE_PASSWORD"),

@@ -17,7 +17,8 @@ import rbd
 
 from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap import conf as fsconf
-from tests.integration.conftest import Stack, Writer, journal_section
+from testkit.stack import Stack, journal_section
+from tests.integration.conftest import Writer
 
 pytestmark = pytest.mark.stack
 

@@ -16,7 +16,9 @@ import rbd
 
 from fastsnap import BadRequest, Fastsnap, SnapshotRequest
 from fastsnap.qcow2 import CLUSTER
-from tests.integration.conftest import Stack, Writer, remove_disk
+from testkit.cleanup import remove_disk
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 MiB = 1 << 20
 OBJ = 4 * MiB  # the test disks' RBD objects: diff_iterate's whole-object extents

@@ -18,8 +18,8 @@ import pytest
 
 from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap.errors import QuiesceRequired
-from tests.integration.conftest import Stack
-from tests.integration.guest import RunningGuest, running_guest
+from testkit.guest import RunningGuest, running_guest
+from testkit.stack import Stack
 
 
 @pytest.fixture(scope="module")

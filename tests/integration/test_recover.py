@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from bench.reqcount import counting_proxy
 from fastsnap.states import OpState
-from tests.integration.conftest import Stack, Writer, journal_for, journal_section
-from tests.integration.nova import Server
+from testkit.nova import Server
+from testkit.reqcount import counting_proxy
+from testkit.stack import Stack, journal_for, journal_section
+from tests.integration.conftest import Writer
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The request budget of a clone-path snapshot (issue 17): what one snapshot asks of Glance and Keystone.
 
 Every request fastsnap sends to the real Glance (and Keystone) goes through a counting proxy
-(``bench.reqcount.CountingProxy``: ``[glance] endpoint_override`` and ``auth_url`` point at it), so the count is
+(``testkit.reqcount.CountingProxy``: ``[glance] endpoint_override`` and ``auth_url`` point at it), so the count is
 what reached the server, whatever fastsnap's code believes it sent. A warm client (the service, or a Python API
 client that already took one snapshot) must stay within:
 
@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from bench.reqcount import CountingProxy
 from fastsnap import Fastsnap, SnapshotRequest
-from tests.integration.conftest import Stack, Writer
-from tests.integration.test_service import Service
+from testkit.reqcount import CountingProxy
+from testkit.service import Service
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 GLANCE_BUDGET = 6
 

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
-from bench.reqcount import counting_proxy
 from fastsnap.states import OpState
-from tests.integration.conftest import ROOT, Stack, Writer, journal_for
-from tests.integration.nova import Server
-from tests.integration.test_service import Service, _big_disk
+from testkit.env import ROOT
+from testkit.nova import Server
+from testkit.reqcount import counting_proxy
+from testkit.service import Service
+from testkit.stack import Stack, journal_for
+from tests.integration.conftest import Writer
+from tests.integration.test_service import _big_disk
 
 MEMBERS = "allowed_roles = service,admin,member\n"  # plain members may call, for themselves
 

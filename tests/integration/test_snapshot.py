@@ -10,7 +10,8 @@ import pytest
 import rbd
 
 from fastsnap import BadRequest, Fastsnap, SnapshotRequest, UnknownStore
-from tests.integration.conftest import Stack, Writer
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 
 @pytest.fixture

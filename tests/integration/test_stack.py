@@ -8,7 +8,8 @@ import subprocess
 
 import rbd
 
-from tests.integration.conftest import ROOT, Stack
+from testkit.env import ROOT
+from testkit.stack import Stack
 
 
 def test_rbd_image_on_cluster_a(stack: Stack) -> None:

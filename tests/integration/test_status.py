@@ -19,8 +19,9 @@ from fastsnap import Fastsnap, SnapshotRequest
 from fastsnap.plan import Plan
 from fastsnap.result import SnapshotResult
 from fastsnap.states import OpState
-from tests.integration.conftest import TEST_NAMESPACE_PREFIX, Stack, Writer, journal_for, journal_section
-from tests.integration.test_service import Service
+from testkit.service import Service
+from testkit.stack import TEST_NAMESPACE_PREFIX, Stack, journal_for, journal_section
+from tests.integration.conftest import Writer
 
 pytestmark = pytest.mark.stack
 

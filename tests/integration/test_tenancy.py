@@ -23,9 +23,10 @@ from keystoneauth1.identity import v3
 from fastsnap import BadRequest, Fastsnap, Forbidden, SnapshotRequest, auth
 from fastsnap.caller import Caller
 from fastsnap.errors import NotFound
-from tests.integration.conftest import Stack, Writer
-from tests.integration.nova import Server
-from tests.integration.test_service import Service
+from testkit.nova import Server
+from testkit.service import Service
+from testkit.stack import Stack
+from tests.integration.conftest import Writer
 
 MEMBERS = "allowed_roles = service,admin,member\n"  # the setting of the report: members may call
 

@@ -1,4 +1,4 @@
-"""bench.dashboard_panels: the Grafana semantics scripts/dashboard-picture draws the dashboard with (its grid,
+"""testkit.dashboard_panels: the Grafana semantics scripts/dashboard-picture draws the dashboard with (its grid,
 variables, legends, units, thresholds), on the shipped dashboard JSON."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import dashboard_panels as dp
+from testkit import dashboard_panels as dp
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "etc/grafana/fastsnap-dashboard.json"
 

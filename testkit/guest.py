@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -20,9 +19,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from tests.integration.conftest import ROOT, RUN
-
-GUEST_DIR = ROOT / "ceph-test-env/lib/guest"
+from testkit.counter import GUEST_DIR, read_counter
+from testkit.env import RUN
 
 
 def _selftest() -> ModuleType:
@@ -57,10 +55,7 @@ class RunningGuest:
 
     def read_counter(self, spec: str) -> dict[str, Any]:
         """read_counter of an RBD image or snapshot on cluster A (``pool/image[@snap]``)."""
-        out = subprocess.run([str(GUEST_DIR / "read_counter"), "--json", "-c", self.conf, "--id", "admin",
-                              f"rbd:{spec}"], capture_output=True, text=True, check=True, timeout=300)
-        result: dict[str, Any] = json.loads(out.stdout)
-        return result
+        return read_counter(f"rbd:{spec}", self.conf)
 
     def wait_counter_above(self, value: int, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout

@@ -24,33 +24,30 @@ from typing import Any
 
 import glanceclient
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 
-from bench.lib import delete_image, glance_image, stop_process
+from testkit import keystone
+from testkit.cleanup import delete_image, glance_image, stop_process
+from testkit.env import ROOT, run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = Path(os.environ.get("FASTSNAP_TEST_RUN_DIR") or ROOT / "ceph-test-env/run")
+RUN = run_dir()
 HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 STOCK_DRIVER = "libvirt.LibvirtDriver"
 MICROVERSION = "2.95"
 
 
-def read_env(path: Path = RUN / "env.sh") -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            k, _, v = line[len("export "):].partition("=")
-            env[k] = v.strip().strip('"')
-    return env
+def up_nova(settings: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """``ceph-test-env/up --nova`` with these ``FASTSNAP_TEST_NOVA_*`` settings (``..._DRIVER``: nova-compute's
+    compute_driver, ``..._SNAPSHOT_FORMAT``: its snapshot_image_format): it rewrites nova.conf and restarts
+    nova-compute when it changed, and returns once nova-compute consumes RPC again. The caller judges the exit."""
+    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", **settings}
+    return subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
 
 
 def switch_driver(driver: str) -> float:
-    """``ceph-test-env/up --nova`` with ``FASTSNAP_TEST_NOVA_DRIVER=driver``: rewrites nova.conf, restarts
-    nova-compute when it changed and returns once it consumes RPC again. Seconds it took."""
+    """nova-compute on ``driver`` (:func:`up_nova`); seconds it took."""
     t0 = time.monotonic()
-    env = {**os.environ, "FASTSNAP_TEST_NOVA": "1", "FASTSNAP_TEST_NOVA_DRIVER": driver}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=env,
-                        timeout=1800, check=False)
+    up = up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver})
     if up.returncode != 0:
         raise RuntimeError(f"ceph-test-env/up --nova (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
     return time.monotonic() - t0
@@ -143,9 +140,7 @@ class Cloud:
         self.glance = glanceclient.Client("2", session=self.admin)
 
     def _session(self, user: str, password: str, project: str) -> ks_session.Session:
-        return ks_session.Session(auth=v3.Password(
-            auth_url=self.env["OS_AUTH_URL"], username=user, password=password, project_name=project,
-            user_domain_name="Default", project_domain_name="Default"))
+        return keystone.session(self.env["OS_AUTH_URL"], user, password, project)
 
     def nova(self, method: str, path: str, admin: bool = False, ok: tuple[int, ...] = (200, 202, 204),
              **kw: Any) -> Any:
@@ -248,14 +243,18 @@ def agent(env: dict[str, str], domain: str, command: str, timeout: int = 5, **ar
         conn.close()
 
 
-def counter(env: dict[str, str], domain: str) -> int:
-    """The guest's counter, read inside the guest through its agent."""
-    h = agent(env, domain, "guest-file-open", path="/disk/data/counter")
+def read_guest_file(env: dict[str, str], domain: str, path: str, count: int = 4096) -> bytes:
+    """The first ``count`` bytes of a file inside the guest, read through its agent."""
+    h = agent(env, domain, "guest-file-open", path=path)
     try:
-        buf = agent(env, domain, "guest-file-read", handle=h, count=64)["buf-b64"]
+        return base64.b64decode(agent(env, domain, "guest-file-read", handle=h, count=count)["buf-b64"])
     finally:
         agent(env, domain, "guest-file-close", handle=h)
-    return int(base64.b64decode(buf).strip() or b"0")
+
+
+def counter(env: dict[str, str], domain: str) -> int:
+    """The guest's counter, read inside the guest through its agent."""
+    return int(read_guest_file(env, domain, "/disk/data/counter").strip() or b"0")
 
 
 def wait_counter(env: dict[str, str], domain: str, timeout: float = 300) -> tuple[float, int]:
