@@ -98,8 +98,11 @@ class Deployment:
     server: dict[str, Any]    # booted from `base` under this configuration
 
 
-@pytest.fixture(scope="module", params=[("kolla", False), ("osa", True)], ids=["kolla-no-service-token",
-                                                                                 "osa-service-token"])
+KOLLA = ("kolla", False)  # (shape, nova-compute's send_service_user_token)
+OSA = ("osa", True)
+
+
+@pytest.fixture(scope="module", params=[KOLLA, OSA], ids=["kolla-no-service-token", "osa-service-token"])
 def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None, base: str) -> Iterator[Deployment]:
     shape, token = request.param
     glance = ShapedGlance.start(shape)
@@ -191,3 +194,30 @@ def test_hook_into_the_other_cluster(stack: Stack, deployment: Deployment, base:
     finally:
         deployment.service.start()
     assert job["path"] == "delta" and "has a copy there" in job["result"]["reason"], job["result"]["reason"]
+
+
+@pytest.mark.parametrize("deployment", [KOLLA], indirect=True, ids=["kolla-no-service-token"])
+def test_hook_patch_location_api_without_multiple_locations_fails_cleanly(
+        stack: Stack, deployment: Deployment, images: list[str]) -> None:
+    """The one combination that cannot work: fastsnap's ``[glance] location_api = patch`` with
+    ``show_multiple_locations = False`` (kolla). Glance refuses the PATCH; the snapshot action fails the Nova way,
+    its instance action event names the setting, and nothing is left (image, clone, disk snapshot)."""
+    sid = deployment.server["id"]
+    disk_snaps = stack.snaps("vms", f"{sid}_disk")
+    pool_images = stack.rbd_images("images")
+    deployment.service.stop()
+    try:
+        with serving(stack, deployment.nova, "fastsnap-patch-",
+                     deployment.glance.conf("", "location_api = patch\n")):
+            image_id, request_id = deployment.nova.image_create(sid, "fs-kolla-patch")
+            images.append(image_id)
+            wait_idle(deployment.nova, sid)
+            deadline = time.monotonic() + 60
+            while list(stack.glance("admin").images.list(filters={"id": image_id})):
+                assert time.monotonic() < deadline, "the queued image was not deleted"
+                time.sleep(0.5)
+    finally:
+        deployment.service.start()
+    ev = fastsnap_event(deployment.nova, sid, request_id)
+    assert ev["result"] == "Error" and "show_multiple_locations" in (ev.get("details") or ""), ev
+    assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
