@@ -221,3 +221,19 @@ def test_hook_patch_location_api_without_multiple_locations_fails_cleanly(
     ev = fastsnap_event(deployment.nova, sid, request_id)
     assert ev["result"] == "Error" and "show_multiple_locations" in (ev.get("details") or ""), ev
     assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
+
+
+def test_hook_clone_path_with_the_service_token_flipped(stack: Stack, deployment: Deployment, base: str,
+                                                        images: list[str]) -> None:
+    """The other half of the token matrix on the same Glance and server: nova-compute restarted with
+    ``send_service_user_token`` the other way round (kolla with it, osa without), one more snapshot through the
+    hook. Last test of each configuration: the next one's set-up (or ``restore``) restarts nova-compute again."""
+    flipped = not deployment.service_token
+    took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER,
+               FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=deployment.glance.url,
+               FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN=str(flipped).lower())
+    compute = _ini(Path(stack.env["FASTSNAP_TEST_NOVA_CONF"]).parent / "nova-compute.conf")
+    assert compute["service_user"]["send_service_user_token"] == str(flipped).lower()
+    print(f"nova-compute ({deployment.shape}, send_service_user_token {flipped}) restarted in {took:.1f}s")
+    job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-flipped")
+    assert job["path"] == "clone" and job["store"] == "fast", job
