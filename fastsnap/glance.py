@@ -193,10 +193,10 @@ class Glance:
         Glance shows them only to the service (or admin) role, whatever ``show_multiple_locations`` and
         ``show_image_direct_url`` say; a user's token has neither, and the service token beside it does not count
         for that policy (``fetch_image_location``). So a user's session asks again as fastsnap's own service user
-        (its ``service_auth``): the image is one the user can see, and the URLs stay fastsnap's (they are planned
-        with, never shown to the user). Without this, a base image copied into an rbd store on another cluster
-        is not seen there on behalf of a user, with Glance as Kolla configures it (both options off) or with
-        only ``show_image_direct_url`` on: the copy path instead of the delta path."""
+        (its ``service_auth``): the image is one the user can see, and the URLs stay fastsnap's (planned with and
+        journaled; the result names only the new image's own location). Without this, a base image copied into an
+        rbd store on another cluster is not seen there on behalf of a user, with Glance as Kolla configures it
+        (both options off) or with only ``show_image_direct_url`` on: the copy path instead of the delta path."""
         url = f"/v2/images/{image_id}/locations"
         raw: Any = []
         try:
