@@ -279,9 +279,9 @@ class Glance:
                 f"/v2/images/{image_id}", data=patch,
                 headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
         except gexc.HTTPForbidden as exc:
-            raise Forbidden(f"Glance refused to add a location to {image_id} through the image PATCH API "
-                            f"([glance] location_api = {self.location_api}): {exc.details or exc}. It needs "
-                            "show_multiple_locations = True in Glance; or set [glance] location_api = auto") from exc
+            raise Forbidden(f"Glance refused to add a location to {image_id}: the image PATCH API ([glance] "
+                            f"location_api = {self.location_api}) needs show_multiple_locations = True in Glance, "
+                            f"or set [glance] location_api = auto: {exc.details or exc}") from exc
         except Exception as exc:
             raise map_error(f"adding location to {image_id} (image PATCH)", exc) from exc
         img = body if isinstance(body, dict) else None

@@ -75,9 +75,10 @@ def restore(stack: Stack) -> Iterator[None]:
     print(f"nova-compute restored ({before}) in {_up(stack, FASTSNAP_TEST_NOVA_DRIVER=before):.1f}s")
 
 
-@pytest.fixture(scope="module")
-def base(stack: Stack) -> str:
-    """A public 2-object raw image in ``fast`` (cluster A) with a copy in ``remote`` (cluster B)."""
+def _base(stack: Stack) -> str:
+    """A public 2-object raw image in ``fast`` (cluster A) with a copy in ``remote`` (cluster B). One per
+    configuration: nova-compute keeps a downloaded image in its cache (instances/_base) and imports the next disk
+    from that file instead of cloning it, whatever Glance shows."""
     image_id = stack.upload_base("fast", os.urandom(OBJ) + bytes(OBJ), user="admin", visibility="public")
     admin = stack.glance("admin")
     admin.images.image_import(image_id, method="copy-image", stores=["remote"])
@@ -96,6 +97,7 @@ class Deployment:
     nova: NovaAPI
     service: FastsnapService  # the compute host's fastsnap, [glance] endpoint_override = glance.url
     server: dict[str, Any]    # booted from `base` under this configuration
+    base: str
 
 
 KOLLA = ("kolla", False)  # (shape, nova-compute's send_service_user_token)
@@ -103,8 +105,9 @@ OSA = ("osa", True)
 
 
 @pytest.fixture(scope="module", params=[KOLLA, OSA], ids=["kolla-no-service-token", "osa-service-token"])
-def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None, base: str) -> Iterator[Deployment]:
+def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None) -> Iterator[Deployment]:
     shape, token = request.param
+    base = _base(stack)
     glance = ShapedGlance.start(shape)
     try:
         took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=glance.url,
@@ -122,7 +125,7 @@ def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None, base
                 t0 = time.monotonic()
                 server = nova.boot(base, f"fs-{shape}")
                 print(f"server booted under {shape} in {time.monotonic() - t0:.1f}s")
-                yield Deployment(shape, token, glance, nova, svc, server)
+                yield Deployment(shape, token, glance, nova, svc, server, base)
         finally:
             nova.delete_servers()
     finally:
@@ -163,19 +166,19 @@ def images(stack: Stack) -> Iterator[list[str]]:
     assert not left, left
 
 
-def test_nova_boots_as_the_shape_lets_it(stack: Stack, deployment: Deployment, base: str) -> None:
+def test_nova_boots_as_the_shape_lets_it(stack: Stack, deployment: Deployment) -> None:
     """The premise: Nova clones the disk from the image only when it sees a location."""
     parent = _parent(stack, deployment.server["id"])
-    assert parent == (None if deployment.shape == "kolla" else base), parent
+    assert parent == (None if deployment.shape == "kolla" else deployment.base), parent
 
 
-def test_hook_clone_path(stack: Stack, deployment: Deployment, base: str, images: list[str]) -> None:
+def test_hook_clone_path(stack: Stack, deployment: Deployment, images: list[str]) -> None:
     job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-clone")
     assert job["path"] == "clone" and job["store"] == "fast", job
-    assert f"base image {base} is in store 'fast'" in job["result"]["reason"], job["result"]["reason"]
+    assert f"base image {deployment.base} is in store 'fast'" in job["result"]["reason"], job["result"]["reason"]
 
 
-def test_hook_into_the_other_cluster(stack: Stack, deployment: Deployment, base: str, images: list[str]) -> None:
+def test_hook_into_the_other_cluster(stack: Stack, deployment: Deployment, images: list[str]) -> None:
     """``fastsnap_store=remote``: delta when Nova cloned the disk (osa), copy when it could not (kolla). With osa's
     disk, fastsnap on the stack's own Glance too (``show_image_direct_url`` only: the image shows one location,
     the one in ``fast``): the copy in ``remote`` is found through the location API as fastsnap's service user, on
@@ -219,11 +222,12 @@ def test_hook_patch_location_api_without_multiple_locations_fails_cleanly(
     finally:
         deployment.service.start()
     ev = fastsnap_event(deployment.nova, sid, request_id)
+    # (Nova keeps the first 255 characters of the message: the setting comes first)
     assert ev["result"] == "Error" and "show_multiple_locations" in (ev.get("details") or ""), ev
     assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
 
 
-def test_hook_clone_path_with_the_service_token_flipped(stack: Stack, deployment: Deployment, base: str,
+def test_hook_clone_path_with_the_service_token_flipped(stack: Stack, deployment: Deployment,
                                                         images: list[str]) -> None:
     """The other half of the token matrix on the same Glance and server: nova-compute restarted with
     ``send_service_user_token`` the other way round (kolla with it, osa without), one more snapshot through the
