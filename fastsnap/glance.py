@@ -155,18 +155,38 @@ class Glance:
         # direct_url names one location only: a multistore image (e.g. after copy-image) needs the whole list,
         # or its copy in another store (the delta path's base) is never seen.
         if not raw and (img.get("direct_url") is None or len(stores) > 1):
-            try:  # the location API (2.17); hidden unless we have the service role: fall back to `stores`
-                if self.supports("v2.17"):
-                    _, raw = self.client.http_client.get(f"/v2/images/{image_id}/locations")
-            except Exception:
-                raw = []
-            if not isinstance(raw, list):
-                raw = []
+            raw = self._locations(image_id)
         for loc in raw:
             if isinstance(loc, dict) and loc.get("url"):
                 locs.append((loc["url"], (loc.get("metadata") or {}).get("store")))
         return BaseImage(id=image_id, stores=stores, locations=tuple(locs),
                          direct_url=img.get("direct_url")), img
+
+    def _locations(self, image_id: str) -> list[Any]:
+        """The image's locations from the location API (2.17), for an image the caller just read; [] when Glance has
+        no such API or does not show them (then the planner works from ``stores``).
+
+        Glance shows them only to the service (or admin) role, whatever ``show_multiple_locations`` and
+        ``show_image_direct_url`` say; a user's token has neither, and the service token beside it does not count
+        for that policy (``fetch_image_location``). So a user's session asks again as fastsnap's own service user
+        (its ``service_auth``): the image is one the user can see, and the URLs stay fastsnap's (planned with and
+        journaled; the result names only the new image's own location). Without this, a base image copied into an
+        rbd store on another cluster is not seen there on behalf of a user, with Glance as Kolla configures it
+        (both options off) or with only ``show_image_direct_url`` on: the copy path instead of the delta path."""
+        url = f"/v2/images/{image_id}/locations"
+        raw: Any = []
+        try:
+            if self.supports("v2.17"):
+                _, raw = self.client.http_client.get(url)
+        except gexc.HTTPForbidden:
+            service = getattr(self.session.auth, "service_auth", None)
+            try:
+                raw = self.client.http_client.get(url, auth=service)[1] if service is not None else []
+            except Exception:
+                raw = []
+        except Exception:
+            raw = []
+        return raw if isinstance(raw, list) else []
 
     def create(self, image_id: str, name: str, properties: dict[str, str], disk_format: str = "raw"
                ) -> dict[str, Any]:
@@ -235,9 +255,9 @@ class Glance:
                 f"/v2/images/{image_id}", data=patch,
                 headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
         except gexc.HTTPForbidden as exc:
-            raise Forbidden(f"Glance refused to add a location to {image_id} through the image PATCH API "
-                            f"([glance] location_api = {self.location_api}): {exc.details or exc}. It needs "
-                            "show_multiple_locations = True in Glance; or set [glance] location_api = auto") from exc
+            raise Forbidden(f"Glance refused to add a location to {image_id}: the image PATCH API ([glance] "
+                            f"location_api = {self.location_api}) needs show_multiple_locations = True in Glance, "
+                            f"or set [glance] location_api = auto: {exc.details or exc}") from exc
         except Exception as exc:
             raise map_error(f"adding location to {image_id} (image PATCH)", exc) from exc
         img = body if isinstance(body, dict) else None

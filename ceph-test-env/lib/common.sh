@@ -40,6 +40,9 @@ PLACEMENT_URL=${FASTSNAP_TEST_PLACEMENT_PUBLIC_URL:-http://$PLACEMENT_BIND}
 NEUTRON_URL=${FASTSNAP_TEST_NEUTRON_PUBLIC_URL:-http://$NEUTRON_BIND}
 NOVA_DRIVER=${FASTSNAP_TEST_NOVA_DRIVER:-libvirt.LibvirtDriver}              # Nova's [DEFAULT] compute_driver
 NOVA_SNAPSHOT_FORMAT=${FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT:-}                 # [libvirt] snapshot_image_format (unset: Nova's default)
+# nova-compute's own Glance view (nova-compute.conf only: the other Nova services keep theirs, nothing else restarts):
+NOVA_COMPUTE_GLANCE_URL=${FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL:-}          # [glance] endpoint_override (unset: the catalogue's)
+NOVA_SERVICE_USER_TOKEN=${FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN:-true}      # [service_user] send_service_user_token
 # fastsnap.FastsnapLibvirtDriver: fastsnap's Nova hook (nova-fastsnap/), asking the service on this socket.
 FASTSNAP_SOCKET=${FASTSNAP_TEST_NOVA_FASTSNAP_SOCKET:-$RUN/fastsnap/api.sock}
 # Names this stack gives machine-wide libvirt objects (domains, the Ceph secret), so that two stacks never collide.

@@ -392,13 +392,20 @@ $(ksa_section neutron neutron)
 # fastsnap's service on this host, for compute_driver = fastsnap.FastsnapLibvirtDriver (the tests start it).
 unix_socket = $FASTSNAP_SOCKET
 CONF
-  # nova-compute gets no database access (as on a real compute host): the same file without the databases.
-  awk '/^\[/ { skip = ($0 == "[database]" || $0 == "[api_database]") } !skip' "$NV_DIR/nova.conf" |
+  # nova-compute gets no database access (as on a real compute host): the same file without the databases; and
+  # the compute host's own view of Glance when a test asks for one (tests/integration/test_nova_glance_shapes.py):
+  # another glance-api's URL, and send_service_user_token on or off (doc/source/install/glance-shapes.rst).
+  awk -v url="$NOVA_COMPUTE_GLANCE_URL" -v token="$NOVA_SERVICE_USER_TOKEN" '
+    /^\[/ { skip = ($0 == "[database]" || $0 == "[api_database]") }
+    skip { next }
+    /^send_service_user_token = / { print "send_service_user_token = " token; next }
+    { print }
+    $0 == "[glance]" && url != "" { print "endpoint_override = " url }' "$NV_DIR/nova.conf" |
     sed "s#--config-file $NV_DIR/nova.conf#--config-file $NV_DIR/nova-compute.conf#" >"$NV_DIR/nova-compute.conf"
   local pids=() s
   if [ -n "$before_cpu" ] && [ "$before_cpu" != "$(cat "$NV_DIR/nova-compute.conf")" ] &&
      pid_alive "$NV_DIR/nova-compute.pid"; then
-    log "nova-compute: configuration changed (compute_driver $NOVA_DRIVER, snapshot_image_format ${NOVA_SNAPSHOT_FORMAT:-unset}), restarting"
+    log "nova-compute: configuration changed (compute_driver $NOVA_DRIVER, snapshot_image_format ${NOVA_SNAPSHOT_FORMAT:-unset}, glance ${NOVA_COMPUTE_GLANCE_URL:-from the catalogue}, send_service_user_token $NOVA_SERVICE_USER_TOKEN), restarting"
     stop_pidfile "$NV_DIR/nova-compute.pid" nova-compute & pids+=($!)
   fi
   if [ -n "$before_ctl" ] && [ "$before_ctl" != "$(grep -v -e '^compute_driver = ' -e '^snapshot_image_format = ' "$NV_DIR/nova.conf")" ]; then

@@ -4,13 +4,13 @@
 task, no status polls. Glance allows it only with its deprecated ``show_multiple_locations = True``:
 
 - with the stack's default (off), the snapshot fails with a precise error and leaves nothing behind;
-- with it on (Glance restarted for this module, then restored), the image is active when the request returns,
+- with it on (a second glance-api with it, for this module), the image is active when the request returns,
   after exactly two Glance requests (create, patch), and Glance computed no hash although ``do_secure_hash`` is on.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +21,8 @@ import pytest
 from fastsnap import Fastsnap, Forbidden, SnapshotRequest
 from testkit.reqcount import CountingProxy
 from testkit.stack import Stack
-from tests.integration.conftest import Writer, stack_up
+from tests.integration.conftest import Writer
+from tests.integration.glance_shapes import ShapedGlance
 
 
 def _conf(stack: Stack, tmp_path: Path, api: str, glance_url: str | None = None) -> str:
@@ -37,35 +38,38 @@ def _state(stack: Stack, disk: str) -> tuple[Any, ...]:
     return (stack.image_ids(), stack.rbd_images("vms"), stack.rbd_images("images"), stack.snaps("vms", disk))
 
 
-def test_patch_refused_by_glance_fails_cleanly(stack: Stack, make_disk: Writer, tmp_path: Path) -> None:
-    """Glance with show_multiple_locations off (the default) refuses the PATCH: a Forbidden naming the setting,
-    and the image, the clone and the disk's temporary snapshot are all rolled back."""
+def test_patch_refused_by_glance_fails_cleanly(stack: Stack, make_disk: Writer, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Glance with show_multiple_locations off (the default, and Kolla's) refuses the PATCH: a Forbidden naming
+    the setting, one WARNING line naming it, and the image, the clone and the disk's temporary snapshot are all
+    rolled back."""
     disk = make_disk()
     before = _state(stack, disk)
     name = f"patch-refused-{uuid.uuid4().hex[:6]}"
-    with Fastsnap(config_file=_conf(stack, tmp_path, "patch")) as fs, pytest.raises(Forbidden) as err:
+    with caplog.at_level(logging.WARNING, logger="fastsnap"), Fastsnap(
+            config_file=_conf(stack, tmp_path, "patch")) as fs, pytest.raises(Forbidden) as err:
         fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name=name, store="fast"))
     assert "show_multiple_locations" in str(err.value) and "location_api" in str(err.value)
+    named = [r for r in caplog.records if r.levelno >= logging.WARNING and "show_multiple_locations" in r.getMessage()]
+    assert len(named) == 1 and named[0].levelno == logging.WARNING, [r.getMessage() for r in caplog.records]
     assert _state(stack, disk) == before
     assert not [i for i in stack.glance("admin").images.list() if i["name"] == name]
 
 
 @pytest.fixture(scope="module")
-def multiple_locations(stack: Stack) -> Iterator[None]:
-    """Glance restarted with show_multiple_locations = True for this module, restored after it (native stack
-    only: conftest.NATIVE_ONLY)."""
-    os.environ["FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS"] = "True"
+def multiple_locations(stack: Stack) -> Iterator[ShapedGlance]:
+    """A second glance-api with show_multiple_locations = True (OpenStack-Ansible's shape, beside the stack's own:
+    tests/integration/glance_shapes.py) for this module; native stack only (conftest.NATIVE_ONLY)."""
+    g = ShapedGlance.start("osa")
     try:
-        stack_up()
-        yield
+        yield g
     finally:
-        os.environ.pop("FASTSNAP_TEST_GLANCE_SHOW_MULTIPLE_LOCATIONS", None)
-        stack_up()
+        g.stop()
 
 
 def test_patch_registers_in_one_request(stack: Stack, make_disk: Writer, tmp_path: Path,
-                                        multiple_locations: None) -> None:
-    glance = CountingProxy(stack.env["FASTSNAP_TEST_GLANCE_URL"]).start()
+                                        multiple_locations: ShapedGlance) -> None:
+    glance = CountingProxy(multiple_locations.url).start()
     try:
         with Fastsnap(config_file=_conf(stack, tmp_path, "patch", glance.url)) as fs:
             warm = fs.snapshot(SnapshotRequest(disk=f"vms/{make_disk()}", name="patch-warm", store="fast"))

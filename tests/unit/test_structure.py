@@ -17,10 +17,7 @@ CEPH_BINDINGS = {"rbd", "rados"}
 
 # Import edges (importer, imported) tolerated in a cycle for now, each with its reason and who removes it. An entry
 # whose edge is gone fails test_cycle_allow_list_is_current: delete it then.
-ALLOWED_CYCLE_EDGES = {
-    ("fastsnap.recover", "fastsnap.api"): "api<->recover: removed by branch core (recover gets its dependencies "
-                                          "through a Protocol instead of Fastsnap, issue 26 point 1)",
-}
+ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 # Function-local imports that are there for a reason other than a cycle, with that reason.
 ALLOWED_LOCAL_IMPORTS = {

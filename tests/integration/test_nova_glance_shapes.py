@@ -1,0 +1,245 @@
+"""The Nova hook with Glance as Kolla and OpenStack-Ansible configure it, and Nova with and without
+``[service_user] send_service_user_token`` (issue 24, point 5).
+
+Per configuration, nova-compute (with fastsnap's hook) and the compute host's fastsnap service both use a second
+glance-api of that shape (tests/integration/glance_shapes.py; nova-compute through
+``FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL``, which restarts nova-compute only):
+
+- kolla, no service token: Nova sees no image location, so it boots servers by downloading the image into a new
+  disk (not a clone). The hook's snapshot takes the clone path (fastsnap finds the base image's store in its
+  ``stores`` field and registers the clone with its own service token: Nova's is not needed); into the other
+  cluster's store it is the copy path, since the disk is no clone.
+- osa, with the service token: Nova clones the disk from the image; the clone path as above, and the delta path
+  into the other cluster's store. With the stack's own Glance (only ``show_image_direct_url``, which shows one
+  location) the delta path holds too: fastsnap reads the base image's other locations as its own service user.
+
+The server boots from a small public base image in ``fast`` with a copy in ``remote`` (no OS: it needs to run, not
+to boot anything). Every server and image is deleted. The matrix: doc/source/install/glance-shapes.rst.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rbd
+
+from testkit.env import ROOT, RUN, read_env
+from testkit.nova import Nova as NovaCLI
+from testkit.stack import Stack
+from tests.integration.conftest import stack_mode
+from tests.integration.glance_shapes import ShapedGlance
+from tests.integration.test_nova import (
+    HOOK_DRIVER,
+    FastsnapService,
+    NovaAPI,
+    _ini,
+    delete_images,
+    fastsnap_event,
+    serving,
+    wait_idle,
+    wait_image,
+)
+
+pytestmark = [pytest.mark.stack, pytest.mark.nova]
+
+MiB = 1 << 20
+OBJ = 8 * MiB
+
+
+def _up(stack: Stack, **env: str) -> float:
+    """ceph-test-env/up --nova with these FASTSNAP_TEST_* settings; nova-compute restarts when its file changed.
+    Seconds it took."""
+    t0 = time.monotonic()
+    full = {**os.environ, "FASTSNAP_TEST_NOVA": "1", **env}
+    up = subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=full,
+                        timeout=1200, check=False)
+    if up.returncode != 0:
+        pytest.fail(f"ceph-test-env/up ({env}) failed:\n{up.stderr[-4000:]}")
+    stack.env.update(read_env(RUN / "env.sh"))
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def restore(stack: Stack) -> Iterator[None]:
+    """nova-compute as it was before this module (driver, the catalogue's Glance, the service token), afterwards."""
+    if stack_mode() != "native":
+        pytest.fail("Nova runs in the native stack only")
+    NovaCLI(stack)  # fails the test when the stack has no Nova part
+    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    yield
+    print(f"nova-compute restored ({before}) in {_up(stack, FASTSNAP_TEST_NOVA_DRIVER=before):.1f}s")
+
+
+def _base(stack: Stack) -> str:
+    """A public 2-object raw image in ``fast`` (cluster A) with a copy in ``remote`` (cluster B). One per
+    configuration: nova-compute keeps a downloaded image in its cache (instances/_base) and imports the next disk
+    from that file instead of cloning it, whatever Glance shows."""
+    image_id = stack.upload_base("fast", os.urandom(OBJ) + bytes(OBJ), user="admin", visibility="public")
+    admin = stack.glance("admin")
+    admin.images.image_import(image_id, method="copy-image", stores=["remote"])
+    deadline = time.monotonic() + 120
+    while "remote" not in str(admin.images.get(image_id).get("stores", "")).split(","):
+        assert time.monotonic() < deadline, "copy-image into remote did not finish in 120 s"
+        time.sleep(0.5)
+    return image_id
+
+
+@dataclass
+class Deployment:
+    shape: str                # kolla | osa (tests/integration/glance_shapes.py)
+    service_token: bool       # nova-compute's [service_user] send_service_user_token
+    glance: ShapedGlance
+    nova: NovaAPI
+    service: FastsnapService  # the compute host's fastsnap, [glance] endpoint_override = glance.url
+    server: dict[str, Any]    # booted from `base` under this configuration
+    base: str
+
+
+KOLLA = ("kolla", False)  # (shape, nova-compute's send_service_user_token)
+OSA = ("osa", True)
+
+
+@pytest.fixture(scope="module", params=[KOLLA, OSA], ids=["kolla-no-service-token", "osa-service-token"])
+def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None) -> Iterator[Deployment]:
+    shape, token = request.param
+    base = _base(stack)
+    glance = ShapedGlance.start(shape)
+    try:
+        took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=glance.url,
+                   FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN=str(token).lower())
+        conf = Path(stack.env["FASTSNAP_TEST_NOVA_CONF"])
+        compute = _ini(conf.parent / "nova-compute.conf")
+        assert compute["DEFAULT"]["compute_driver"] == HOOK_DRIVER
+        assert compute["glance"]["endpoint_override"] == glance.url
+        assert compute["service_user"]["send_service_user_token"] == str(token).lower()
+        print(f"nova-compute ({shape}, send_service_user_token {token}) up in {took:.1f}s")
+        nova = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
+                       Path("/nonexistent"), stack.env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+        try:
+            with serving(stack, nova, f"fastsnap-{shape}-", glance.conf("")) as svc:
+                t0 = time.monotonic()
+                server = nova.boot(base, f"fs-{shape}")
+                print(f"server booted under {shape} in {time.monotonic() - t0:.1f}s")
+                yield Deployment(shape, token, glance, nova, svc, server, base)
+        finally:
+            nova.delete_servers()
+    finally:
+        glance.stop()
+
+
+def _parent(stack: Stack, sid: str) -> str | None:
+    with stack.ioctx("vms") as io, rbd.Image(io, f"{sid}_disk", read_only=True) as img:
+        try:
+            return str(img.get_parent_image_spec()["image_name"])
+        except rbd.ImageNotFound:
+            return None
+
+
+def _snapshot(stack: Stack, d: Deployment, svc: FastsnapService, images: list[str], name: str,
+              **metadata: str) -> dict[str, Any]:
+    """``createImage`` through Nova as the user; the fastsnap job that filled it. No fallback to Nova's own path:
+    the compute log holds no "did not take" warning for it."""
+    sid = d.server["id"]
+    offset = d.nova.log_size()
+    image_id, request_id = d.nova.image_create(sid, name, **metadata)
+    images.append(image_id)
+    img = wait_image(stack, image_id)
+    wait_idle(d.nova, sid)
+    assert f"fastsnap did not take snapshot {image_id}" not in d.nova.log_since(offset)
+    assert fastsnap_event(d.nova, sid, request_id)["result"] == "Success"
+    job = svc.job_for(image_id)
+    assert job["state"] == "done" and job["result"]["acting_as"]["mode"] == "user", job
+    assert img["owner"] == d.nova.sess.get_project_id() and img["instance_uuid"] == sid
+    return job
+
+
+@pytest.fixture
+def images(stack: Stack) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    left = delete_images(stack, made)
+    assert not left, left
+
+
+def test_nova_boots_as_the_shape_lets_it(stack: Stack, deployment: Deployment) -> None:
+    """The premise: Nova clones the disk from the image only when it sees a location."""
+    parent = _parent(stack, deployment.server["id"])
+    assert parent == (None if deployment.shape == "kolla" else deployment.base), parent
+
+
+def test_hook_clone_path(stack: Stack, deployment: Deployment, images: list[str]) -> None:
+    job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-clone")
+    assert job["path"] == "clone" and job["store"] == "fast", job
+    assert f"base image {deployment.base} is in store 'fast'" in job["result"]["reason"], job["result"]["reason"]
+
+
+def test_hook_into_the_other_cluster(stack: Stack, deployment: Deployment, images: list[str]) -> None:
+    """``fastsnap_store=remote``: delta when Nova cloned the disk (osa), copy when it could not (kolla). With osa's
+    disk, fastsnap on the stack's own Glance too (``show_image_direct_url`` only: the image shows one location,
+    the one in ``fast``): the copy in ``remote`` is found through the location API as fastsnap's service user, on
+    behalf of a user to whom Glance shows no other location."""
+    job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-remote",
+                    fastsnap_store="remote")
+    reason = job["result"]["reason"]
+    if deployment.shape == "kolla":
+        assert job["path"] == "copy" and "the disk is not a clone" in reason, reason
+        return
+    assert job["path"] == "delta" and "has a copy there" in reason, reason
+    deployment.service.stop()
+    try:
+        with serving(stack, deployment.nova, "fastsnap-direct-url-") as svc:
+            job = _snapshot(stack, deployment, svc, images, "fs-direct-url-remote", fastsnap_store="remote")
+    finally:
+        deployment.service.start()
+    assert job["path"] == "delta" and "has a copy there" in job["result"]["reason"], job["result"]["reason"]
+
+
+@pytest.mark.parametrize("deployment", [KOLLA], indirect=True, ids=["kolla-no-service-token"])
+def test_hook_patch_location_api_without_multiple_locations_fails_cleanly(
+        stack: Stack, deployment: Deployment, images: list[str]) -> None:
+    """The one combination that cannot work: fastsnap's ``[glance] location_api = patch`` with
+    ``show_multiple_locations = False`` (kolla). Glance refuses the PATCH; the snapshot action fails the Nova way,
+    its instance action event names the setting, and nothing is left (image, clone, disk snapshot)."""
+    sid = deployment.server["id"]
+    disk_snaps = stack.snaps("vms", f"{sid}_disk")
+    pool_images = stack.rbd_images("images")
+    deployment.service.stop()
+    try:
+        with serving(stack, deployment.nova, "fastsnap-patch-",
+                     deployment.glance.conf("", "location_api = patch\n")):
+            image_id, request_id = deployment.nova.image_create(sid, "fs-kolla-patch")
+            images.append(image_id)
+            wait_idle(deployment.nova, sid)
+            deadline = time.monotonic() + 60
+            while list(stack.glance("admin").images.list(filters={"id": image_id})):
+                assert time.monotonic() < deadline, "the queued image was not deleted"
+                time.sleep(0.5)
+    finally:
+        deployment.service.start()
+    ev = fastsnap_event(deployment.nova, sid, request_id)
+    # (Nova keeps the first 255 characters of the message: the setting comes first)
+    assert ev["result"] == "Error" and "show_multiple_locations" in (ev.get("details") or ""), ev
+    assert stack.snaps("vms", f"{sid}_disk") == disk_snaps and stack.rbd_images("images") == pool_images
+
+
+def test_hook_clone_path_with_the_service_token_flipped(stack: Stack, deployment: Deployment,
+                                                        images: list[str]) -> None:
+    """The other half of the token matrix on the same Glance and server: nova-compute restarted with
+    ``send_service_user_token`` the other way round (kolla with it, osa without), one more snapshot through the
+    hook. Last test of each configuration: the next one's set-up (or ``restore``) restarts nova-compute again."""
+    flipped = not deployment.service_token
+    took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER,
+               FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=deployment.glance.url,
+               FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN=str(flipped).lower())
+    compute = _ini(Path(stack.env["FASTSNAP_TEST_NOVA_CONF"]).parent / "nova-compute.conf")
+    assert compute["service_user"]["send_service_user_token"] == str(flipped).lower()
+    print(f"nova-compute ({deployment.shape}, send_service_user_token {flipped}) restarted in {took:.1f}s")
+    job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-flipped")
+    assert job["path"] == "clone" and job["store"] == "fast", job
