@@ -289,7 +289,7 @@ class Objects:
                 self.remove(obj)
 
 
-class _Done:
+class ReadDone:
     """What an ``aio_read`` callback receives: the read's return code (the completion itself stays here)."""
 
     def __init__(self, rc: int) -> None:
@@ -344,7 +344,7 @@ class Image:
         Raises CephError with librbd's own text when it refuses to queue it (the reader, fastsnap.stream, names
         the offset around it: its message stays what it was before this wrapper)."""
         def oncomplete(completion: Any, data: bytes) -> None:
-            cb(_Done(int(completion.get_return_value())), data)
+            cb(ReadDone(int(completion.get_return_value())), data)
 
         try:
             self._img.aio_read(offset, length, oncomplete)

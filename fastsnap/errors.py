@@ -1,6 +1,7 @@
 """Every exception fastsnap raises on purpose, and the one map from error to CLI exit code and HTTP status.
 
-Each class carries:
+Each class carries, named in its header (``class Busy(FastsnapError, http_status=429, kind="busy")``) or
+inherited from its base:
   ``exit_code``    the CLI's: 2 for bad input (nothing was created), 1 for everything else;
   ``http_status``  the REST service's; for server-side failures see :func:`http_status`;
   ``kind``         a machine-readable cause (the ``kind`` of a REST error body, the label of the error metric).
@@ -10,95 +11,77 @@ calls the library (:mod:`fastsnap.ceph`, :mod:`fastsnap.glance`, :mod:`fastsnap.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class FastsnapError(Exception):
     """Base class of every error fastsnap raises on purpose."""
 
-    exit_code = 1
-    http_status = 500
-    kind = "error"
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    kind: ClassVar[str] = "error"
+
+    def __init_subclass__(cls, *, kind: str | None = None, http_status: int | None = None,
+                          exit_code: int | None = None, **kwargs: Any) -> None:
+        """A subclass names its row of the table in its header (``class X(Base, kind=..., http_status=...)``);
+        what it does not name, it inherits from its base."""
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+        if http_status is not None:
+            cls.http_status = http_status
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
 
-class BadRequest(FastsnapError):
+class BadRequest(FastsnapError, exit_code=2, http_status=400, kind="bad_request"):
     """The request is invalid; it was rejected before anything was created."""
 
-    exit_code = 2
-    http_status = 400
-    kind = "bad_request"
 
-
-class UnknownStore(BadRequest):
+class UnknownStore(BadRequest, kind="unknown_store"):
     """A store id that Glance does not offer."""
 
-    kind = "unknown_store"
 
-
-class Conflict(BadRequest):
+class Conflict(BadRequest, http_status=409, kind="conflict"):
     """The request contradicts an earlier operation on the same image (e.g. another disk); nothing was done."""
 
-    http_status = 409
-    kind = "conflict"
 
-
-class Reserved(Conflict):
+class Reserved(Conflict, kind="reserved"):
     """The journal refused to reserve an image id: another operation holds it (running, or done: its result must
     not be touched)."""
 
-    kind = "reserved"
 
-
-class InvalidLocation(BadRequest, ValueError):
+class InvalidLocation(BadRequest, ValueError, kind="invalid_location"):
     """A string that is not a well-formed ``rbd://`` location."""
 
-    kind = "invalid_location"
 
-
-class QuiesceRequired(BadRequest):
+class QuiesceRequired(BadRequest, kind="quiesce_required"):
     """``os_require_quiesce=yes`` but the guest cannot be frozen; nothing was created."""
 
-    kind = "quiesce_required"
 
-
-class NotFound(FastsnapError):
+class NotFound(FastsnapError, http_status=404, kind="not_found"):
     """A Glance image, RBD image, snapshot or pool that is not there. Internal callers catch this to mean "gone";
     where the missing thing was named by the caller, the API turns it into :class:`BadRequest` at its edge."""
 
-    http_status = 404
-    kind = "not_found"
 
-
-class ConfigError(FastsnapError):
+class ConfigError(FastsnapError, kind="config"):
     """fastsnap's configuration is inconsistent with what the services offer."""
 
-    kind = "config"
 
-
-class PlanError(FastsnapError):
+class PlanError(FastsnapError, http_status=503, kind="plan"):
     """No safe plan can be made from what the services told us (for now); retrying may help."""
 
-    http_status = 503
-    kind = "plan"
 
-
-class CephError(FastsnapError):
+class CephError(FastsnapError, http_status=503, kind="ceph"):
     """A Ceph call failed or timed out."""
 
-    http_status = 503
-    kind = "ceph"
 
-
-class CephNotFound(NotFound, CephError):
+class CephNotFound(NotFound, CephError, http_status=404, kind="ceph_not_found"):
     """A Ceph object (image, snapshot, pool) that is not there."""
 
-    http_status = 404
-    kind = "ceph_not_found"
 
-
-class GlanceError(FastsnapError):
+class GlanceError(FastsnapError, http_status=503, kind="glance"):
     """A Glance call failed or timed out."""
-
-    http_status = 503
-    kind = "glance"
 
 
 class GlanceUnavailable(GlanceError):
@@ -107,58 +90,38 @@ class GlanceUnavailable(GlanceError):
     it."""
 
 
-class GlanceNotFound(NotFound, GlanceError):
+class GlanceNotFound(NotFound, GlanceError, http_status=404, kind="glance_not_found"):
     """Glance answered 404."""
 
-    http_status = 404
-    kind = "glance_not_found"
 
-
-class NovaError(FastsnapError):
+class NovaError(FastsnapError, http_status=503, kind="nova"):
     """Nova could not be asked (unreachable, 5xx, no compute endpoint in the catalogue): the ownership check of a
     snapshot for a user cannot be made, so nothing is created; the same request may succeed later."""
 
-    http_status = 503
-    kind = "nova"
 
-
-class Forbidden(FastsnapError):
+class Forbidden(FastsnapError, http_status=403, kind="forbidden"):
     """The caller may not do this (Glance answered 401/403)."""
 
-    http_status = 403
-    kind = "forbidden"
 
-
-class QuiesceError(FastsnapError):
+class QuiesceError(FastsnapError, kind="quiesce"):
     """The guest could not be frozen (or thawed)."""
 
-    kind = "quiesce"
 
-
-class NoDomain(QuiesceError):
+class NoDomain(QuiesceError, kind="no_domain"):
     """The libvirt domain does not exist (any more)."""
 
-    kind = "no_domain"
 
-
-class LeaseLapsed(CephError):
+class LeaseLapsed(CephError, kind="lease"):
     """This host's lease in the journal was not renewed in time: another host may be taking its operations over,
     so this one must not act on them."""
 
-    kind = "lease"
 
-
-class Busy(FastsnapError):
+class Busy(FastsnapError, http_status=429, kind="busy"):
     """The host already runs its maximum number of snapshots."""
 
-    http_status = 429
-    kind = "busy"
 
-
-class Cancelled(FastsnapError):
+class Cancelled(FastsnapError, kind="cancelled"):
     """A REST job was cancelled (``DELETE /v1/snapshots/<id>``); what it made was rolled back."""
-
-    kind = "cancelled"
 
 
 def http_status(exc: BaseException, accepted: bool) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from oslo_log import log as logging
 
 from fastsnap.states import FlattenPolicy, FlattenState, OpState
+from fastsnap.view import AsDict
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class FlattenInfo:
 
 
 @dataclass
-class QuiesceInfo:
+class QuiesceInfo(AsDict):
     """The guest freeze around the disk snapshot, as journaled (:attr:`Operation.quiesce`)."""
 
     domain: str | None   # the libvirt domain
@@ -61,9 +62,6 @@ class QuiesceInfo:
         domain, uri = raw.get("domain"), raw.get("uri")
         return cls(domain=None if domain is None else str(domain), uri=None if uri is None else str(uri),
                    frozen=bool(raw.get("frozen")))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

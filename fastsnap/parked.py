@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from oslo_log import log as logging
 
@@ -37,6 +36,7 @@ from fastsnap.errors import BadRequest, CephError, NotFound
 from fastsnap.location import SNAP_PREFIX, ImageSpec
 from fastsnap.plan import SnapshotPath
 from fastsnap.states import ParkedState
+from fastsnap.view import AsDict
 
 LOG = logging.getLogger(__name__)
 CLAIM_SECONDS = 30   # a drain's claim on a disk lapses this long after its holder died (renewed while held)
@@ -44,7 +44,7 @@ CLAIM_SECONDS = 30   # a drain's claim on a disk lapses this long after its hold
 
 
 @dataclass
-class ParkedDisk:
+class ParkedDisk(AsDict):
     pool: str
     id: str                       # RBD image id (trash entries are addressed by id)
     name: str                     # the name it had (<instance uuid>_disk)
@@ -53,9 +53,6 @@ class ParkedDisk:
     dependents: list[str] = field(default_factory=list)   # fastsnap clones still reading through it
     state: ParkedState = ParkedState.WAITING
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _ops_by_disk_id(journal: jr.Journal) -> dict[tuple[str, str], list[jr.Entry]]:

@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from fastsnap.errors import ConfigError, NoDomain, QuiesceError, QuiesceRequired
+from fastsnap.view import AsDict
 
 try:  # Debian's python3-libvirt; only needed on hosts that quiesce guests
     import libvirt
@@ -72,16 +73,13 @@ def decide(domain: str | None, base_props: dict[str, Any] | None, require: bool 
 
 
 @dataclass
-class Outcome:
+class Outcome(AsDict):
     """What the result reports: ``quiesced`` and why (not), and the freeze window."""
 
     quiesced: bool
     reason: str
     domain: str | None = None
     freeze_seconds: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Hypervisor:

@@ -3,7 +3,7 @@ with ``to_dict`` for JSON)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastsnap import journal as jr
@@ -11,10 +11,11 @@ from fastsnap.journal import FlattenInfo
 from fastsnap.location import CLONE_SNAP, RbdLocation
 from fastsnap.plan import SnapshotPath
 from fastsnap.states import RecoverAction
+from fastsnap.view import AsDict
 
 
 @dataclass(frozen=True)
-class SnapshotResult:
+class SnapshotResult(AsDict):
     image_id: str
     path: str
     store: str
@@ -54,12 +55,9 @@ class SnapshotResult:
                    acting_as=dict(op.acting_as or {}),
                    already_done=already_done)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class StoreView:
+class StoreView(AsDict):
     id: str
     type: str | None
     default: bool
@@ -67,9 +65,6 @@ class StoreView:
     pool: str | None
     fsid: str | None
     clone: bool            # this host can make copy-on-write clones into it
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

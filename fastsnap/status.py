@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastsnap import flatten as fl
@@ -28,10 +28,11 @@ from fastsnap.parked import ParkedDisk
 from fastsnap.rados_journal import HostView, RadosOperations
 from fastsnap.result import FlattenRow
 from fastsnap.states import PENDING_FLATTEN, OpState, ParkedState
+from fastsnap.view import AsDict
 
 
 @dataclass(frozen=True)
-class OperationView:
+class OperationView(AsDict):
     """A running operation as the status shows it."""
 
     op_id: str
@@ -48,12 +49,9 @@ class OperationView:
                    step=str(op.steps[-1]) if op.steps else None, age=round(max(0.0, now - op.created_at), 1),
                    idle=round(max(0.0, now - op.updated_at), 1))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class HostStatus:
+class HostStatus(AsDict):
     """One host: whether its lease lives, when it last took it, and its running operations."""
 
     host: str
@@ -61,9 +59,6 @@ class HostStatus:
     seen_at: float | None   # when a process of it last took the lease (None: no lease record names it)
     in_flight: int          # running operations, the lease living
     unsettled: int          # running operations, the lease lapsed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,13 @@ from typing import Any
 
 import pytest
 
+from fastsnap.ceph import ReadDone
 from fastsnap.errors import CephError
 from fastsnap.paths.stream import UploadBody
 from fastsnap.states import StreamFormat
 from fastsnap.stream import DataReader, SnapshotReader, allocated_extents
 
 OBJ = 64 << 10  # object size of the images below (small, so that many shapes run in seconds)
-
-
-class _Completion:
-    def __init__(self, rc: int) -> None:
-        self.rc = rc
-
-    def get_return_value(self) -> int:
-        return self.rc
 
 
 class InMemoryImage:
@@ -77,7 +70,7 @@ class InMemoryImage:
             self.peak_bytes_ahead = max(self.peak_bytes_ahead, sum(n for _, n in ahead))
         rc = -5 if offset == self.fail_at else 0
         data = self.content[offset:offset + length]
-        t = threading.Timer(self._rng.random() * 0.002, lambda: cb(_Completion(rc), data))
+        t = threading.Timer(self._rng.random() * 0.002, lambda: cb(ReadDone(rc), data))
         self._timers.append(t)
         t.start()
 
@@ -155,7 +148,7 @@ def test_a_short_read_is_completed_with_zeros() -> None:
         def aio_read(self, offset: int, length: int, cb: Callable[[Any, bytes], None]) -> None:
             self.reads.append((offset, length))
             data = self.content[offset:offset + length].rstrip(b"\0")
-            cb(_Completion(len(data)), data)
+            cb(ReadDone(len(data)), data)
 
     rng = random.Random(5)
     img = Short(rng, 4 * OBJ, {1, 2})
