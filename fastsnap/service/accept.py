@@ -1,6 +1,6 @@
 """Accepting a ``POST /v1/snapshots``: who may snapshot as whom (tenancy), the answer to a retry (idempotency: one
 key or image id, one job), the job's slot, and the race of two requests for the same key or image id. The route
-(:mod:`fastsnap.service.routes`) only reads the HTTP request and renders what this decides."""
+(:mod:`fastsnap.service.routes.snapshots`) only reads the HTTP request and renders what this decides."""
 
 from __future__ import annotations
 
