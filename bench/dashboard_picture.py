@@ -79,11 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = stack_env()
     panels = dp.panels(json.loads(DASHBOARD.read_text()))
     t_begin = time.monotonic()
-    tests_stack = tk_stack.connect(env)  # the service's stack; this benchmark breaks nothing
-    stack = lib.Stack(lib.Env.load())
+    stack = tk_stack.connect(env)  # the service's and the load's stack; this benchmark breaks nothing
     cleanup = lib.Cleanup(stack)
     tmp = Path(tempfile.mkdtemp(prefix="fastsnap-dashboard-"))
-    svc = Service(tests_stack, tmp, slots=3)
+    svc = Service(stack, tmp, slots=3)
     namespace = tk_stack.TEST_NAMESPACE_PREFIX + hashlib.sha1(str(tmp / "state").encode()).hexdigest()[:12]
     load = Load(svc, stack, cleanup, deadline=time.monotonic() + a.budget)
     rc = 1
@@ -137,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup.all()
         load.remove_parked()
         removed = tk_stack.purge_test_namespaces(env["CEPH_CONF"], prefix=namespace)
-        stack.close()
-        tests_stack.shutdown()
+        stack.shutdown()
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         lib.log(f"cleaned up (journal objects removed: {removed}); {time.monotonic() - t_begin:.0f} s in all"

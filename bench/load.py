@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benc
     ap.add_argument("--no-record", action="store_true", help="print the figures, do not touch RESULTS.md")
     a = ap.parse_args(argv)
     env = lib.Env.load()
-    stack = lib.Stack(env)
+    stack = lib.connect(env)
     cleanup = lib.Cleanup(stack)
     tmp = tempfile.mkdtemp(prefix="fastsnap-load-")
     runs: list[dict[str, Any]] = []
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benc
             record(runs, facts, lib.BENCH_DIR)
     finally:
         cleanup.all()
-        stack.close()
+        stack.shutdown()
     return 1 if any(r["problems"] for r in runs) else 0
 
 
@@ -172,7 +172,7 @@ def _sha(stack: Any, disk: str) -> str:  # pragma: no cover
 
 def _glance_sha(stack: Any, image_id: str) -> str:  # pragma: no cover
     h = hashlib.sha256()
-    for chunk in stack.glance.images.data(image_id):
+    for chunk in stack.fastsnap_glance.images.data(image_id):
         h.update(chunk)
     return h.hexdigest()
 
