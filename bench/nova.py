@@ -29,10 +29,10 @@ from typing import Any
 
 from bench.lib import trim_at_once, wait_trimmed, write_blocks
 from testkit.env import read_env
+from testkit.novaapi import NovaAPI
 from testkit.novahost import (
     HOOK_DRIVER,
     STOCK_DRIVER,
-    Cloud,
     FastsnapService,
     Watch,
     switch_driver,
@@ -74,7 +74,7 @@ def wait_snaptrim(stack: Stack, timeout: float = 900) -> float:
 class Bench:
     def __init__(self, out: Path) -> None:
         self.env = read_env()
-        self.cloud = Cloud(self.env)
+        self.cloud = NovaAPI(self.env)
         self.stack = connect(self.env)
         self.driver = self.env.get("FASTSNAP_TEST_NOVA_DRIVER", STOCK_DRIVER)
         self.out = out
@@ -94,10 +94,9 @@ class Bench:
         flavor = self.cloud.flavor(f"fastsnap.bench{root}", disk=root)
         image = self.env["FASTSNAP_NOVA_IMAGE"] if path == "clone" else self.env["FASTSNAP_NOVA_IMAGE_REMOTE"]
         t0 = time.monotonic()
-        srv = self.cloud.boot(f"bench-nova-{path}-{gib}g", image, flavor)
-        sid = str(srv["id"])
+        sid = str(self.cloud.boot(image, f"bench-nova-{path}-{gib}g", flavor)["id"])
         boot = time.monotonic() - t0
-        domain = str(srv["OS-EXT-SRV-ATTR:instance_name"])
+        domain = self.cloud.domain(sid)
         wait_counter(self.env, domain)
         self.cloud.action(sid, {"os-stop": None})
         self.cloud.wait_server(sid, "SHUTOFF")
@@ -117,8 +116,7 @@ class Bench:
         with Watch(self.env, domain) as watch:
             t0 = time.monotonic()
             log_offset = self.compute_log.stat().st_size
-            r = self.cloud.action(sid, {"createImage": {"name": name, "metadata": {}}})
-            image_id, request_id = str(r.json()["image_id"]), r.headers.get("x-openstack-request-id", "")
+            image_id, request_id = self.cloud.image_create(sid, name)
             try:
                 img = self.cloud.wait_image(image_id)
                 active = time.monotonic() - t0
@@ -341,7 +339,7 @@ def main() -> int:
                         case["runs"].append(b.snapshot(case, driver, svc))
                         write(out, result)
                 finally:
-                    b.cloud.delete_server(case["server"])
+                    b.cloud.delete_servers(only=case["server"])
                     wait_snaptrim(b.stack)
         finally:
             svc.stop()
