@@ -25,7 +25,6 @@ seconds of Glance and of the client, peak RSS and bytes written to the local dis
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -37,7 +36,18 @@ from typing import Any
 
 import rbd
 
-from bench.lib import Env, connect, daemon_cpu, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
+from bench.lib import (
+    Env,
+    connect,
+    daemon_cpu,
+    fastsnap_argv,
+    log,
+    machine_facts,
+    osd_delta,
+    print_json,
+    run,
+    scaled_parser,
+)
 from testkit.stack import Stack
 
 MiB = 1 << 20
@@ -161,11 +171,9 @@ def judge(stack: Stack, env: Env, image_id: str, disk: str, tmp_dir: str) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's 4 GiB-virtual disk [0.25]")
+    p = scaled_parser(__doc__, "fraction of the issue's 4 GiB-virtual disk [0.25]")
     p.add_argument("--repeats", type=int, default=1, help="rounds of the three methods, alternated [1]")
     p.add_argument("--tmp-dir", default=tempfile.gettempdir(), help="local directory of Nova's qcow2 file")
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
     stack = connect(env)

@@ -45,6 +45,7 @@ from bench.lib import (
     Cleanup,
     Env,
     Started,
+    arg_parser,
     at_once,
     connect,
     cpu_seconds,
@@ -70,8 +71,7 @@ AFTERS = ("after", "after-patch")    # location_api = auto, location_api = patch
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__, prog="bench.cost")
     p.add_argument("--n", default="1,8,16,32", help="numbers of concurrent clone snapshots [1,8,16,32]")
     p.add_argument("--hash", default="off,on", help="Glance do_secure_hash settings to measure [off,on]")
     p.add_argument("--n-hashed", help="numbers of concurrent snapshots with hashing on (default: --n)")

@@ -20,7 +20,6 @@ Not run by CI: a regeneration script for the docs (doc/source/admin/monitoring.r
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -66,7 +65,7 @@ def stack_env() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = lib.arg_parser(__doc__)
     ap.add_argument("--out", default=str(OUT), help="the PNG to write (default: %(default)s)")
     ap.add_argument("--prometheus", default=os.environ.get("FASTSNAP_DASHBOARD_PROMETHEUS", "127.0.0.1:39290"),
                     help="host:port the Prometheus server listens on (default: %(default)s)")

@@ -17,7 +17,6 @@ them may be left on A or B.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import rados
 import rbd
 
-from bench.lib import Env, connect, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
+from bench.lib import Env, connect, fastsnap_argv, log, machine_facts, osd_delta, print_json, run, scaled_parser
 from bench.xcluster import GLANCE_OBJ, Sparse, delete, env_admin_session, remove_disk, wait_for
 from testkit.stack import Stack
 
@@ -187,11 +186,9 @@ def chain(stack: Stack, env: Env, config: str, n: int, rotation: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's workload")
+    p = scaled_parser(__doc__, "fraction of the issue's workload")
     p.add_argument("--chain", type=int, default=30, help="backups in the chain (0: none)")
     p.add_argument("--rotation", type=int, default=7)
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
     stack = connect(env)

@@ -59,6 +59,7 @@ from bench.lib import (
     Env,
     MiB,
     Started,
+    arg_parser,
     at_once,
     connect,
     log,
@@ -80,8 +81,7 @@ LIMIT_MANY = 0.10        # N at once: within 10 % of before's wall time
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.journal_cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__, prog="bench.journal_cost")
     p.add_argument("--before", default=BEFORE_REV, help=f"the revision of 'before' [{BEFORE_REV}]")
     p.add_argument("--before-tree", help="an existing checkout of --before to use (default: a temporary git "
                                          "worktree, removed at the end)")

@@ -8,6 +8,7 @@ benchmarks make are named ``bench-...`` and registered in a :class:`Cleanup`, wh
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -41,6 +42,23 @@ VENV_BIN = os.path.dirname(sys.executable)
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- command lines ---------------------------------------------------------------------------------------
+
+
+def arg_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its module docstring (``doc``) as the description, kept as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def scaled_parser(doc: str | None, scale_help: str) -> argparse.ArgumentParser:
+    """:func:`arg_parser` of a benchmark run at a fraction of an issue's workload that prints one JSON:
+    ``--scale`` (that fraction, default 0.25) and ``--out`` (a file the JSON is written to too)."""
+    p = arg_parser(doc)
+    p.add_argument("--scale", type=float, default=0.25, help=scale_help)
+    p.add_argument("--out", help="write the JSON here too")
+    return p
 
 
 # -- environment and connections ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ job leaves nothing; no temporary RBD snapshot, clone or unregistered image is le
 """
 from __future__ import annotations
 
-import argparse
 import configparser
 import hashlib
 import json
@@ -87,7 +86,7 @@ def saved_section(bench_dir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benchmark, run by hand
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = lib.arg_parser(__doc__)
     ap.add_argument("--posts", type=int, default=200)
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--disks", type=int, default=8)

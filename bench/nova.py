@@ -19,7 +19,6 @@ Writes OUT/results/nova.json (after every case) and the "Through Nova" section o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.lib import trim_at_once, wait_trimmed, write_blocks
+from bench.lib import arg_parser, trim_at_once, wait_trimmed, write_blocks
 from testkit.env import read_env
 from testkit.novaapi import NovaAPI
 from testkit.novahost import (
@@ -306,7 +305,7 @@ def write(out: Path, result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arg_parser(__doc__)
     ap.add_argument("--clone", default="1,4,8", help="GiB written, clone-path cases ('' for none)")
     ap.add_argument("--stream", default="1,4", help="GiB written, stream-path cases ('' for none)")
     ap.add_argument("--out", default="bench")

@@ -18,7 +18,6 @@ Stream = the same fastsnap with no credentials for B (``OS_CEPH__REMOTE_CLUSTERS
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
@@ -40,6 +39,7 @@ from bench.lib import (
     osd_delta,
     print_json,
     run,
+    scaled_parser,
 )
 from testkit import cleanup, keystone
 from testkit.stack import Stack
@@ -181,10 +181,8 @@ def ratios(rows: list[dict[str, Any]], fast: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's delta workload")
+    p = scaled_parser(__doc__, "fraction of the issue's delta workload")
     p.add_argument("--copy-sizes", default="0.25,1,2", help="GiB written for copy vs stream")
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
     stack = connect(env)
