@@ -116,13 +116,18 @@ def up_nova(stack: Stack, **settings: str) -> float:
     return time.monotonic() - t0
 
 
-@pytest.fixture(scope="module")
-def fastsnap_driver(stack: Stack) -> Iterator[str]:
-    """nova-compute runs fastsnap's hook for this module; the driver it ran before comes back afterwards."""
+def driver_now(stack: Stack) -> str:
+    """The compute_driver nova-compute runs now; fails the test outside the native stack or without a Nova part."""
     if stack_mode() != "native":
         pytest.fail("Nova runs in the native stack only")
     NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    return stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+
+
+@pytest.fixture(scope="module")
+def fastsnap_driver(stack: Stack) -> Iterator[str]:
+    """nova-compute runs fastsnap's hook for this module; the driver it ran before comes back afterwards."""
+    before = driver_now(stack)
     if before != HOOK_DRIVER:
         up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER)
     try:

@@ -29,16 +29,15 @@ from typing import Any
 import pytest
 import rbd
 
-from testkit.nova import Nova as NovaCLI
 from testkit.novaapi import NovaAPI, read_ini
 from testkit.stack import Stack
-from tests.integration.conftest import stack_mode
 from tests.integration.glance_shapes import ShapedGlance
 from tests.integration.test_nova import (
     BOOT_TIMEOUT,
     HOOK_DRIVER,
     FastsnapService,
     delete_images,
+    driver_now,
     fastsnap_event,
     serving,
     up_nova,
@@ -55,10 +54,7 @@ OBJ = 8 * MiB
 @pytest.fixture(scope="module")
 def restore(stack: Stack) -> Iterator[None]:
     """nova-compute as it was before this module (driver, the catalogue's Glance, the service token), afterwards."""
-    if stack_mode() != "native":
-        pytest.fail("Nova runs in the native stack only")
-    NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    before = driver_now(stack)
     yield
     print(f"nova-compute restored ({before}) in {up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=before):.1f}s")
 

@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 
 from testkit.counter import resumes_from
-from testkit.nova import Nova as NovaCLI
 from testkit.novaapi import NovaAPI, read_ini
 from testkit.stack import Stack
-from tests.integration.conftest import stack_mode
 from tests.integration.test_nova import (
     BOOT_TIMEOUT,
     HOOK_DRIVER,
     FastsnapService,
     Watch,
     delete_images,
+    driver_now,
     live_counter,
     read_counter,
     serving,
@@ -39,11 +38,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
 @pytest.fixture(scope="module")
 def qcow2_nova(stack: Stack) -> Iterator[NovaAPI]:
-    if stack_mode() != "native":
-        pytest.fail("Nova runs in the native stack only")
-    NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = (stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver"),
-              stack.env.get("FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT", ""))
+    before = (driver_now(stack), stack.env.get("FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT", ""))
     up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT="qcow2")
     conf = Path(stack.env["FASTSNAP_TEST_NOVA_CONF"])
     ini = read_ini(conf)
