@@ -25,7 +25,6 @@ seconds of Glance and of the client, peak RSS and bytes written to the local dis
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -37,7 +36,19 @@ from typing import Any
 
 import rbd
 
-from bench.lib import Env, Stack, daemon_cpu, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
+from bench.lib import (
+    Env,
+    connect,
+    daemon_cpu,
+    fastsnap_argv,
+    log,
+    machine_facts,
+    osd_delta,
+    print_json,
+    run,
+    scaled_parser,
+)
+from testkit.stack import Stack
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -51,7 +62,8 @@ def make_clone(stack: Stack, name: str, virtual: int) -> tuple[str, int]:
     allocated bytes)."""
     base_size = virtual // 8
     pattern = os.urandom(OBJ)
-    img = stack.glance.images.create(name=f"bench-compact-base-{name}", disk_format="raw", container_format="bare")
+    img = stack.fastsnap_glance.images.create(name=f"bench-compact-base-{name}", disk_format="raw",
+                                              container_format="bare")
     base = str(img["id"])
 
     class Body:
@@ -68,7 +80,7 @@ def make_clone(stack: Stack, name: str, virtual: int) -> tuple[str, int]:
             self.pos += n
             return out
 
-    stack.glance.images.upload(base, Body(), image_size=base_size, backend="fast")
+    stack.fastsnap_glance.images.upload(base, Body(), image_size=base_size, backend="fast")
     stack.wait_active(base)
     rbd.RBD().clone(stack.images, base, "snap", stack.vms, name)
     base_data = base_size // OBJ * OBJ
@@ -114,7 +126,7 @@ def nova_qcow2(stack: Stack, env: Env, disk: str, tmp_dir: str) -> dict[str, Any
     steps: dict[str, float] = {}
     path = os.path.join(tmp_dir, f"bench-compact-{os.getpid()}.qcow2")
     t0 = time.monotonic()
-    img = stack.glance.images.create(name="bench-compact-nova", disk_format="qcow2", container_format="bare")
+    img = stack.fastsnap_glance.images.create(name="bench-compact-nova", disk_format="qcow2", container_format="bare")
     image_id = str(img["id"])
     steps["create_image"] = round(time.monotonic() - t0, 3)
     try:
@@ -127,7 +139,7 @@ def nova_qcow2(stack: Stack, env: Env, disk: str, tmp_dir: str) -> dict[str, Any
             file_size = os.stat(path).st_size
             t1 = time.monotonic()
             with open(path, "rb") as f:
-                stack.glance.images.upload(image_id, f)  # no store: Glance's default (cheap), as Nova does
+                stack.fastsnap_glance.images.upload(image_id, f)  # no store: Glance's default (cheap), as Nova does
             done = stack.wait_active(image_id)
             steps["upload"] = round(time.monotonic() - t1, 3)
         seconds = time.monotonic() - t0
@@ -145,7 +157,7 @@ def nova_qcow2(stack: Stack, env: Env, disk: str, tmp_dir: str) -> dict[str, Any
 def judge(stack: Stack, env: Env, image_id: str, disk: str, tmp_dir: str) -> dict[str, Any]:
     """Download a qcow2 image; qemu-img check and compare it with the disk (not timed)."""
     with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".qcow2") as f:
-        for chunk in stack.glance.images.data(image_id):
+        for chunk in stack.fastsnap_glance.images.data(image_id):
             f.write(chunk)
         f.flush()
         check = subprocess.run(["qemu-img", "check", "--output=json", "-f", "qcow2", f.name],
@@ -159,14 +171,12 @@ def judge(stack: Stack, env: Env, image_id: str, disk: str, tmp_dir: str) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's 4 GiB-virtual disk [0.25]")
+    p = scaled_parser(__doc__, "fraction of the issue's 4 GiB-virtual disk [0.25]")
     p.add_argument("--repeats", type=int, default=1, help="rounds of the three methods, alternated [1]")
     p.add_argument("--tmp-dir", default=tempfile.gettempdir(), help="local directory of Nova's qcow2 file")
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
-    stack = Stack(env)
+    stack = connect(env)
     config = env.bench_config()
     facts = machine_facts(stack)
     virtual = int(4 * GiB * a.scale) // OBJ * OBJ
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
            "targets": {"raw_over_qcow2_seconds": 3, "nova_over_qcow2_seconds": 2,
                        "qcow2_bytes_sent_over_allocated": "<= 1.05 (plus metadata)"}}
     print_json(out, a.out)
-    stack.close()
+    stack.shutdown()
     return 0
 
 

@@ -44,9 +44,10 @@ from bench.lib import (
     ROOT,
     Cleanup,
     Env,
-    Stack,
     Started,
+    arg_parser,
     at_once,
+    connect,
     cpu_seconds,
     daemon_pids,
     fastsnap_argv,
@@ -56,11 +57,13 @@ from bench.lib import (
     pair,
     sweep,
     table,
+    trim_at_once,
     unique,
     wait_snaptrim,
 )
 from testkit.reqcount import Counter, services_from_env, total
 from testkit.results import read_saved, results_dir, write_section
+from testkit.stack import Stack
 
 SECTION = "cost"
 BASELINE = "before"                  # the code before issue 17
@@ -68,8 +71,7 @@ AFTERS = ("after", "after-patch")    # location_api = auto, location_api = patch
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__, prog="bench.cost")
     p.add_argument("--n", default="1,8,16,32", help="numbers of concurrent clone snapshots [1,8,16,32]")
     p.add_argument("--hash", default="off,on", help="Glance do_secure_hash settings to measure [off,on]")
     p.add_argument("--n-hashed", help="numbers of concurrent snapshots with hashing on (default: --n)")
@@ -208,7 +210,7 @@ def measure(stack: Stack, cleanup: Cleanup, fs: Any, counter: Counter, disks: Se
 
 def cli_clone(stack: Stack, cleanup: Cleanup, config: str, disk: str) -> dict[str, Any]:
     """One ``fastsnap snapshot`` CLI run on the clone path, its requests counted in the child."""
-    count_file = os.path.join(stack.env.run_dir, f"bench-count-{os.getpid()}.json")
+    count_file = os.path.join(stack.run_dir, f"bench-count-{os.getpid()}.json")
     env = {**os.environ, "FASTSNAP_BENCH_COUNT_FILE": count_file,
            "PYTHONPATH": os.pathsep.join([p for p in (os.environ.get("PYTHONPATH"), ROOT,
                                                       os.path.join(BENCH_DIR, "_count")) if p])}
@@ -264,11 +266,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     env = Env.load()
     config = env.bench_config(max_concurrent=64, flatten=a.flatten, location_api=a.location_api)
-    stack = Stack(env)
+    stack = connect(env)
     cleanup = Cleanup(stack)
     counter = Counter(services_from_env(dict(os.environ))).install()
-    for opt in ("osd_snap_trim_sleep", "osd_snap_trim_sleep_hdd"):
-        stack.rados.mon_command(json.dumps({"prefix": "config set", "who": "osd", "name": opt, "value": "0"}), b"")
+    trim_at_once(stack.admin_a)
     left = sweep(stack)
     if left:
         log(f"removed {left} leftovers of an earlier run")
@@ -321,7 +322,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             set_secure_hash(True)  # the stack's default
         cleanup.all()
-        stack.close()
+        stack.shutdown()
         counter.uninstall()
     out["loadavg_end"] = os.getloadavg()
     return out

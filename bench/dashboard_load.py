@@ -26,6 +26,7 @@ import rbd
 from bench import lib
 from testkit import load as bl
 from testkit.service import Service
+from testkit.stack import Stack
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -39,7 +40,7 @@ class Phase:
 
 
 class Load:
-    def __init__(self, svc: Service, stack: lib.Stack, cleanup: lib.Cleanup, deadline: float) -> None:
+    def __init__(self, svc: Service, stack: Stack, cleanup: lib.Cleanup, deadline: float) -> None:
         self.svc = svc
         self.stack = stack
         self.cleanup = cleanup

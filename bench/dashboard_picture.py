@@ -20,7 +20,6 @@ Not run by CI: a regeneration script for the docs (doc/source/admin/monitoring.r
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -66,7 +65,7 @@ def stack_env() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = lib.arg_parser(__doc__)
     ap.add_argument("--out", default=str(OUT), help="the PNG to write (default: %(default)s)")
     ap.add_argument("--prometheus", default=os.environ.get("FASTSNAP_DASHBOARD_PROMETHEUS", "127.0.0.1:39290"),
                     help="host:port the Prometheus server listens on (default: %(default)s)")
@@ -79,11 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = stack_env()
     panels = dp.panels(json.loads(DASHBOARD.read_text()))
     t_begin = time.monotonic()
-    tests_stack = tk_stack.connect(env)  # the service's stack; this benchmark breaks nothing
-    stack = lib.Stack(lib.Env.load())
+    stack = tk_stack.connect(env)  # the service's and the load's stack; this benchmark breaks nothing
     cleanup = lib.Cleanup(stack)
     tmp = Path(tempfile.mkdtemp(prefix="fastsnap-dashboard-"))
-    svc = Service(tests_stack, tmp, slots=3)
+    svc = Service(stack, tmp, slots=3)
     namespace = tk_stack.TEST_NAMESPACE_PREFIX + hashlib.sha1(str(tmp / "state").encode()).hexdigest()[:12]
     load = Load(svc, stack, cleanup, deadline=time.monotonic() + a.budget)
     rc = 1
@@ -137,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup.all()
         load.remove_parked()
         removed = tk_stack.purge_test_namespaces(env["CEPH_CONF"], prefix=namespace)
-        stack.close()
-        tests_stack.shutdown()
+        stack.shutdown()
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         lib.log(f"cleaned up (journal objects removed: {removed}); {time.monotonic() - t_begin:.0f} s in all"

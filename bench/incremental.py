@@ -17,7 +17,6 @@ them may be left on A or B.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -28,8 +27,9 @@ from typing import Any
 import rados
 import rbd
 
-from bench.lib import Env, Stack, fastsnap_argv, log, machine_facts, osd_delta, print_json, run
+from bench.lib import Env, connect, fastsnap_argv, log, machine_facts, osd_delta, print_json, run, scaled_parser
 from bench.xcluster import GLANCE_OBJ, Sparse, delete, env_admin_session, remove_disk, wait_for
+from testkit.stack import Stack
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -74,7 +74,7 @@ def comparison(stack: Stack, env: Env, config: str, scale: float) -> dict[str, A
     made: list[str] = []
     instance = str(uuid.uuid4())
     try:
-        stack.glance.images.upload(base, Sparse(base_written, base_written), image_size=base_written,
+        stack.fastsnap_glance.images.upload(base, Sparse(base_written, base_written), image_size=base_written,
                                    backend="fast")
         admin.images.image_import(base, method="copy-image", stores=["remote"])
         wait_for("copy-image", lambda: "remote" in str((stack.image(base) or {}).get("stores", "")))
@@ -123,7 +123,7 @@ def disk_sha(stack: Stack, name: str) -> str:
 
 def glance_sha(stack: Stack, image_id: str) -> str:
     h = hashlib.sha256()
-    for chunk in stack.glance.images.data(image_id):
+    for chunk in stack.fastsnap_glance.images.data(image_id):
         h.update(chunk)
     return h.hexdigest()
 
@@ -164,7 +164,7 @@ def chain(stack: Stack, env: Env, config: str, n: int, rotation: int) -> dict[st
             rows.append({k: row[k] for k in ("path", "seconds", "osd_a_read_bytes", "osd_b_write_bytes",
                                             "result_transfer", "rotated")})
             log(f"chain {i}: {row['path']} {row['seconds']}s depth {row['result_transfer'].get('chain_depth')}")
-        kept = [i["id"] for i in stack.glance.images.list(filters={"instance_uuid": instance})]
+        kept = [i["id"] for i in stack.fastsnap_glance.images.list(filters={"instance_uuid": instance})]
         identical = {image_id: glance_sha(stack, image_id) == taken[image_id] for image_id in kept}
     finally:
         for image_id in taken:
@@ -186,14 +186,12 @@ def chain(stack: Stack, env: Env, config: str, n: int, rotation: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's workload")
+    p = scaled_parser(__doc__, "fraction of the issue's workload")
     p.add_argument("--chain", type=int, default=30, help="backups in the chain (0: none)")
     p.add_argument("--rotation", type=int, default=7)
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
-    stack = Stack(env)
+    stack = connect(env)
     config = env.bench_config()
     out: dict[str, Any] = {"benchmark": "incremental", "scale": a.scale, "machine": machine_facts(stack),
                            "comparison": comparison(stack, env, config, a.scale)}
@@ -203,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     out["targets"] = {"a_read_over_changed": 1.1, "b_written_over_changed": 1.1, "speedup_over_delta": 10,
                       "speedup_over_stream": 20}
     print_json(out, a.out)
-    stack.close()
+    stack.shutdown()
     return 0
 
 

@@ -58,9 +58,10 @@ from bench.lib import (
     Cleanup,
     Env,
     MiB,
-    Stack,
     Started,
+    arg_parser,
     at_once,
+    connect,
     log,
     make_disk,
     trim_at_once,
@@ -69,6 +70,7 @@ from bench.lib import (
 )
 from testkit.cleanup import stop_process
 from testkit.results import results_dir, write_section
+from testkit.stack import Stack
 
 SECTION = "journal-cost"
 BEFORE_REV = "aa9cdc5"
@@ -79,8 +81,7 @@ LIMIT_MANY = 0.10        # N at once: within 10 % of before's wall time
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.journal_cost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arg_parser(__doc__, prog="bench.journal_cost")
     p.add_argument("--before", default=BEFORE_REV, help=f"the revision of 'before' [{BEFORE_REV}]")
     p.add_argument("--before-tree", help="an existing checkout of --before to use (default: a temporary git "
                                          "worktree, removed at the end)")
@@ -217,7 +218,7 @@ def before_tree(rev: str, given: str | None) -> Iterator[str]:
 
 def purge_namespace(stack: Stack, pool: str, ns: str) -> int:
     """Remove every object of the journal's namespace ``ns`` (the after side's, made for this run)."""
-    io = stack.rados.open_ioctx(pool)
+    io = stack.admin_a.open_ioctx(pool)
     try:
         io.set_namespace(ns)
         names = [o.key for o in io.list_objects()]
@@ -233,7 +234,7 @@ def purge_namespace(stack: Stack, pool: str, ns: str) -> int:
 
 
 def namespace_objects(stack: Stack, pool: str, ns: str) -> dict[str, int]:
-    io = stack.rados.open_ioctx(pool)
+    io = stack.admin_a.open_ioctx(pool)
     try:
         io.set_namespace(ns)
         kinds: dict[str, int] = {}
@@ -460,9 +461,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     base = os.environ.get("FASTSNAP_NOVA_IMAGE")
     if not base:
         raise SystemExit("bench: FASTSNAP_NOVA_IMAGE (a base image in the rbd store 'fast') is not set")
-    stack = Stack(env)
+    stack = connect(env)
     cleanup = Cleanup(stack)
-    trim_at_once(stack.rados)
+    trim_at_once(stack.admin_a)
     img = stack.image(base) or {}
     if "fast" not in str(img.get("stores", "")).split(","):
         raise SystemExit(f"bench: base image {base} is not in store 'fast' (stores: {img.get('stores')})")
@@ -528,7 +529,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 n = purge_namespace(stack, pool, s.namespace)
                 log(f"removed {n} objects of {pool}/{s.namespace}")
             shutil.rmtree(s.tmp, ignore_errors=True)
-        stack.close()
+        stack.shutdown()
     facts["load_samples"] = bench.load
     facts["loadavg_end"] = os.getloadavg()
     facts["run_seconds"] = round(time.monotonic() - t_start, 1)

@@ -8,6 +8,7 @@ benchmarks make are named ``bench-...`` and registered in a :class:`Cleanup`, wh
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,13 +25,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import glanceclient
-import rados
 import rbd
-from keystoneauth1 import session as ks_session
 
-from testkit import keystone
-from testkit.cleanup import delete_image, glance_image, remove_disk
+from testkit import stack as tk_stack
+from testkit.env import read_env
+from testkit.stack import Stack
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -43,6 +42,23 @@ VENV_BIN = os.path.dirname(sys.executable)
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- command lines ---------------------------------------------------------------------------------------
+
+
+def arg_parser(doc: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its module docstring (``doc``) as the description, kept as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def scaled_parser(doc: str | None, scale_help: str) -> argparse.ArgumentParser:
+    """:func:`arg_parser` of a benchmark run at a fraction of an issue's workload that prints one JSON:
+    ``--scale`` (that fraction, default 0.25) and ``--out`` (a file the JSON is written to too)."""
+    p = arg_parser(doc)
+    p.add_argument("--scale", type=float, default=0.25, help=scale_help)
+    p.add_argument("--out", help="write the JSON here too")
+    return p
 
 
 # -- environment and connections ------------------------------------------------------------------------
@@ -68,10 +84,6 @@ class Env:
                    e["FASTSNAP_TEST_SERVICE_PASSWORD"], e["FASTSNAP_CONFIG_FILE"],
                    os.path.dirname(e["FASTSNAP_CONFIG_FILE"]))
 
-    def session(self) -> ks_session.Session:
-        """fastsnap's own Glance identity (user fastsnap, project service, with the service role)."""
-        return keystone.session(self.auth_url, "fastsnap", self.service_password, "service")
-
     def bench_config(self, max_concurrent: int = 64, flatten: str | None = None,
                      location_api: str | None = None) -> str:
         """A copy of the stack's fastsnap.conf with the bench's overrides; returns its path."""
@@ -88,85 +100,13 @@ class Env:
         return path
 
 
-class Stack:
-    """Connections the benchmark itself uses: Ceph cluster A as client.admin, Glance as the fastsnap user."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        self.rados = rados.Rados(conffile=env.ceph_conf, rados_id="admin")
-        self.rados.connect(timeout=30)
-        self.fsid: str = self.rados.get_fsid()
-        self.vms = self.rados.open_ioctx("vms")
-        self.images = self.rados.open_ioctx("images")
-        self.session = env.session()
-        self.glance = glanceclient.Client("2", session=self.session)
-
-    def close(self) -> None:
-        self.vms.close()
-        self.images.close()
-        self.rados.shutdown()
-
-    def token(self) -> str:
-        return str(self.session.get_token())
-
-    # -- Glance --------------------------------------------------------------------------------------
-
-    def create_image(self, name: str) -> str:
-        img = self.glance.images.create(name=name, disk_format="raw", container_format="bare")
-        return str(img["id"])
-
-    def image(self, image_id: str) -> dict[str, Any] | None:
-        return glance_image(self.glance, image_id)
-
-    def wait_active(self, image_id: str, timeout: float = 600) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            img = self.image(image_id) or {}
-            if img.get("status") == "active":
-                return img
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"image {image_id} still {img.get('status')} after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-    def delete_image(self, image_id: str, timeout: float = 300) -> None:
-        """Delete a Glance image; retried while its RBD image is busy (e.g. a flatten still holds it)."""
-        delete_image(self.glance, image_id, timeout, poll=1)
-
-    # -- Ceph ---------------------------------------------------------------------------------------
-
-    def has_parent(self, pool: Any, name: str) -> bool:
-        return has_parent(pool, name)
-
-    def wait_no_parent(self, pool: Any, name: str, timeout: float = 900) -> float:
-        """Wait until an image is independent of its parent (a background flatten finished); seconds waited."""
-        t0 = time.monotonic()
-        while self.has_parent(pool, name):
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"{name} still has a parent after {timeout}s")
-            time.sleep(0.25)
-        return time.monotonic() - t0
-
-    def remove_disk(self, name: str, pool: Any | None = None) -> None:
-        remove_disk(pool if pool is not None else self.vms, name, wait=300)
+def connect(env: Env) -> Stack:
+    """The stack of the sourced env.sh (its run directory's, read with :func:`testkit.env.read_env`), connected to
+    Ceph A and B as client.admin; shut it down with :meth:`testkit.stack.Stack.shutdown`."""
+    return tk_stack.connect(read_env(os.path.join(env.run_dir, "env.sh")))
 
 
 # -- RBD images -----------------------------------------------------------------------------------------
-
-
-def has_parent(pool: Any, name: str) -> bool:
-    """Whether RBD image ``name`` of ``pool`` (an ioctx) is a clone still depending on its parent; False when the
-    image is gone."""
-    try:
-        with rbd.Image(pool, name, read_only=True) as img:
-            try:
-                img.get_parent_image_spec()
-                return True
-            except rbd.ImageNotFound:
-                return False
-    except rbd.ImageNotFound:
-        return False
 
 
 def trim_at_once(cluster: Any) -> None:
@@ -548,7 +488,7 @@ def _parent_name(pool: Any, name: str) -> str:
 def sweep(stack: Stack) -> int:
     """Remove every ``bench-`` Glance image and RBD disk left by an earlier (killed) run."""
     n = 0
-    for img in stack.glance.images.list():
+    for img in stack.fastsnap_glance.images.list():
         if str(img.get("name") or "").startswith(PREFIX):
             stack.delete_image(img["id"])
             n += 1
@@ -567,7 +507,7 @@ def sweep(stack: Stack) -> int:
 
 def wait_snaptrim(stack: Stack, timeout: float = 600) -> float:
     """Wait until the OSDs have trimmed the snapshots of deleted images (their space is free again); seconds."""
-    return wait_trimmed(stack.rados, timeout, poll=0.5)
+    return wait_trimmed(stack.admin_a, timeout, poll=0.5)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

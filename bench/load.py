@@ -12,7 +12,6 @@ job leaves nothing; no temporary RBD snapshot, clone or unregistered image is le
 """
 from __future__ import annotations
 
-import argparse
 import configparser
 import hashlib
 import json
@@ -87,7 +86,7 @@ def saved_section(bench_dir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benchmark, run by hand
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = lib.arg_parser(__doc__)
     ap.add_argument("--posts", type=int, default=200)
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--disks", type=int, default=8)
@@ -95,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benc
     ap.add_argument("--no-record", action="store_true", help="print the figures, do not touch RESULTS.md")
     a = ap.parse_args(argv)
     env = lib.Env.load()
-    stack = lib.Stack(env)
+    stack = lib.connect(env)
     cleanup = lib.Cleanup(stack)
     tmp = tempfile.mkdtemp(prefix="fastsnap-load-")
     runs: list[dict[str, Any]] = []
@@ -159,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a benc
             record(runs, facts, lib.BENCH_DIR)
     finally:
         cleanup.all()
-        stack.close()
+        stack.shutdown()
     return 1 if any(r["problems"] for r in runs) else 0
 
 
@@ -172,7 +171,7 @@ def _sha(stack: Any, disk: str) -> str:  # pragma: no cover
 
 def _glance_sha(stack: Any, image_id: str) -> str:  # pragma: no cover
     h = hashlib.sha256()
-    for chunk in stack.glance.images.data(image_id):
+    for chunk in stack.fastsnap_glance.images.data(image_id):
         h.update(chunk)
     return h.hexdigest()
 

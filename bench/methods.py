@@ -30,7 +30,6 @@ import rbd
 from bench.lib import (
     Cleanup,
     Row,
-    Stack,
     daemon_cpu,
     fastsnap_argv,
     log,
@@ -40,6 +39,7 @@ from bench.lib import (
     run_shell,
     unique,
 )
+from testkit.stack import Stack
 
 SNAP = "snap"
 
@@ -153,8 +153,8 @@ def nova_direct(stack: Stack, cleanup: Cleanup, disk: str) -> Row:
         c.create_snap(SNAP)
         c.protect_snap(SNAP)
     mark("snap+protect")
-    url = f"rbd://{stack.fsid}/images/{image_id}/{SNAP}"
-    stack.glance.images.add_image_location(image_id, url, validation_data={})
+    url = f"rbd://{stack.fsid_a}/images/{image_id}/{SNAP}"
+    stack.fastsnap_glance.images.add_image_location(image_id, url, validation_data={})
     mark("add_location")
     stack.wait_active(image_id)
     mark("wait_active")
@@ -170,7 +170,7 @@ def nova_direct(stack: Stack, cleanup: Cleanup, disk: str) -> Row:
 def fastsnap_stream(stack: Stack, cleanup: Cleanup, config: str, disk: str, store: str = "cheap",
                     extra_env: dict[str, str] | None = None) -> Row:
     env = dict(os.environ, **(extra_env or {}))
-    with osd_delta(stack.env.ceph_conf) as osd, daemon_cpu(stack.env.run_dir) as cpu:
+    with osd_delta(stack.ceph_conf) as osd, daemon_cpu(stack.run_dir) as cpu:
         p = run(fastsnap_argv(config, "snapshot", "--disk", f"vms/{disk}", "--name", unique("stream"),
                               "--store", store, "--json"), env=env)
     d = p.json()
@@ -196,8 +196,8 @@ AUTH_JSON = ('{"auth": {"identity": {"methods": ["password"], "password": {"user
 def _ceiling_script(source: str, stack: Stack, name: str, store: str | None) -> tuple[str, dict[str, str]]:
     """A whole snapshot by shell, as little work as possible: Keystone token, queued image, ``source | curl``
     upload. Prints the image id first (for cleanup)."""
-    env = dict(os.environ, BENCH_AUTH=AUTH_JSON % stack.env.service_password, BENCH_KS=stack.env.auth_url,
-               BENCH_GLANCE=stack.env.glance_url,
+    env = dict(os.environ, BENCH_AUTH=AUTH_JSON % stack.env["FASTSNAP_TEST_SERVICE_PASSWORD"],
+               BENCH_KS=stack.env["OS_AUTH_URL"], BENCH_GLANCE=stack.env["FASTSNAP_TEST_GLANCE_URL"],
                BENCH_IMAGE=json.dumps({"name": name, "disk_format": "raw", "container_format": "bare"}))
     store_h = f"-H 'X-Image-Meta-Store: {store}'" if store else ""
     script = f"""set -euo pipefail
@@ -216,9 +216,9 @@ def ceiling(stack: Stack, cleanup: Cleanup, disk: str, zeros: bool, store: str =
     with rbd.Image(stack.vms, disk, read_only=True) as img:
         virtual = int(img.size())
     source = (f"head -c {virtual} /dev/zero" if zeros else
-              f"rbd -c {stack.env.ceph_conf} --id admin export --no-progress vms/{disk} -")
+              f"rbd -c {stack.ceph_conf} --id admin export --no-progress vms/{disk} -")
     script, env = _ceiling_script(source, stack, unique("ceiling"), store)
-    with osd_delta(stack.env.ceph_conf) as osd, daemon_cpu(stack.env.run_dir) as cpu:
+    with osd_delta(stack.ceph_conf) as osd, daemon_cpu(stack.run_dir) as cpu:
         p = run_shell(script, env)
     image_id = (p.stdout.split() or ["?"])[0]
     if len(image_id) == 36:
@@ -246,16 +246,16 @@ def nova_generic(stack: Stack, cleanup: Cleanup, disk: str, tmp_dir: str) -> Row
     image_id = cleanup.image(stack.create_image(unique("novageneric")))
     steps["create_image"] = round(time.monotonic() - t0, 3)
     try:
-        with osd_delta(stack.env.ceph_conf) as osd:
+        with osd_delta(stack.ceph_conf) as osd:
             p = run(["qemu-img", "convert", "-t", "none", "-f", "raw", "-O", "raw",
-                     f"rbd:vms/{disk}:id=admin:conf={stack.env.ceph_conf}", path])
+                     f"rbd:vms/{disk}:id=admin:conf={stack.ceph_conf}", path])
         if p.returncode != 0:
             raise RuntimeError(f"qemu-img convert failed: {p.stderr[-1000:]}")
         steps["qemu_img_convert"] = round(p.wall, 3)
         allocated = os.stat(path).st_blocks * 512
         t1 = time.monotonic()
-        with open(path, "rb") as f, daemon_cpu(stack.env.run_dir) as cpu:
-            stack.glance.images.upload(image_id, f)  # no store: Glance's default store, as Nova does
+        with open(path, "rb") as f, daemon_cpu(stack.run_dir) as cpu:
+            stack.fastsnap_glance.images.upload(image_id, f)  # no store: Glance's default store, as Nova does
         steps["upload"] = round(time.monotonic() - t1, 3)
         img = stack.wait_active(image_id)
         seconds = time.monotonic() - t0

@@ -19,7 +19,6 @@ Writes OUT/results/nova.json (after every case) and the "Through Nova" section o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -27,18 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.lib import has_parent, trim_at_once, wait_trimmed, write_blocks
+from bench.lib import arg_parser, trim_at_once, wait_trimmed, write_blocks
 from testkit.env import read_env
+from testkit.novaapi import NovaAPI
 from testkit.novahost import (
     HOOK_DRIVER,
     STOCK_DRIVER,
-    Cloud,
     FastsnapService,
     Watch,
     switch_driver,
     wait_counter,
 )
 from testkit.results import markers, read_saved, results_dir, write_section
+from testkit.stack import Stack, connect
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -51,44 +51,30 @@ def log(msg: str) -> None:
     print(f"[bench.nova {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Ceph:
-    def __init__(self, conf: str) -> None:
-        import rados
+def fill_disk(stack: Stack, disk: str, nbytes: int, window: int = 16) -> float:
+    """Write ``nbytes`` of incompressible data into vms/disk from DATA_OFFSET on, ``window`` 4 MiB writes in
+    flight; seconds."""
+    import rbd
 
-        self.cluster = rados.Rados(conffile=conf, rados_id="admin")
-        self.cluster.connect(timeout=30)
-        self.vms = self.cluster.open_ioctx("vms")
-        self.images = self.cluster.open_ioctx("images")
+    blocks = [os.urandom(4 * MiB) for _ in range(8)]
+    t0 = time.monotonic()
+    with rbd.Image(stack.vms, disk) as img:
+        assert img.size() >= DATA_OFFSET + nbytes, f"{disk} is {img.size()} bytes, too small"
+        errors = write_blocks(img, range(DATA_OFFSET, DATA_OFFSET + nbytes, 4 * MiB), blocks, window)
+    if errors:
+        raise RuntimeError(f"writing {disk}: errors {errors[:5]}")
+    return time.monotonic() - t0
 
-    def fill(self, disk: str, nbytes: int, window: int = 16) -> float:
-        """Write ``nbytes`` of incompressible data into vms/disk from DATA_OFFSET on, ``window`` 4 MiB writes in
-        flight; seconds."""
-        import rbd
 
-        blocks = [os.urandom(4 * MiB) for _ in range(8)]
-        t0 = time.monotonic()
-        with rbd.Image(self.vms, disk) as img:
-            assert img.size() >= DATA_OFFSET + nbytes, f"{disk} is {img.size()} bytes, too small"
-            errors = write_blocks(img, range(DATA_OFFSET, DATA_OFFSET + nbytes, 4 * MiB), blocks, window)
-        if errors:
-            raise RuntimeError(f"writing {disk}: errors {errors[:5]}")
-        return time.monotonic() - t0
-
-    def has_parent(self, image: str) -> bool:
-        return has_parent(self.images, image)
-
-    def wait_snaptrim(self, timeout: float = 900) -> float:
-        return wait_trimmed(self.cluster, timeout, poll=1)
-
-    def set_fast_trim(self) -> None:
-        trim_at_once(self.cluster)  # see bench.lib.trim_at_once
+def wait_snaptrim(stack: Stack, timeout: float = 900) -> float:
+    return wait_trimmed(stack.admin_a, timeout, poll=1)
 
 
 class Bench:
     def __init__(self, out: Path) -> None:
         self.env = read_env()
-        self.cloud = Cloud(self.env)
-        self.ceph = Ceph(self.env["CEPH_CONF"])
+        self.cloud = NovaAPI(self.env)
+        self.stack = connect(self.env)
         self.driver = self.env.get("FASTSNAP_TEST_NOVA_DRIVER", STOCK_DRIVER)
         self.out = out
         self.switches: list[float] = []
@@ -107,14 +93,13 @@ class Bench:
         flavor = self.cloud.flavor(f"fastsnap.bench{root}", disk=root)
         image = self.env["FASTSNAP_NOVA_IMAGE"] if path == "clone" else self.env["FASTSNAP_NOVA_IMAGE_REMOTE"]
         t0 = time.monotonic()
-        srv = self.cloud.boot(f"bench-nova-{path}-{gib}g", image, flavor)
-        sid = str(srv["id"])
+        sid = str(self.cloud.boot(image, f"bench-nova-{path}-{gib}g", flavor)["id"])
         boot = time.monotonic() - t0
-        domain = str(srv["OS-EXT-SRV-ATTR:instance_name"])
+        domain = self.cloud.domain(sid)
         wait_counter(self.env, domain)
         self.cloud.action(sid, {"os-stop": None})
         self.cloud.wait_server(sid, "SHUTOFF")
-        fill = self.ceph.fill(f"{sid}_disk", gib * GiB)
+        fill = fill_disk(self.stack, f"{sid}_disk", gib * GiB)
         self.cloud.action(sid, {"os-start": None})
         self.cloud.wait_server(sid, "ACTIVE")
         _, value = wait_counter(self.env, domain)
@@ -130,8 +115,7 @@ class Bench:
         with Watch(self.env, domain) as watch:
             t0 = time.monotonic()
             log_offset = self.compute_log.stat().st_size
-            r = self.cloud.action(sid, {"createImage": {"name": name, "metadata": {}}})
-            image_id, request_id = str(r.json()["image_id"]), r.headers.get("x-openstack-request-id", "")
+            image_id, request_id = self.cloud.image_create(sid, name)
             try:
                 img = self.cloud.wait_image(image_id)
                 active = time.monotonic() - t0
@@ -166,11 +150,11 @@ class Bench:
         row["glance_hash_after_active_s"] = round(time.monotonic() - t0 - active, 1)
         if driver == HOOK_DRIVER and row["fastsnap"]["path"] == "clone":
             t2 = time.monotonic()
-            while self.ceph.has_parent(image_id) and time.monotonic() - t2 < 1800:
+            while self.stack.has_parent(self.stack.images, image_id) and time.monotonic() - t2 < 1800:
                 time.sleep(1)
             row["background_flatten_done_after_active_s"] = round(time.monotonic() - t0 - active, 1)
         self.cloud.delete_image(image_id)
-        row["snaptrim_wait_s"] = round(self.ceph.wait_snaptrim(), 1)
+        row["snaptrim_wait_s"] = round(wait_snaptrim(self.stack), 1)
         log(f"  {'fastsnap' if driver == HOOK_DRIVER else 'stock   '}: active in {active:.2f}s (server idle "
             f"{idle:.2f}s), stores {row['stores']}, states {row['domain_states']}, counter stall "
             f"{row['counter_max_stall_s']}s"
@@ -321,7 +305,7 @@ def write(out: Path, result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arg_parser(__doc__)
     ap.add_argument("--clone", default="1,4,8", help="GiB written, clone-path cases ('' for none)")
     ap.add_argument("--stream", default="1,4", help="GiB written, stream-path cases ('' for none)")
     ap.add_argument("--out", default="bench")
@@ -334,7 +318,7 @@ def main() -> int:
     if saved.exists():  # the previous runs' ratios stay beside this one's (noise on a shared host)
         earlier = summarize(json.loads(saved.read_text()))
     b = Bench(out)
-    b.ceph.set_fast_trim()
+    trim_at_once(b.stack.admin_a)  # see bench.lib.trim_at_once
     result: dict[str, Any] = {"facts": {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                         "loadavg_start": os.getloadavg(), "cpus": os.cpu_count(),
                                         "switches": b.switches}, "cases": [], "earlier_runs": earlier}
@@ -354,8 +338,8 @@ def main() -> int:
                         case["runs"].append(b.snapshot(case, driver, svc))
                         write(out, result)
                 finally:
-                    b.cloud.delete_server(case["server"])
-                    b.ceph.wait_snaptrim()
+                    b.cloud.delete_servers(only=case["server"])
+                    wait_snaptrim(b.stack)
         finally:
             svc.stop()
             log_text = svc.log.read_text(errors="replace")

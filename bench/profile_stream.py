@@ -20,9 +20,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.lib import Cleanup, Env, Stack, daemon_cpu, gib, log, make_disk, pair, unique
+from bench.lib import Cleanup, Env, connect, daemon_cpu, gib, log, make_disk, pair, unique
 from bench.methods import settle
 from testkit.results import results_dir
+from testkit.stack import Stack
 
 
 def thread_cpu() -> dict[str, float]:
@@ -51,7 +52,7 @@ def profile_stream(stack: Stack, cleanup: Cleanup, config: str, virtual: int, wr
     before_threads = thread_cpu()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     prof = Profiler(interval=0.002)
-    with daemon_cpu(stack.env.run_dir) as cpu:
+    with daemon_cpu(stack.run_dir) as cpu:
         t0 = time.monotonic()
         prof.start()
         res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name=unique("prof"), store="cheap")).to_dict()
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", help="bench directory: profile_stream.txt and profile_clone.txt go to its results/")
     a = p.parse_args(argv)
     env = Env.load()
-    stack = Stack(env)
+    stack = connect(env)
     cleanup = Cleanup(stack)
     try:
         v, w = pair(a.size)
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["clone"] = profile_clone(stack, cleanup, env.bench_config(), out_dir)
     finally:
         cleanup.all()
-        stack.close()
+        stack.shutdown()
     print(json.dumps(out, indent=1))
     log("done")
     return 0

@@ -24,9 +24,9 @@ from bench.lib import (
     Env,
     GiB,
     Row,
-    Stack,
     Started,
     at_once,
+    connect,
     daemon_cpu,
     emit,
     fastsnap_argv,
@@ -45,6 +45,7 @@ from bench.lib import (
 from bench.profile_stream import profile_clone, profile_stream
 from bench.report import write_all
 from testkit.results import results_dir
+from testkit.stack import Stack
 
 ALL_PARTS = ("stream", "clone", "thin", "ratio", "concurrency", "profile")
 
@@ -97,7 +98,7 @@ def size_series(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
     if a.thin and "thin" in parts:
         v, w = pair(a.thin)
         disks.append((v, w, a.thin_stream))
-    tmp_dir = a.tmp_dir or os.path.join(stack.env.run_dir, "bench-tmp")
+    tmp_dir = a.tmp_dir or os.path.join(stack.run_dir, "bench-tmp")
     for virtual, written, stream_it in disks:
         disk = cleanup.disk(unique(f"{written >> 20}m"))
         t0 = time.monotonic()
@@ -178,7 +179,7 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
         wait_snaptrim(stack)
         log(f"  {n} concurrent CLI clone snapshots ...")
         cpu: dict[str, float]
-        with daemon_cpu(stack.env.run_dir) as cpu:
+        with daemon_cpu(stack.run_dir) as cpu:
             t0 = time.monotonic()
             started = [Started(fastsnap_argv(config, "snapshot", "--disk", f"vms/{d}", "--name", unique("conc"),
                                              "--store", "fast", "--json")) for d in disks[:n]]
@@ -199,7 +200,7 @@ def concurrency(stack: Stack, cleanup: Cleanup, a: argparse.Namespace, config: s
         clients = [Fastsnap(config_file=config) for _ in range(n)]
         for c in clients:
             c.stores()  # connect to Ceph and Keystone now, not inside the measurement
-        with daemon_cpu(stack.env.run_dir) as cpu:
+        with daemon_cpu(stack.run_dir) as cpu:
             wall, results_t, times = _threads(clients, disks[:n])
         for c in clients:
             c.close()
@@ -244,9 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"bench: unknown parts {sorted(unknown)}")
     env = Env.load()
     config = env.bench_config(max_concurrent=64, flatten=a.flatten)
-    stack = Stack(env)
+    stack = connect(env)
     cleanup = Cleanup(stack)
-    trim_at_once(stack.rados)  # and each measurement waits until trimming is done
+    trim_at_once(stack.admin_a)  # and each measurement waits until trimming is done
     left = sweep(stack)
     if left:
         log(f"removed {left} leftovers of an earlier run")
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(errors[-1])
     finally:
         cleanup.all()
-        stack.close()
+        stack.shutdown()
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["duration_s"] = round(time.time() - started, 1)
     if a.out:

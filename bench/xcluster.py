@@ -18,7 +18,6 @@ Stream = the same fastsnap with no credentials for B (``OS_CEPH__REMOTE_CLUSTERS
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
@@ -31,7 +30,7 @@ import rbd
 from bench.lib import (
     OBJ,
     Env,
-    Stack,
+    connect,
     daemon_cpu,
     fastsnap_argv,
     log,
@@ -40,8 +39,10 @@ from bench.lib import (
     osd_delta,
     print_json,
     run,
+    scaled_parser,
 )
 from testkit import cleanup, keystone
+from testkit.stack import Stack
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -100,7 +101,7 @@ def measure(stack: Stack, env: Env, config: str, label: str, disk: str, store_en
 
 def delete(stack: Stack, image_id: str) -> None:
     try:
-        stack.glance.images.delete(image_id)
+        stack.fastsnap_glance.images.delete(image_id)
     except Exception as exc:  # best effort clean-up, reported
         log(f"could not delete image {image_id}: {exc}")
 
@@ -119,12 +120,12 @@ def delta_series(stack: Stack, env: Env, config: str, scale: float) -> Iterator[
     log(f"delta: base {base_written >> 20} MiB written of {base_size >> 20} MiB, disk {virtual >> 20} MiB, "
         f"{rewritten >> 20} MiB rewritten")
     admin = __import__("glanceclient").Client("2", session=env_admin_session(env))
-    img = stack.glance.images.create(name="bench-xc-base", disk_format="raw", container_format="bare")
+    img = stack.fastsnap_glance.images.create(name="bench-xc-base", disk_format="raw", container_format="bare")
     base = str(img["id"])
     disk = f"bench-xc-delta-{base[:8]}"
     try:
         t0 = time.monotonic()
-        stack.glance.images.upload(base, Sparse(base_size, base_written), image_size=base_size, backend="fast")
+        stack.fastsnap_glance.images.upload(base, Sparse(base_size, base_written), image_size=base_size, backend="fast")
         upload_s = time.monotonic() - t0
         admin.images.image_import(base, method="copy-image", stores=["remote"])
         copy_s = wait_for("copy-image", lambda: "remote" in str((stack.image(base) or {}).get("stores", "")))
@@ -180,13 +181,11 @@ def ratios(rows: list[dict[str, Any]], fast: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=0.25, help="fraction of the issue's delta workload")
+    p = scaled_parser(__doc__, "fraction of the issue's delta workload")
     p.add_argument("--copy-sizes", default="0.25,1,2", help="GiB written for copy vs stream")
-    p.add_argument("--out", help="write the JSON here too")
     a = p.parse_args(argv)
     env = Env.load()
-    stack = Stack(env)
+    stack = connect(env)
     config = env.bench_config()
     facts = machine_facts(stack)
     delta_rows = list(delta_series(stack, env, config, a.scale))
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
            "loadavg_after": os.getloadavg(), "delta": delta, "copy": copies,
            "targets": {"delta_speedup": 10, "delta_bytes_moved_over_changed": 1.1, "copy_speedup": 3}}
     print_json(out, a.out)
-    stack.close()
+    stack.shutdown()
     return 0
 
 

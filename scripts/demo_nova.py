@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from testkit.env import read_env
-from testkit.novahost import HOOK_DRIVER, RUN, Cloud, FastsnapService, switch_driver, wait_counter
+from testkit.novaapi import NovaAPI
+from testkit.novahost import HOOK_DRIVER, RUN, FastsnapService, switch_driver, wait_counter
 
 
 def openstack(env: dict[str, str], *args: str) -> tuple[float, str]:
@@ -38,7 +39,7 @@ def main() -> int:
     print(f"== nova-compute: compute_driver {before} -> {HOOK_DRIVER} (ceph-test-env/up --nova)", flush=True)
     print(f"   {switch_driver(HOOK_DRIVER):.1f}s")
     env = read_env()
-    cloud = Cloud(env)
+    cloud = NovaAPI(env)
     made: list[str] = []
     server: str | None = None
     rc = 1
@@ -52,7 +53,7 @@ def main() -> int:
             secs, out = openstack(env, "server", "create", "--flavor", env["FASTSNAP_NOVA_FLAVOR"], "--image",
                                   env["FASTSNAP_NOVA_IMAGE"], "--nic", "none", "--wait", "-f", "json", name)
             server = str(json.loads(out)["id"])
-            domain = cloud.server(server)["OS-EXT-SRV-ATTR:instance_name"]
+            domain = cloud.domain(server)
             agent_secs, value = wait_counter(env, domain)
             print(f"ACTIVE in {secs:.1f}s; guest agent answered {agent_secs:.1f}s later, counter {value}")
             rows = []
@@ -85,7 +86,7 @@ def main() -> int:
             print("\n== clean up", flush=True)
             if server:
                 try:
-                    cloud.delete_server(server)
+                    cloud.delete_servers(only=server)
                 except Exception as exc:
                     print(f"warning: server {server}: {exc}", file=sys.stderr)
             for image_id in made:

@@ -1,8 +1,7 @@
 """The stack's Nova compute host (``ceph-test-env/up --nova``) as the Nova demo (``scripts/demo --nova``) and the
-Nova benchmark (``python -m bench.nova``) drive it: Nova's REST API as the member user ``demo`` (and ``admin``
-for flavors and the hypervisor side), Glance as admin, the fastsnap service on the compute host's unix socket,
-nova-compute's ``compute_driver`` switched through ``ceph-test-env/up``, and the guest through libvirt (its state,
-its agent, the counter it writes).
+Nova benchmark (``python -m bench.nova``) drive it (Nova's REST API: :mod:`testkit.novaapi`): the fastsnap service
+on the compute host's unix socket, nova-compute's ``compute_driver`` switched through ``ceph-test-env/up``, and the
+guest through libvirt (its state, its agent, the counter it writes).
 
 Run with the stack's ``env.sh`` sourced (``FASTSNAP_TEST_RUN_DIR`` for a stack elsewhere than
 ``ceph-test-env/run``)."""
@@ -22,17 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import glanceclient
-from keystoneauth1 import session as ks_session
-
-from testkit import keystone
-from testkit.cleanup import delete_image, glance_image, stop_process
+from testkit.cleanup import stop_process
 from testkit.env import ROOT, run_dir
 
 RUN = run_dir()
 HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 STOCK_DRIVER = "libvirt.LibvirtDriver"
-MICROVERSION = "2.95"
 
 
 def up_nova(settings: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -128,95 +122,6 @@ class FastsnapService:
         code, body = self.call("GET", f"/v1/snapshots?image_id={image_id}")
         jobs = body.get("snapshots", []) if code == 200 and body else []
         return dict(jobs[0]) if jobs else None
-
-
-class Cloud:
-    """Nova (as ``demo``, or admin) and Glance (admin) of the stack."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.demo = self._session(env["OS_USERNAME"], env["OS_PASSWORD"], env["OS_PROJECT_NAME"])
-        self.admin = self._session("admin", env["FASTSNAP_TEST_ADMIN_PASSWORD"], "admin")
-        self.glance = glanceclient.Client("2", session=self.admin)
-
-    def _session(self, user: str, password: str, project: str) -> ks_session.Session:
-        return keystone.session(self.env["OS_AUTH_URL"], user, password, project)
-
-    def nova(self, method: str, path: str, admin: bool = False, ok: tuple[int, ...] = (200, 202, 204),
-             **kw: Any) -> Any:
-        s = self.admin if admin else self.demo
-        r = s.request(path, method, endpoint_filter={"service_type": "compute", "interface": "public"},
-                      headers={"OpenStack-API-Version": f"compute {MICROVERSION}"}, raise_exc=False, **kw)
-        if r.status_code not in ok:
-            raise RuntimeError(f"nova {method} {path}: {r.status_code} {r.text[:800]}")
-        return r
-
-    # flavors and servers
-
-    def flavor(self, name: str, ram: int = 256, vcpus: int = 1, disk: int = 1) -> str:
-        """The id of flavor ``name``, created (public) when missing."""
-        for f in self.nova("GET", "/flavors", admin=True).json()["flavors"]:
-            if f["name"] == name:
-                return str(f["id"])
-        body = {"flavor": {"name": name, "ram": ram, "vcpus": vcpus, "disk": disk}}
-        return str(self.nova("POST", "/flavors", admin=True, json=body).json()["flavor"]["id"])
-
-    def boot(self, name: str, image: str, flavor: str, timeout: float = 600) -> dict[str, Any]:
-        body = {"server": {"name": name, "imageRef": image, "flavorRef": flavor, "networks": "none"}}
-        sid = str(self.nova("POST", "/servers", json=body).json()["server"]["id"])
-        return self.wait_server(sid, "ACTIVE", timeout)
-
-    def server(self, sid: str, admin: bool = True) -> dict[str, Any]:
-        return dict(self.nova("GET", f"/servers/{sid}", admin=admin).json()["server"])
-
-    def wait_server(self, sid: str, status: str, timeout: float = 600) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        srv: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            srv = self.server(sid)
-            if srv["status"] == "ERROR":
-                raise RuntimeError(f"server {sid} in ERROR: {srv.get('fault')}")
-            if srv["status"] == status and srv.get("OS-EXT-STS:task_state") is None:
-                return srv
-            time.sleep(1)
-        raise RuntimeError(f"server {sid} not {status} after {timeout}s: {srv.get('status')} "
-                           f"task {srv.get('OS-EXT-STS:task_state')}")
-
-    def action(self, sid: str, body: dict[str, Any]) -> Any:
-        return self.nova("POST", f"/servers/{sid}/action", json=body)
-
-    def delete_server(self, sid: str, timeout: float = 300) -> None:
-        self.nova("DELETE", f"/servers/{sid}", ok=(204, 404))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.nova("GET", f"/servers/{sid}", ok=(200, 404)).status_code == 404:
-                return
-            time.sleep(2)
-        raise RuntimeError(f"server {sid} not deleted after {timeout}s")
-
-    def image_create(self, sid: str, name: str, **metadata: str) -> str:
-        r = self.action(sid, {"createImage": {"name": name, "metadata": metadata}})
-        return str(r.json()["image_id"])
-
-    # images
-
-    def image(self, image_id: str) -> dict[str, Any] | None:
-        return glance_image(self.glance, image_id)
-
-    def wait_image(self, image_id: str, timeout: float = 1800, poll: float = 0.25) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        img: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            img = self.image(image_id) or {"status": "deleted"}
-            if img["status"] == "active":
-                return img
-            if img["status"] in ("killed", "deleted", "deactivated"):
-                break
-            time.sleep(poll)
-        raise RuntimeError(f"image {image_id} is {img.get('status')}")
-
-    def delete_image(self, image_id: str, timeout: float = 600) -> None:
-        delete_image(self.glance, image_id, timeout, poll=2)
 
 
 # -- the guest, through libvirt ------------------------------------------------------------------------------

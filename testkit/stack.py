@@ -1,6 +1,7 @@
-"""The stack's connections as the tests and benchmarks use them: Ceph A and B as client.admin, Glance and
-Keystone as the stack's users, the fastsnap CLI with the stack's environment, and the clean-up of what a test
-made (its disks, its snapshots, its journal namespaces).
+"""The stack's connections as the tests and benchmarks use them: Ceph A and B as client.admin (and cluster A's
+pools ``vms`` and ``images`` kept open), Glance and Keystone as the stack's users (and one Glance client as the
+fastsnap user kept for the stack's life), the fastsnap CLI with the stack's environment, and the clean-up of what a
+test or a benchmark made (its disks, its images, its snapshots, its journal namespaces).
 
 The values come from the stack's env.sh (``Stack.env``), never from the test process's environment.
 """
@@ -13,8 +14,10 @@ import hashlib
 import io
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from keystoneauth1 import session as ks_session
 from fastsnap import conf as fsconf
 from fastsnap import journal as jr
 from testkit import keystone
+from testkit.cleanup import delete_image, glance_image, remove_disk
 from testkit.env import ROOT
 
 TEST_NAMESPACE_PREFIX = "t-"   # RADOS namespaces of the tests' own journals (purged at the session's end)
@@ -74,6 +78,20 @@ def purge_test_namespaces(ceph_conf: str, pool: str = "vms", prefix: str = TEST_
     return removed
 
 
+def has_parent(pool: Any, name: str) -> bool:
+    """Whether RBD image ``name`` of ``pool`` (an ioctx) is a clone still depending on its parent; False when the
+    image is gone."""
+    try:
+        with rbd.Image(pool, name, read_only=True) as img:
+            try:
+                img.get_parent_image_spec()
+                return True
+            except rbd.ImageNotFound:
+                return False
+    except rbd.ImageNotFound:
+        return False
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -115,7 +133,11 @@ class Stack:
         return journal_for(self.config_file)
 
     def shutdown(self) -> None:
-        """Close the Ceph connections :func:`connect` opened."""
+        """Close the pools kept open (:attr:`vms`, :attr:`images`) and the Ceph connections :func:`connect`
+        opened."""
+        for name in ("vms", "images"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
         self.admin_a.shutdown()
         self.admin_b.shutdown()
 
@@ -138,6 +160,16 @@ class Stack:
     def config_file(self) -> str:
         return self.env["FASTSNAP_CONFIG_FILE"]
 
+    @property
+    def ceph_conf(self) -> str:
+        """Cluster A's ceph.conf."""
+        return self.env["CEPH_CONF"]
+
+    @property
+    def run_dir(self) -> str:
+        """The stack's run directory (where its fastsnap.conf, env.sh and services' files are)."""
+        return os.path.dirname(self.config_file)
+
     def session(self, user: str = "fastsnap", project: str | None = None) -> ks_session.Session:
         passwords = {"fastsnap": "FASTSNAP_TEST_SERVICE_PASSWORD", "admin": "FASTSNAP_TEST_ADMIN_PASSWORD",
                      "demo": "FASTSNAP_TEST_DEMO_PASSWORD", "demo2": "FASTSNAP_TEST_DEMO_PASSWORD"}
@@ -150,6 +182,76 @@ class Stack:
 
     def ioctx(self, pool: str, cluster: str = "a") -> Any:
         return (self.admin_a if cluster == "a" else self.admin_b).open_ioctx(pool)
+
+    # -- kept open for the stack's life (the benchmarks: no new connection or token per call) ---------------------
+
+    @cached_property
+    def vms(self) -> Any:
+        """Cluster A's pool ``vms`` (an ioctx), open until :meth:`shutdown`."""
+        return self.ioctx("vms")
+
+    @cached_property
+    def images(self) -> Any:
+        """Cluster A's pool ``images`` (an ioctx), open until :meth:`shutdown`."""
+        return self.ioctx("images")
+
+    @cached_property
+    def fastsnap_session(self) -> ks_session.Session:
+        """fastsnap's own identity (user fastsnap, project service, with the service role), one session (one
+        token) for the stack's life; :meth:`session` makes a new one each call."""
+        return keystone.session(self.env["OS_AUTH_URL"], "fastsnap", self.env["FASTSNAP_TEST_SERVICE_PASSWORD"],
+                                "service")
+
+    @cached_property
+    def fastsnap_glance(self) -> Any:
+        """Glance as the fastsnap user, on :attr:`fastsnap_session`."""
+        return glanceclient.Client("2", session=self.fastsnap_session)
+
+    def token(self) -> str:
+        """The token of :attr:`fastsnap_session`."""
+        return str(self.fastsnap_session.get_token())
+
+    # -- images and disks (through :attr:`fastsnap_glance`, on cluster A) ----------------------------------------
+
+    def create_image(self, name: str) -> str:
+        """A queued raw Glance image; its id."""
+        img = self.fastsnap_glance.images.create(name=name, disk_format="raw", container_format="bare")
+        return str(img["id"])
+
+    def image(self, image_id: str) -> dict[str, Any] | None:
+        return glance_image(self.fastsnap_glance, image_id)
+
+    def wait_active(self, image_id: str, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            img = self.image(image_id) or {}
+            if img.get("status") == "active":
+                return img
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"image {image_id} still {img.get('status')} after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def delete_image(self, image_id: str, timeout: float = 300) -> None:
+        """Delete a Glance image; retried while its RBD image is busy (e.g. a flatten still holds it)."""
+        delete_image(self.fastsnap_glance, image_id, timeout, poll=1)
+
+    def has_parent(self, pool: Any, name: str) -> bool:
+        return has_parent(pool, name)
+
+    def wait_no_parent(self, pool: Any, name: str, timeout: float = 900) -> float:
+        """Wait until an image is independent of its parent (a background flatten finished); seconds waited."""
+        t0 = time.monotonic()
+        while self.has_parent(pool, name):
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{name} still has a parent after {timeout}s")
+            time.sleep(0.25)
+        return time.monotonic() - t0
+
+    def remove_disk(self, name: str, pool: Any | None = None) -> None:
+        """Remove an RBD image (default: of :attr:`vms`), waiting up to 300 s while it is busy."""
+        remove_disk(pool if pool is not None else self.vms, name, wait=300)
 
     def rbd_images(self, pool: str, cluster: str = "a") -> list[str]:
         with self.ioctx(pool, cluster) as io:

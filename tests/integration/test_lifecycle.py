@@ -35,12 +35,12 @@ import rbd
 
 from testkit.counter import resumes_from
 from testkit.env import ROOT
+from testkit.novaapi import NovaAPI
 from testkit.stack import Stack
 from tests.integration.test_nova import (  # noqa: F401  (fixtures)
     BOOT_TIMEOUT,
     SNAP_TIMEOUT,
     FastsnapService,
-    NovaAPI,
     delete_images,
     fastsnap_driver,
     hook_nova,
@@ -208,7 +208,7 @@ def test_shelve_then_unshelve(stack: Stack, hook_nova: NovaAPI, life_service: Fa
     boot_before = READY.findall(hook_nova.console(sid))[-1][1]
     offset = hook_nova.log_size()
     t0 = time.monotonic()
-    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"shelve": None})
+    r = hook_nova.call("POST", f"/servers/{sid}/action", json={"shelve": None})
     assert r.status_code == 202, r.text
     hook_nova.wait_server(sid, "SHELVED_OFFLOADED", SNAP_TIMEOUT)
     shelve_secs = time.monotonic() - t0
@@ -223,7 +223,7 @@ def test_shelve_then_unshelve(stack: Stack, hook_nova: NovaAPI, life_service: Fa
     assert shelved_counter >= 5, shelved_counter
 
     t0 = time.monotonic()
-    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"unshelve": None})
+    r = hook_nova.call("POST", f"/servers/{sid}/action", json={"unshelve": None})
     assert r.status_code == 202, r.text
     hook_nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
     unshelve_secs = time.monotonic() - t0
@@ -268,7 +268,7 @@ def test_rebuild_right_after_a_snapshot(stack: Stack, hook_nova: NovaAPI, life_s
     job = snapshot(stack, hook_nova, life_service, made, sid, "life-rebuild")
     offset = hook_nova.log_size()
     t0 = time.monotonic()
-    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"rebuild": {"imageRef": image}})
+    r = hook_nova.call("POST", f"/servers/{sid}/action", json={"rebuild": {"imageRef": image}})
     assert r.status_code == 202, r.text
     time.sleep(2)
     hook_nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
@@ -295,11 +295,11 @@ def test_rescue_then_unrescue_right_after_a_snapshot(stack: Stack, hook_nova: No
     job = snapshot(stack, hook_nova, life_service, made, sid, "life-rescue")
     offset = hook_nova.log_size()
     t0 = time.monotonic()
-    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"rescue": {}})
+    r = hook_nova.call("POST", f"/servers/{sid}/action", json={"rescue": {}})
     assert r.status_code == 200, r.text
     hook_nova.wait_server(sid, "RESCUE", SNAP_TIMEOUT)
     assert f"{sid}_disk.rescue" in stack.rbd_images("vms")
-    r = hook_nova._call("POST", f"/servers/{sid}/action", json={"unrescue": None})
+    r = hook_nova.call("POST", f"/servers/{sid}/action", json={"unrescue": None})
     assert r.status_code == 202, r.text
     time.sleep(2)
     hook_nova.wait_server(sid, "ACTIVE", SNAP_TIMEOUT)
@@ -351,7 +351,7 @@ def test_many_servers_snapshotted_then_deleted_at_once(stack: Stack, hook_nova: 
 
 def _delete_all(nova: NovaAPI, sids: list[str]) -> None:
     for sid in sids:
-        r = nova._call("DELETE", f"/servers/{sid}")
+        r = nova.call("DELETE", f"/servers/{sid}")
         assert r.status_code == 204, r.text
     _wait_deleted(nova, sids)
 
@@ -360,7 +360,7 @@ def _wait_deleted(nova: NovaAPI, sids: list[str]) -> None:
     left = list(sids)
     deadline = time.monotonic() + 300
     while left and time.monotonic() < deadline:
-        left = [s for s in left if nova._call("GET", f"/servers/{s}").status_code != 404]
+        left = [s for s in left if nova.call("GET", f"/servers/{s}").status_code != 404]
         time.sleep(1)
     assert not left, f"servers not deleted: {left}"
     nova.servers = [s for s in nova.servers if s not in sids]
@@ -443,7 +443,7 @@ def test_service_killed_during_a_snapshot_then_server_deleted(stack: Stack, hook
     made["images"].append(image_id)
     assert life_service.proc.wait(SNAP_TIMEOUT) == -signal.SIGKILL, "the service was not killed at " + point
     t0 = time.monotonic()
-    r = hook_nova._call("DELETE", f"/servers/{sid}")
+    r = hook_nova.call("DELETE", f"/servers/{sid}")
     assert r.status_code == 204, r.text
     try:
         # What the delete did while fastsnap was down.
@@ -495,7 +495,7 @@ def test_service_killed_while_draining_a_parked_disk(stack: Stack, hook_nova: No
     image_id = snapshot(stack, hook_nova, life_service, made, sid, "life-kill-drain")["image_id"]
     want = read_counter(stack, f"rbd:images/{image_id}@snap")
     offset = life_service.oslo_log.stat().st_size
-    r = hook_nova._call("DELETE", f"/servers/{sid}")
+    r = hook_nova.call("DELETE", f"/servers/{sid}")
     assert r.status_code == 204, r.text
     assert life_service.proc is not None
     try:
@@ -565,7 +565,7 @@ def _chain(stack: Stack, hook_nova: NovaAPI, life_service: FastsnapService, made
             assert flat["policy"] == "background", seen
         else:
             assert flat["policy"] == "never", seen
-        r = hook_nova._call("POST", f"/servers/{sid}/action", json={"os-stop": None})
+        r = hook_nova.call("POST", f"/servers/{sid}/action", json={"os-stop": None})
         assert r.status_code == 202, r.text
         hook_nova.wait_server(sid, "SHUTOFF", SNAP_TIMEOUT)
         if len(sids) > WINDOW:  # stopped servers still hold their vCPUs (16 on this host): the oldest goes

@@ -11,173 +11,33 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import rbd
-import requests
-from keystoneauth1 import session as ks_session
 
-from testkit import counter, novahost
+from testkit import counter, novaapi, novahost
 from testkit.counter import resumes_from
 from testkit.env import ROOT, RUN, read_env
 from testkit.nova import Nova as NovaCLI
 from testkit.nova import Server
+from testkit.novaapi import NovaAPI, read_ini
 from testkit.stack import Stack
 from tests.integration.conftest import stack_mode
 
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
-MICROVERSION = "2.95"
 BOOT_TIMEOUT = 420
 SNAP_TIMEOUT = 600
 
 
-# -- Nova through its REST API -------------------------------------------------------------------------------
-
-
-@dataclass
-class NovaAPI:
-    """The Nova API as a user (``sess``) and as admin (``admin``), plus the compute host's files."""
-
-    stack: Stack
-    sess: ks_session.Session
-    admin: ks_session.Session
-    conf: Path
-    compute_log: Path
-    snapshots_dir: Path
-    libvirt_uri: str
-    servers: list[str] = field(default_factory=list)
-
-    def _call(self, method: str, path: str, admin: bool = False, **kw: Any) -> requests.Response:
-        s = self.admin if admin else self.sess
-        headers = {"OpenStack-API-Version": f"compute {MICROVERSION}", **kw.pop("headers", {})}
-        r: requests.Response = s.request(path, method, endpoint_filter={"service_type": "compute",
-                                                                        "interface": "public"},
-                                         headers=headers, raise_exc=False, **kw)
-        return r
-
-    def get(self, path: str, admin: bool = False) -> Any:
-        r = self._call("GET", path, admin)
-        assert r.status_code == 200, f"GET {path}: {r.status_code} {r.text[:500]}"
-        return r.json()
-
-    # servers
-
-    def create(self, image: str, name: str | None = None) -> str:
-        """Ask Nova for a server (without waiting for it); returns its id."""
-        body = {"server": {"name": name or f"fs-{uuid.uuid4().hex[:6]}", "imageRef": image,
-                           "flavorRef": self.flavor, "networks": "none"}}
-        r = self._call("POST", "/servers", json=body)
-        assert r.status_code == 202, r.text
-        sid = str(r.json()["server"]["id"])
-        self.servers.append(sid)
-        return sid
-
-    def boot(self, image: str, name: str | None = None) -> dict[str, Any]:
-        return self.wait_server(self.create(image, name), "ACTIVE", BOOT_TIMEOUT)
-
-    @property
-    def flavor(self) -> str:
-        name = self.stack.env["FASTSNAP_NOVA_FLAVOR"]
-        flavors = self.get("/flavors")["flavors"]
-        return str(next(f["id"] for f in flavors if f["name"] == name or f["id"] == name))
-
-    def server(self, sid: str, admin: bool = False) -> dict[str, Any]:
-        return dict(self.get(f"/servers/{sid}", admin)["server"])
-
-    def wait_server(self, sid: str, status: str, timeout: float, idle: bool = True) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        srv: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            srv = self.server(sid)
-            if srv["status"] == "ERROR":
-                raise AssertionError(f"server {sid} in ERROR: {srv.get('fault')}")
-            if srv["status"] == status and (not idle or srv.get("OS-EXT-STS:task_state") is None):
-                return srv
-            time.sleep(1)
-        raise AssertionError(f"server {sid} not {status} after {timeout}s: {srv.get('status')} "
-                             f"task {srv.get('OS-EXT-STS:task_state')}")
-
-    def domain(self, sid: str) -> str:
-        return str(self.server(sid, admin=True)["OS-EXT-SRV-ATTR:instance_name"])
-
-    def console(self, sid: str) -> str:
-        r = self._call("POST", f"/servers/{sid}/action", json={"os-getConsoleOutput": {"length": -1}})
-        assert r.status_code == 200, r.text
-        return str(r.json()["output"])
-
-    def ready_counter(self, sid: str, timeout: float = 180) -> int:
-        """The counter the guest found on its disk at boot (its FASTSNAP-GUEST-READY console line)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(r"FASTSNAP-GUEST-READY counter=(\d+)", self.console(sid))
-            if m:
-                return int(m.group(1))
-            time.sleep(2)
-        raise AssertionError(f"server {sid}: no FASTSNAP-GUEST-READY line on its console")
-
-    def delete_servers(self, only: str | None = None) -> None:
-        """Delete this session's servers (or only one) and wait until Nova has removed them."""
-        asked = [only] if only else list(self.servers)
-        for sid in asked:
-            self._call("DELETE", f"/servers/{sid}")
-        left = asked
-        deadline = time.monotonic() + 300
-        while left and time.monotonic() < deadline:
-            left = [s for s in left if self._call("GET", f"/servers/{s}").status_code != 404]
-            time.sleep(2)
-        self.servers = [s for s in self.servers if s not in asked or s in left]
-        assert not left, f"servers not deleted: {left}"
-
-    # snapshots
-
-    def action(self, sid: str, body: dict[str, Any]) -> tuple[str, str]:
-        """Run a server action that makes an image; returns (image id, request id)."""
-        r = self._call("POST", f"/servers/{sid}/action", json=body)
-        assert r.status_code == 202, r.text
-        return str(r.json()["image_id"]), r.headers["x-openstack-request-id"]
-
-    def image_create(self, sid: str, name: str, **metadata: str) -> tuple[str, str]:
-        return self.action(sid, {"createImage": {"name": name, "metadata": metadata}})
-
-    def backup(self, sid: str, name: str, backup_type: str, rotation: int) -> tuple[str, str]:
-        return self.action(sid, {"createBackup": {"name": name, "backup_type": backup_type,
-                                                  "rotation": rotation}})
-
-    def events(self, sid: str, request_id: str) -> list[dict[str, Any]]:
-        action = self.get(f"/servers/{sid}/os-instance-actions/{request_id}", admin=True)["instanceAction"]
-        return list(action.get("events") or [])
-
-    def log_since(self, offset: int) -> str:
-        with open(self.compute_log, errors="replace") as f:
-            f.seek(offset)
-            return f.read()
-
-    def log_size(self) -> int:
-        return self.compute_log.stat().st_size
-
-
 def wait_image(stack: Stack, image_id: str, timeout: float = SNAP_TIMEOUT) -> dict[str, Any]:
-    g = stack.glance("admin")
-    deadline = time.monotonic() + timeout
-    img: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        img = dict(g.images.get(image_id))
-        if img["status"] == "active":
-            return img
-        if img["status"] in ("killed", "deleted"):
-            break
-        time.sleep(0.5)
-    raise AssertionError(f"image {image_id} is {img.get('status')} after {timeout}s")
+    return novaapi.wait_image(stack.glance("admin"), image_id, timeout, poll=0.5)
 
 
 def image_gone(stack: Stack, image_id: str) -> bool:
@@ -242,51 +102,45 @@ class FastsnapService(novahost.FastsnapService):
 # -- fixtures ------------------------------------------------------------------------------------------------
 
 
-def _ini(path: Path) -> dict[str, dict[str, str]]:
-    import configparser
-
-    cp = configparser.ConfigParser(interpolation=None, strict=False)
-    cp.read(path)
-    return {s: dict(cp[s]) for s in cp.sections()} | {"DEFAULT": dict(cp.defaults())}
-
-
 HOOK_DRIVER = "fastsnap.FastsnapLibvirtDriver"
 
 
-def _switch_driver(stack: Stack, driver: str) -> None:
-    """ceph-test-env/up with another compute_driver: it rewrites nova.conf and restarts nova-compute."""
-    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver}, timeout=1200)
+def up_nova(stack: Stack, **settings: str) -> float:
+    """ceph-test-env/up --nova with these FASTSNAP_TEST_NOVA_* settings (:func:`testkit.novahost.up_nova`): it
+    rewrites nova.conf and restarts nova-compute when it changed; the stack's env then updated. Seconds it took."""
+    t0 = time.monotonic()
+    up = novahost.up_nova(settings, timeout=1200)
     if up.returncode != 0:
-        pytest.fail(f"ceph-test-env/up (compute_driver {driver}) failed:\n{up.stderr[-4000:]}")
+        pytest.fail(f"ceph-test-env/up ({settings}) failed:\n{up.stderr[-4000:]}")
     stack.env.update(read_env(RUN / "env.sh"))
+    return time.monotonic() - t0
+
+
+def driver_now(stack: Stack) -> str:
+    """The compute_driver nova-compute runs now; fails the test outside the native stack or without a Nova part."""
+    if stack_mode() != "native":
+        pytest.fail("Nova runs in the native stack only")
+    NovaCLI(stack)  # fails the test when the stack has no Nova part
+    return stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
 
 
 @pytest.fixture(scope="module")
 def fastsnap_driver(stack: Stack) -> Iterator[str]:
     """nova-compute runs fastsnap's hook for this module; the driver it ran before comes back afterwards."""
-    if stack_mode() != "native":
-        pytest.fail("Nova runs in the native stack only")
-    NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    before = driver_now(stack)
     if before != HOOK_DRIVER:
-        _switch_driver(stack, HOOK_DRIVER)
+        up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER)
     try:
         yield HOOK_DRIVER
     finally:
         if before != HOOK_DRIVER:
-            _switch_driver(stack, before)
+            up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=before)
 
 
 @pytest.fixture(scope="module")
 def hook_nova(stack: Stack, fastsnap_driver: str) -> Iterator[NovaAPI]:
-    env = stack.env
-    conf = Path(env["FASTSNAP_TEST_NOVA_CONF"])
-    ini = _ini(conf)
-    assert ini["DEFAULT"].get("compute_driver") == fastsnap_driver
-    instances = Path(ini["DEFAULT"].get("instances_path", conf.parent / "instances"))
-    snapshots_dir = Path(ini.get("libvirt", {}).get("snapshots_directory") or instances / "snapshots")
-    n = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
-             snapshots_dir, env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+    n = NovaAPI(stack.env, stack.session("demo"), stack.session("admin"), boot_timeout=BOOT_TIMEOUT)
+    assert read_ini(n.conf)["DEFAULT"].get("compute_driver") == fastsnap_driver
     try:
         yield n
     finally:
@@ -297,7 +151,7 @@ def hook_nova(stack: Stack, fastsnap_driver: str) -> Iterator[NovaAPI]:
 def serving(stack: Stack, hook_nova: NovaAPI, prefix: str, extra_conf: str = "") -> Iterator[FastsnapService]:
     """The compute host's fastsnap service in a temporary directory, started; stopped afterwards, and its output
     must hold no traceback."""
-    sock = Path(_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
+    sock = Path(read_ini(hook_nova.conf)["fastsnap"]["unix_socket"])
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         svc = FastsnapService(stack, sock, Path(tmp), extra_conf)
         svc.start()
@@ -326,7 +180,7 @@ def images(stack: Stack) -> Iterator[list[str]]:
 @pytest.fixture(scope="module")
 def server_fast(hook_nova: NovaAPI, fastsnap_service: FastsnapService) -> dict[str, Any]:
     """A running guest booted from the guest image in `fast` (its disk is a clone of it on cluster A)."""
-    srv = hook_nova.boot(hook_nova.stack.env["FASTSNAP_NOVA_IMAGE"])
+    srv = hook_nova.boot(hook_nova.env["FASTSNAP_NOVA_IMAGE"])
     hook_nova.ready_counter(srv["id"])
     return srv
 

@@ -20,7 +20,6 @@ to boot anything). Every server and image is deleted. The matrix: doc/source/ins
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,19 +29,18 @@ from typing import Any
 import pytest
 import rbd
 
-from testkit.env import ROOT, RUN, read_env
-from testkit.nova import Nova as NovaCLI
+from testkit.novaapi import NovaAPI, read_ini
 from testkit.stack import Stack
-from tests.integration.conftest import stack_mode
 from tests.integration.glance_shapes import ShapedGlance
 from tests.integration.test_nova import (
+    BOOT_TIMEOUT,
     HOOK_DRIVER,
     FastsnapService,
-    NovaAPI,
-    _ini,
     delete_images,
+    driver_now,
     fastsnap_event,
     serving,
+    up_nova,
     wait_idle,
     wait_image,
 )
@@ -53,28 +51,12 @@ MiB = 1 << 20
 OBJ = 8 * MiB
 
 
-def _up(stack: Stack, **env: str) -> float:
-    """ceph-test-env/up --nova with these FASTSNAP_TEST_* settings; nova-compute restarts when its file changed.
-    Seconds it took."""
-    t0 = time.monotonic()
-    full = {**os.environ, "FASTSNAP_TEST_NOVA": "1", **env}
-    up = subprocess.run([str(ROOT / "ceph-test-env/up"), "--nova"], capture_output=True, text=True, env=full,
-                        timeout=1200, check=False)
-    if up.returncode != 0:
-        pytest.fail(f"ceph-test-env/up ({env}) failed:\n{up.stderr[-4000:]}")
-    stack.env.update(read_env(RUN / "env.sh"))
-    return time.monotonic() - t0
-
-
 @pytest.fixture(scope="module")
 def restore(stack: Stack) -> Iterator[None]:
     """nova-compute as it was before this module (driver, the catalogue's Glance, the service token), afterwards."""
-    if stack_mode() != "native":
-        pytest.fail("Nova runs in the native stack only")
-    NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver")
+    before = driver_now(stack)
     yield
-    print(f"nova-compute restored ({before}) in {_up(stack, FASTSNAP_TEST_NOVA_DRIVER=before):.1f}s")
+    print(f"nova-compute restored ({before}) in {up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=before):.1f}s")
 
 
 def _base(stack: Stack) -> str:
@@ -112,16 +94,15 @@ def deployment(request: pytest.FixtureRequest, stack: Stack, restore: None) -> I
     base = _base(stack)
     glance = ShapedGlance.start(shape)
     try:
-        took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=glance.url,
+        took = up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=glance.url,
                    FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN=str(token).lower())
         conf = Path(stack.env["FASTSNAP_TEST_NOVA_CONF"])
-        compute = _ini(conf.parent / "nova-compute.conf")
+        compute = read_ini(conf.parent / "nova-compute.conf")
         assert compute["DEFAULT"]["compute_driver"] == HOOK_DRIVER
         assert compute["glance"]["endpoint_override"] == glance.url
         assert compute["service_user"]["send_service_user_token"] == str(token).lower()
         print(f"nova-compute ({shape}, send_service_user_token {token}) up in {took:.1f}s")
-        nova = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
-                       Path("/nonexistent"), stack.env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+        nova = NovaAPI(stack.env, stack.session("demo"), stack.session("admin"), boot_timeout=BOOT_TIMEOUT)
         try:
             with serving(stack, nova, f"fastsnap-{shape}-", glance.conf("")) as svc:
                 t0 = time.monotonic()
@@ -235,10 +216,10 @@ def test_hook_clone_path_with_the_service_token_flipped(stack: Stack, deployment
     ``send_service_user_token`` the other way round (kolla with it, osa without), one more snapshot through the
     hook. Last test of each configuration: the next one's set-up (or ``restore``) restarts nova-compute again."""
     flipped = not deployment.service_token
-    took = _up(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER,
+    took = up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER,
                FASTSNAP_TEST_NOVA_COMPUTE_GLANCE_URL=deployment.glance.url,
                FASTSNAP_TEST_NOVA_SERVICE_USER_TOKEN=str(flipped).lower())
-    compute = _ini(Path(stack.env["FASTSNAP_TEST_NOVA_CONF"]).parent / "nova-compute.conf")
+    compute = read_ini(Path(stack.env["FASTSNAP_TEST_NOVA_CONF"]).parent / "nova-compute.conf")
     assert compute["service_user"]["send_service_user_token"] == str(flipped).lower()
     print(f"nova-compute ({deployment.shape}, send_service_user_token {flipped}) restarted in {took:.1f}s")
     job = _snapshot(stack, deployment, deployment.service, images, f"fs-{deployment.shape}-flipped")

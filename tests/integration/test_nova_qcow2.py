@@ -15,22 +15,20 @@ from typing import Any
 
 import pytest
 
-from testkit import novahost
 from testkit.counter import resumes_from
-from testkit.env import RUN, read_env
-from testkit.nova import Nova as NovaCLI
+from testkit.novaapi import NovaAPI, read_ini
 from testkit.stack import Stack
-from tests.integration.conftest import stack_mode
 from tests.integration.test_nova import (
+    BOOT_TIMEOUT,
     HOOK_DRIVER,
     FastsnapService,
-    NovaAPI,
     Watch,
-    _ini,
     delete_images,
+    driver_now,
     live_counter,
     read_counter,
     serving,
+    up_nova,
     wait_idle,
     wait_image,
 )
@@ -38,38 +36,22 @@ from tests.integration.test_nova import (
 pytestmark = [pytest.mark.stack, pytest.mark.nova]
 
 
-def _up(stack: Stack, driver: str, snapshot_format: str) -> None:
-    """ceph-test-env/up with this compute_driver and snapshot_image_format: nova-compute restarts on a change."""
-    up = novahost.up_nova({"FASTSNAP_TEST_NOVA_DRIVER": driver, "FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT": snapshot_format},
-                          timeout=1200)
-    if up.returncode != 0:
-        pytest.fail(f"ceph-test-env/up (snapshot_image_format {snapshot_format!r}) failed:\n{up.stderr[-4000:]}")
-    stack.env.update(read_env(RUN / "env.sh"))
-
-
 @pytest.fixture(scope="module")
 def qcow2_nova(stack: Stack) -> Iterator[NovaAPI]:
-    if stack_mode() != "native":
-        pytest.fail("Nova runs in the native stack only")
-    NovaCLI(stack)  # fails the test when the stack has no Nova part
-    before = (stack.env.get("FASTSNAP_TEST_NOVA_DRIVER", "libvirt.LibvirtDriver"),
-              stack.env.get("FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT", ""))
-    _up(stack, HOOK_DRIVER, "qcow2")
+    before = (driver_now(stack), stack.env.get("FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT", ""))
+    up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=HOOK_DRIVER, FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT="qcow2")
     conf = Path(stack.env["FASTSNAP_TEST_NOVA_CONF"])
-    ini = _ini(conf)
+    ini = read_ini(conf)
     assert ini["DEFAULT"].get("compute_driver") == HOOK_DRIVER
     assert ini["libvirt"].get("snapshot_image_format") == "qcow2"
-    instances = Path(ini["DEFAULT"].get("instances_path", conf.parent / "instances"))
-    n = NovaAPI(stack, stack.session("demo"), stack.session("admin"), conf, conf.parent / "log/nova-compute.log",
-                Path(ini["libvirt"].get("snapshots_directory") or instances / "snapshots"),
-                stack.env.get("FASTSNAP_TEST_LIBVIRT_URI", "qemu:///system"))
+    n = NovaAPI(stack.env, stack.session("demo"), stack.session("admin"), boot_timeout=BOOT_TIMEOUT)
     try:
         yield n
     finally:
         try:
             n.delete_servers()
         finally:
-            _up(stack, *before)
+            up_nova(stack, FASTSNAP_TEST_NOVA_DRIVER=before[0], FASTSNAP_TEST_NOVA_SNAPSHOT_FORMAT=before[1])
 
 
 @pytest.fixture(scope="module")
