@@ -92,6 +92,18 @@ def has_parent(pool: Any, name: str) -> bool:
         return False
 
 
+class EnvValue:
+    """A read-only attribute of :class:`Stack`: one value of the stack's env.sh."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, stack: Stack | None, owner: type[Stack] | None = None) -> str:
+        if stack is None:
+            raise AttributeError(f"{self.key} is a value of a stack's env.sh")
+        return stack.env[self.key]
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -148,22 +160,10 @@ class Stack:
             with contextlib.suppress(Exception):
                 g.images.delete(image_id)
 
-    @property
-    def fsid_a(self) -> str:
-        return self.env["FASTSNAP_TEST_FSID_A"]
-
-    @property
-    def fsid_b(self) -> str:
-        return self.env["FASTSNAP_TEST_FSID_B"]
-
-    @property
-    def config_file(self) -> str:
-        return self.env["FASTSNAP_CONFIG_FILE"]
-
-    @property
-    def ceph_conf(self) -> str:
-        """Cluster A's ceph.conf."""
-        return self.env["CEPH_CONF"]
+    fsid_a = EnvValue("FASTSNAP_TEST_FSID_A")
+    fsid_b = EnvValue("FASTSNAP_TEST_FSID_B")
+    config_file = EnvValue("FASTSNAP_CONFIG_FILE")
+    ceph_conf = EnvValue("CEPH_CONF")   # cluster A's ceph.conf
 
     @property
     def run_dir(self) -> str:
