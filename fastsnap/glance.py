@@ -235,16 +235,25 @@ class Glance:
         except Exception as exc:
             raise map_error(f"uploading image {image_id} to store {store}", exc) from exc
 
+    def registration_api(self) -> str:
+        """How :meth:`add_location` registers: ``v2.17`` (the location API) or ``patch`` (``[glance]
+        location_api``; ``auto``: the location API where Glance has it)."""
+        if self.location_api == "auto":
+            return "v2.17" if self.supports("v2.17") else "patch"
+        return "v2.17" if self.location_api == "locations" else self.location_api
+
+    @staticmethod
+    def hides_locations(image: dict[str, Any]) -> bool:
+        """Whether an image view comes from a Glance with ``show_multiple_locations = False``: only such a Glance
+        leaves the ``locations`` key out (with it on, a caller who may not see them gets ``[]``)."""
+        return "locations" not in image
+
     def add_location(self, image_id: str, url: str) -> tuple[str, dict[str, Any] | None]:
         """Register a location on a queued image: (the API used, the image when Glance answered with it active).
 
         ``[glance] location_api``: the 2.17 location API (one POST; Glance activates the image in a background
         task: poll it) or the JSON-patch ``add /locations/-`` (synchronous: the answer is the active image)."""
-        api = self.location_api
-        if api == "auto":
-            api = "v2.17" if self.supports("v2.17") else "patch"
-        elif api == "locations":
-            api = "v2.17"
+        api = self.registration_api()
         if api == "v2.17":  # one POST (glanceclient's call adds GET /versions and GET image)
             self.call(f"adding location to {image_id}", lambda: self.client.http_client.post(
                 f"/v2/images/{image_id}/locations", data={"url": url, "validation_data": {}}))

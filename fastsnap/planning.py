@@ -20,7 +20,7 @@ from fastsnap import journal as jr
 from fastsnap import ownership as own
 from fastsnap.auth import Identity
 from fastsnap.caller import Caller
-from fastsnap.errors import BadRequest, Conflict, NotFound, PlanError, UnknownStore
+from fastsnap.errors import BadRequest, ConfigError, Conflict, NotFound, PlanError, UnknownStore
 from fastsnap.glance import Glance
 from fastsnap.host import Host
 from fastsnap.location import ImageSpec, RbdLocation
@@ -63,6 +63,18 @@ def check_owner(host: Host, req: SnapshotRequest, glance: Glance, ident: Identit
     server_id = own.require_server(req.disk, req.instance_uuid)
     server = Nova(host.conf, glance.session).server(server_id)
     own.check_root_disk(req.disk, server, host.conf.libvirt.images_rbd_pool)
+
+
+def refuse_patch_without_locations(glance: Glance, base_image: dict[str, Any]) -> None:
+    """A plan that registers a location, with ``[glance] location_api = patch`` against a Glance whose
+    ``show_multiple_locations`` is off (the base image's view says so), cannot work: Glance refuses the PATCH.
+    Refused while planning (nothing created), so the Nova hook declines to Nova's own snapshot with one WARNING
+    line naming the setting, rather than the snapshot failing at registration."""
+    if glance.hides_locations(base_image) and glance.registration_api() == "patch":
+        raise ConfigError("Glance has show_multiple_locations = False, and fastsnap's [glance] location_api = "
+                          f"{glance.location_api} registers locations with the image PATCH, which that Glance "
+                          "refuses: set [glance] location_api = auto (the location API) or enable "
+                          "show_multiple_locations in Glance")
 
 
 def earlier(journal: jr.Journal, req: SnapshotRequest) -> jr.Operation | None:
@@ -129,6 +141,8 @@ def prepare(host: Host, req: SnapshotRequest, caller: Caller) -> Planned:
         if refused:
             LOG.warning("base copy check failed: %s; copying instead", refused)
             plan = make_plan(dataclasses.replace(preq, delta_refused=refused))
+    if plan.path is not SnapshotPath.STREAM and base_raw is not None:
+        refuse_patch_without_locations(host.glance, base_raw)
     if plan.format == StreamFormat.QCOW2 and size % 512:
         raise BadRequest(f"disk {req.disk} is {size} bytes, no multiple of 512: it cannot be a qcow2 image's "
                          "virtual size; ask for format 'raw'")

@@ -24,7 +24,9 @@ glance_opts = [
                     "snapshots did before 2025.2); it needs show_multiple_locations = True in Glance, which shows "
                     "every image's locations to its users (Glance calls that a security risk), and images it "
                     "registers get no checksum or os_hash_value even when Glance's do_secure_hash is on. With "
-                    "show_multiple_locations off Glance refuses it and the snapshot fails cleanly, telling so."),
+                    "show_multiple_locations off Glance refuses it: a snapshot with a base image is refused while "
+                    "planning (the Nova hook then declines to Nova's own snapshot with one WARNING line naming the "
+                    "setting), one without fails cleanly at registration, telling so."),
     cfg.IntOpt("store_cache_seconds", default=30, min=0,
                help="Seconds fastsnap reuses Glance's store catalogue (GET /v2/info/stores/detail, for which "
                     "Glance connects to every Ceph cluster) before asking again, in memory and in "

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from glanceclient import exc as gexc
 from keystoneauth1 import service_token
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from fastsnap import glance as gl
+from fastsnap.errors import ConfigError
+from fastsnap.planning import refuse_patch_without_locations
 
 IMAGE = "11111111-2222-3333-4444-555555555555"
 A = f"rbd://fsid-a/images/{IMAGE}/snap"
@@ -90,3 +93,26 @@ def test_service_session_refused_gives_no_locations() -> None:
     http.service = object()  # the stub now refuses every caller
     base, _ = g.base_image(IMAGE)
     assert base.locations == () and base.stores == ("fast", "remote")
+
+
+def test_registration_api_is_the_configured_one_or_what_glance_has() -> None:
+    g, _ = _glance({}, user=False)
+    assert g.registration_api() == "v2.17"          # auto, and the stub's Glance lists v2.17
+    for configured, api in (("patch", "patch"), ("locations", "v2.17")):
+        g.location_api = configured
+        assert g.registration_api() == api
+
+
+def test_a_patch_registration_against_a_glance_that_hides_locations_is_refused_while_planning() -> None:
+    """``[glance] location_api = patch`` with a base image viewed without ``locations`` (Glance's
+    show_multiple_locations off): refused before anything is created, naming both settings; with ``locations``
+    in the view (even empty: a caller who may not see them), or with the location API, planning goes on."""
+    g, _ = _glance({}, user=False)
+    g.location_api = "patch"
+    with pytest.raises(ConfigError) as err:
+        refuse_patch_without_locations(g, {"id": IMAGE, "status": "active", "direct_url": A})
+    assert str(err.value).startswith("Glance has show_multiple_locations = False")
+    assert "location_api = patch" in str(err.value)
+    refuse_patch_without_locations(g, {"id": IMAGE, "locations": []})
+    g.location_api = "auto"
+    refuse_patch_without_locations(g, {"id": IMAGE, "status": "active"})
