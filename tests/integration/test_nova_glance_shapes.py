@@ -201,7 +201,8 @@ def test_hook_patch_location_api_without_multiple_locations_declines_to_nova(
             images.append(image_id)
             img = wait_image(stack, image_id)
             wait_idle(deployment.nova, sid)
-            assert svc.job_for(image_id) is None
+            code, body = svc.call("GET", f"/v1/snapshots?image_id={image_id}")
+            assert code == 200 and body["snapshots"] == [], body
     finally:
         deployment.service.start()
     log = deployment.nova.log_since(offset)
