@@ -265,6 +265,16 @@ class Stack:
     def image_ids(self) -> set[str]:
         return {i["id"] for i in self.glance("admin").images.list()}
 
+    def copy_image(self, image_id: str, store: str = "remote", timeout: float = 120) -> None:
+        """Copy an active image into another store with Glance's copy-image import (as admin) and wait until the
+        image lists that store."""
+        admin = self.glance("admin")
+        admin.images.image_import(image_id, method="copy-image", stores=[store])
+        deadline = time.monotonic() + timeout
+        while store not in str(admin.images.get(image_id).get("stores", "")).split(","):
+            assert time.monotonic() < deadline, f"copy-image into {store} did not finish in {timeout:.0f} s"
+            time.sleep(0.5)
+
     def upload_base(self, store: str, data: bytes, user: str = "fastsnap", **props: Any) -> str:
         g = self.glance(user)
         img = g.images.create(name=f"base-{store}-{uuid.uuid4().hex[:6]}", disk_format="raw",

@@ -185,9 +185,9 @@ Writer = Callable[..., str]
 
 
 @pytest.fixture
-def make_disk(stack: Stack) -> Iterator[Writer]:
-    """Create instance disks in pool vms with data at a few offsets and holes elsewhere."""
-    made: list[str] = []
+def make_disk(stack: Stack, disks: list[str]) -> Writer:
+    """Create instance disks in pool vms with data at a few offsets and holes elsewhere (removed afterwards, as
+    :func:`disks` removes them)."""
 
     def make(size: int = 64 << 20, chunks: tuple[int, ...] = (0, 5 << 20, 40 << 20),
              chunk_len: int = 1 << 20) -> str:
@@ -198,10 +198,17 @@ def make_disk(stack: Stack) -> Iterator[Writer]:
                 for off in chunks:
                     if off + chunk_len <= size:
                         img.write(os.urandom(chunk_len), off)
-        made.append(name)
+        disks.append(name)
         return name
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def disks(stack: Stack) -> Iterator[list[str]]:
+    """Names of instance disks (pool vms) a test made itself: removed afterwards, with the snapshots it took."""
+    made: list[str] = []
+    yield made
     stack.delete_snapshots()
     with stack.ioctx("vms") as io:
         for name in made:

@@ -16,31 +16,19 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import rbd
 
 from fastsnap.states import REMOTE_STEPS, OpState
-from testkit.cleanup import remove_disk
 from testkit.stack import Stack
 
 MiB = 1 << 20
 OBJ = 8 * MiB          # Glance's rbd stores write 8 MiB objects (rbd_store_chunk_size = 8); clones inherit it
 BASE_SIZE = 8 * OBJ
 DISK_SIZE = 12 * OBJ  # Nova grows the disk to the flavor's size
-
-
-def _wait(pred: Any, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +38,7 @@ def multistore_base(stack: Stack) -> str:
     for off in range(0, 6 * OBJ, OBJ):  # 6 objects written, the last 2 a hole
         data[off:off + OBJ] = os.urandom(OBJ)
     image_id = stack.upload_base("fast", bytes(data))
-    admin = stack.glance("admin")
-    admin.images.image_import(image_id, method="copy-image", stores=["remote"])
-    _wait(lambda: "remote" in str(admin.images.get(image_id).get("stores", "")).split(","),
-          "copy-image into remote")
+    stack.copy_image(image_id)
     return image_id
 
 
@@ -78,16 +63,6 @@ def _write(stack: Stack, disk: str) -> int:
         img.discard(3 * OBJ, OBJ)                      # a discard over base data
         img.write(os.urandom(2 * MiB), 10 * OBJ)       # past the base's end
     return 5 * OBJ
-
-
-@pytest.fixture
-def disks(stack: Stack) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    stack.delete_snapshots()
-    with stack.ioctx("vms") as io:
-        for name in made:
-            remove_disk(io, name)
 
 
 def _osd_out_bytes(stack: Stack) -> int:

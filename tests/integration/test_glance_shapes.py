@@ -14,7 +14,6 @@ The matrix, with the Nova half: doc/source/install/glance-shapes.rst.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ import pytest
 import rbd
 
 from fastsnap import Fastsnap, SnapshotRequest
-from testkit.cleanup import remove_disk
 from testkit.stack import Stack
 from tests.integration.conftest import stack_mode
 from tests.integration.glance_shapes import ShapedGlance
@@ -51,23 +49,8 @@ def two_store_base(stack: Stack) -> str:
     """A 2-object base image in ``fast`` (cluster A), copied into ``remote`` (cluster B) by copy-image."""
     data = os.urandom(OBJ) + bytes(OBJ)
     image_id = stack.upload_base("fast", data)
-    admin = stack.glance("admin")
-    admin.images.image_import(image_id, method="copy-image", stores=["remote"])
-    deadline = time.monotonic() + 120
-    while "remote" not in str(admin.images.get(image_id).get("stores", "")).split(","):
-        assert time.monotonic() < deadline, "copy-image into remote did not finish in 120 s"
-        time.sleep(0.5)
+    stack.copy_image(image_id)
     return image_id
-
-
-@pytest.fixture
-def clone_disks(stack: Stack) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    stack.delete_snapshots()
-    with stack.ioctx("vms") as io:
-        for name in made:
-            remove_disk(io, name)
 
 
 def _clone_disk(stack: Stack, base: str, made: list[str]) -> str:
@@ -101,10 +84,10 @@ def test_shape_shows_what_its_settings_say(stack: Stack, shaped: ShapedGlance, t
 
 
 def test_clone_path_finds_the_base_images_store(stack: Stack, shaped: ShapedGlance, bases: dict[str, str],
-                                                clone_disks: list[str], tmp_path: Path) -> None:
+                                                disks: list[str], tmp_path: Path) -> None:
     """No store named: the base image's rbd store on the disk's cluster, from its ``stores`` field when its
     locations are hidden (kolla); the clone registered through the location API (2.17) in both shapes."""
-    disk = _clone_disk(stack, bases["fast"], clone_disks)
+    disk = _clone_disk(stack, bases["fast"], disks)
     with _fastsnap(stack, shaped, tmp_path) as fs:
         res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name=f"shape-clone-{shaped.shape}",
                                           base_image=bases["fast"]))
@@ -117,10 +100,10 @@ def test_clone_path_finds_the_base_images_store(stack: Stack, shaped: ShapedGlan
 
 
 def test_delta_path_finds_the_base_images_copy(stack: Stack, shaped: ShapedGlance, two_store_base: str,
-                                               clone_disks: list[str], tmp_path: Path) -> None:
+                                               disks: list[str], tmp_path: Path) -> None:
     """Into ``remote`` (cluster B): a clone of the base image's copy there plus what the instance wrote, the copy
     found through the image's locations (osa) or the location API as fastsnap's service role (kolla)."""
-    disk = _clone_disk(stack, two_store_base, clone_disks)
+    disk = _clone_disk(stack, two_store_base, disks)
     want = stack.disk_sha256("vms", disk)
     with _fastsnap(stack, shaped, tmp_path) as fs:
         res = fs.snapshot(SnapshotRequest(disk=f"vms/{disk}", name=f"shape-delta-{shaped.shape}",
