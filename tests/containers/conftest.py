@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import bases, make_disk, pytest_terminal_summary, stack, stack_mode
+from tests.integration.conftest import bases, disks, make_disk, pytest_terminal_summary, stack, stack_mode
 
-__all__ = ["bases", "make_disk", "pytest_terminal_summary", "stack"]
+__all__ = ["bases", "disks", "make_disk", "pytest_terminal_summary", "stack"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

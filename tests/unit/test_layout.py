@@ -96,3 +96,30 @@ def test_the_checker_sees_function_local_and_type_checking_imports(tmp_path: Pat
 def test_bench_and_testkit_modules_are_found() -> None:
     modules = _modules()
     assert {"bench.run", "bench.lib", "testkit.env", "testkit.stack", "testkit.results"} <= set(modules)
+
+
+def _fixtures(path: Path) -> set[str]:
+    """The names of the functions decorated ``@pytest.fixture`` (bare or called) in a module."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(target, ast.Attribute) and target.attr == "fixture":
+                    names.add(node.name)
+    return names
+
+
+def test_the_container_suite_sees_every_integration_fixture() -> None:
+    """tests/containers runs beside tests/integration on the same stack and takes its fixtures by importing them
+    from tests/integration/conftest.py by name; a fixture added there and not here fails every container test at
+    setup ("fixture 'disks' not found"), an hour into CI. Caught here, in the unit stage, instead."""
+    wanted = _fixtures(ROOT / "tests" / "integration" / "conftest.py")
+    assert {"stack", "make_disk", "disks", "bases"} <= wanted  # the reader finds them
+    imported = {
+        alias.name
+        for node in ast.parse((ROOT / "tests" / "containers" / "conftest.py").read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.module == "tests.integration.conftest"
+        for alias in node.names
+    }
+    assert wanted - imported == set()
