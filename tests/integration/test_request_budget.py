@@ -8,9 +8,9 @@ client that already took one snapshot) must stay within:
 - Glance: one image create (or, filling a queued image, its read and one PATCH), one location, and status polls;
   the store catalogue comes from the cache, no ``/versions`` or schema round trips;
 - the polls: no more than ``fastsnap.glance_wait``'s schedule makes in the time the snapshot took, from the
-  activation estimate the process held when it began (:func:`_schedule_bound`). On a quiet stack that is 1 to 4
-  polls and the whole snapshot stays within 6 requests; a Glance slowed by a loaded machine earns more polls by
-  the schedule's own rule (each wait 30 % of the time waited), so a fixed total would be a timing test;
+  activation estimate the process held when it began (:func:`_schedule_bound`). A Glance slowed by a loaded
+  machine earns more polls by the schedule's own rule (each wait 30 % of the time waited): the fixed total of 6
+  requests this module asserted before failed so under CI load (5 polls after a queued fill);
 - Keystone: none (the token of the session is reused).
 """
 
@@ -53,13 +53,13 @@ def _polls(counts: dict[str, int]) -> int:
     return counts.get("GET /v2/images/{id}", 0) + counts.get("GET /v2/images", 0)
 
 
-def _schedule_bound(estimate: float, seconds: float, registered: bool) -> int:
-    """The most status polls ``glance_wait.wait_status`` makes in ``seconds``: its delays (the activation
-    schedule from ``estimate`` after a location registration, else the upload backoff) summed until they pass
-    ``seconds``. Each poll also takes a request's time, so the real count can only be lower."""
-    delays = glance_wait.ActivationTimes(initial=estimate).delays() if registered else glance_wait.backoff(0.05)
+def _schedule_bound(estimate: float, seconds: float) -> int:
+    """The most status polls ``glance_wait.wait_status`` makes in ``seconds`` after a location registration (every
+    snapshot here registers one, asserted before this is asked): the activation schedule's delays from
+    ``estimate`` summed until they pass ``seconds``. Each poll also takes a request's time, so the real count can
+    only be lower."""
     waited = 0.0
-    for polls, d in enumerate(delays):
+    for polls, d in enumerate(glance_wait.ActivationTimes(initial=estimate).delays()):
         waited += d
         if waited > seconds:
             return polls
@@ -79,9 +79,8 @@ def _timed(snapshot: Callable[[], Any]) -> tuple[Any, float, float]:
     return res, estimate, time.monotonic() - start
 
 
-def _assert_polls(glance: dict[str, int], polls: int, estimate: float, seconds: float, what: str,
-                  least: int = 1) -> None:
-    bound = _schedule_bound(estimate, seconds, registered=glance.get(LOCATIONS, 0) > 0)
+def _assert_polls(polls: int, estimate: float, seconds: float, what: str, least: int = 1) -> None:
+    bound = _schedule_bound(estimate, seconds)
     assert least <= polls <= bound, f"{polls} polls, the schedule allows {bound} in {seconds:.2f} s " \
                                     f"from an estimate of {estimate:.3f} s; {what}"
 
@@ -103,7 +102,7 @@ def _assert_budget(glance: dict[str, int], keystone: dict[str, int], base_image:
     # Nothing else: the create, the location, the base image's reads and the polls are the whole list.
     assert sum(glance.values()) == 2 + base_reads + polls, what
     # With a base image one of the GETs is its read (so there may be no poll left).
-    _assert_polls(glance, polls - base_image, estimate, seconds, what, least=0 if base_image else 1)
+    _assert_polls(polls - base_image, estimate, seconds, what, least=0 if base_image else 1)
     assert sum(keystone.values()) == 0, what
 
 
@@ -156,7 +155,7 @@ def test_queued_image_fill_budget(stack: Stack, make_disk: Writer, bases: dict[s
     assert counts.get(LOCATIONS, 0) == 1, what
     polls = _polls(counts) - 1  # the queued image's read, then as a new image
     assert sum(counts.values()) == 2 + 1 + polls, what
-    _assert_polls(counts, polls, estimate, seconds, what)
+    _assert_polls(polls, estimate, seconds, what)
     assert sum(ks.values()) == 0, what
 
 
