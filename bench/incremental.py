@@ -28,7 +28,7 @@ import rados
 import rbd
 
 from bench.lib import Env, connect, fastsnap_argv, log, machine_facts, osd_delta, print_json, run, scaled_parser
-from bench.xcluster import GLANCE_OBJ, Sparse, delete, env_admin_session, remove_disk, wait_for
+from bench.xcluster import GLANCE_OBJ, Sparse, delete, remove_disk, wait_for
 from testkit.stack import Stack
 
 MiB = 1 << 20
@@ -68,7 +68,6 @@ def comparison(stack: Stack, env: Env, config: str, scale: float) -> dict[str, A
                                                  int(64 * MiB * scale))
     log(f"incremental: disk {virtual >> 20} MiB cloned from a {base_written >> 20} MiB base, {written >> 20} MiB "
         f"written, {rewritten >> 20} MiB rewritten")
-    admin = __import__("glanceclient").Client("2", session=env_admin_session(env))
     base = stack.create_image("bench-incr-base")
     disk = f"bench-incr-{base[:8]}"
     made: list[str] = []
@@ -76,8 +75,7 @@ def comparison(stack: Stack, env: Env, config: str, scale: float) -> dict[str, A
     try:
         stack.fastsnap_glance.images.upload(base, Sparse(base_written, base_written), image_size=base_written,
                                    backend="fast")
-        admin.images.image_import(base, method="copy-image", stores=["remote"])
-        wait_for("copy-image", lambda: "remote" in str((stack.image(base) or {}).get("stores", "")))
+        stack.copy_image(base, timeout=900)
         rbd.RBD().clone(stack.images, base, "snap", stack.vms, disk)
         with rbd.Image(stack.vms, disk) as d:
             d.resize(virtual)
